@@ -1,0 +1,47 @@
+# ecufl: the two commands of the README, and the steps they stand on.
+#   make run    set everything up, then run the main job (a small simulated fleet)
+#   make test   set everything up, then run the whole test suite (what CI runs)
+# Everything is installed by these rules: Debian packages (apt-get, as root or through sudo)
+# and a virtual environment in .venv with ecufl installed editable (its C/C++ kernels compiled
+# by CMake through scikit-build-core).
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+EXTRAS  ?= test
+PYTEST_ARGS ?=
+
+# Debian packages the project needs: compilers and the ARM cross toolchain + emulator for the
+# board builds, Eigen for the C++ kernel, glib for the qemu instruction-counting plugin.
+DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config \
+	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev
+
+.PHONY: setup system-deps run test bench arm clean
+
+setup: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find kernels proto -name 'CMakeLists.txt' -o -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.proto' 2>/dev/null)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+run: setup
+	$(BIN)/ecufl train --kernel numpy --layers 784,30,10 --epochs 1 --batch-size 10 --lr 3.0 --seed 1
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/ecufl bench kernels
+
+clean:
+	rm -rf build $(VENV)

@@ -1,0 +1,3 @@
+from ecufl.cli import main
+
+main()

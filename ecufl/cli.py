@@ -1,0 +1,299 @@
+"""The ``ecufl`` command line.
+
+Every error the user can cause is one line on stderr, ``ecufl: error: ...``, naming the flag or
+file at fault; wrong flags and impossible values exit with 2, failures of a run with 1.
+Sub-command groups of other packages (fleet, report, bench, ...) are attached in ``_extend``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ecufl import __version__
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Failure(click.ClickException):
+    """A run failed for a reason outside the user's flags (exit 1)."""
+
+    exit_code = 1
+
+
+def parse_layers(value: str | None, flag: str = "--layers") -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        sizes = [int(v) for v in value.replace("-", ",").split(",") if v.strip()]
+    except ValueError:
+        raise click.UsageError(f"{flag}: expected comma-separated integers like 784,30,10, got {value!r}")
+    if len(sizes) < 2:
+        raise click.UsageError(f"{flag}: need at least an input and an output layer, got {value!r}")
+    if any(s < 1 for s in sizes):
+        raise click.UsageError(f"{flag}: layer sizes must be positive, got {value!r}")
+    if sizes[0] != 784:
+        raise click.UsageError(f"{flag}: the first layer must be 784 (28x28 MNIST pixels), got {sizes[0]}")
+    if sizes[-1] != 10:
+        raise click.UsageError(f"{flag}: the last layer must be 10 (digits 0-9), got {sizes[-1]}")
+    return sizes
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ecufl")
+def cli() -> None:
+    """ecufl: federated learning of HDRNN on embedded ECUs, kernel against kernel."""
+
+
+# --- init / train / eval / compare ------------------------------------------------------------------
+@cli.command()
+@click.option("--layers", default="784,30,10", show_default=True, help="Layer sizes, comma-separated.")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--scaled-init", is_flag=True, help="Divide weights by sqrt(n_in) (network2.py).")
+@click.option("--dtype", default="float64", show_default=True, type=click.Choice(["float32", "float64"]))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weight file (.npz) to write.")
+def init(layers, seed, scaled_init, dtype, out):
+    """Write the initial weights that the portable PRNG draws from SEED."""
+    from ecufl import weights as weightfile
+    from ecufl.kernels import init_params
+
+    sizes = parse_layers(layers)
+    if not 0 <= seed < 2**32:
+        raise click.UsageError(f"--seed must be in 0..2^32-1, got {seed}")
+    params = init_params(sizes, seed, scaled=scaled_init, dtype=dtype)
+    weightfile.save(out, params, seed=seed, kernel="init", scaled_init=scaled_init)
+    console.print(f"wrote {out}: layers {sizes}, {dtype}, seed {seed}")
+
+
+def _kernel_options(prune: float | None) -> dict:
+    return {} if prune is None else {"prune": prune}
+
+
+@cli.command()
+@click.option("--kernel", default="numpy", show_default=True, help="Kernel name (see `ecufl kernels`).")
+@click.option("--layers", default="784,30,10", show_default=True)
+@click.option("--epochs", default=1, show_default=True, type=int)
+@click.option("--batch-size", default=10, show_default=True, type=int)
+@click.option("--lr", default=3.0, show_default=True, type=float)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--init", "init_path", type=click.Path(dir_okay=False), help="Start from this weight file.")
+@click.option("--scaled-init", is_flag=True, help="Divide initial weights by sqrt(n_in).")
+@click.option("--train-limit", type=int, help="Train on the first N samples only.")
+@click.option("--no-shuffle", is_flag=True, help="Keep the data set order (no epoch shuffle).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), help="Arithmetic (default: the kernel's).")
+@click.option("--prune", type=float, help="Target sparsity of the hidden weights (kernels that prune).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Directory with the MNIST files.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the final weights here (.npz).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def train(kernel, layers, epochs, batch_size, lr, seed, init_path, scaled_init, train_limit, no_shuffle,
+          dtype, prune, data_dir, out, as_json):
+    """Train HDRNN on MNIST with one kernel; print test accuracy, time and peak RSS."""
+    from ecufl import train as training
+    from ecufl import weights as weightfile
+    from ecufl.kernels import KernelUnavailable, kernel_class
+
+    cfg = training.TrainConfig(
+        kernel=kernel, sizes=parse_layers(layers), epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, dtype=dtype, scaled_init=scaled_init, init=init_path, train_limit=train_limit,
+        shuffle=not no_shuffle, data_dir=data_dir, kernel_options=_kernel_options(prune),
+    )
+    try:
+        cfg.validate()
+        cls = kernel_class(kernel)
+        if dtype and dtype not in cls.dtypes:
+            raise ValueError(f"--dtype {dtype}: kernel {kernel!r} supports {', '.join(cls.dtypes)}")
+    except (ValueError, KernelUnavailable) as e:
+        raise click.UsageError(str(e))
+    progress = None
+    bar = None
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn(f"[bold]{kernel}[/]"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} samples"),
+                       TimeRemainingColumn(), console=err_console, transient=True)
+        task = bar.add_task("train", total=1)
+        bar.start()
+        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+    try:
+        result, params = training.run(cfg, progress=progress)
+    finally:
+        if bar:
+            bar.stop()
+    if out:
+        weightfile.save(out, params, seed=seed, kernel=kernel, epochs=epochs, lr=lr, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(result.to_dict() | {"out": out}))
+        return
+    t = Table(title=f"HDRNN {'-'.join(map(str, cfg.sizes))} with kernel {kernel} ({result.dtype})")
+    for col in ("epochs", "samples/s", "train time", "test accuracy", "test loss", "peak RSS"):
+        t.add_column(col, justify="right")
+    t.add_row(str(epochs), f"{result.samples_per_second:,.0f}", f"{result.train_seconds:.2f} s",
+              f"{result.test_accuracy:.4f}", f"{result.test_loss:.4f}", fmt_bytes(result.peak_rss_bytes))
+    console.print(t)
+    if out:
+        console.print(f"weights written to {out}")
+
+
+@cli.command("eval")
+@click.option("--weights", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--kernel", default="numpy", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(path, kernel, data_dir, as_json):
+    """Test accuracy and loss of a weight file on the MNIST test set."""
+    from ecufl import data as mnist
+    from ecufl import weights as weightfile
+    from ecufl.kernels import create
+
+    params, meta = weightfile.load(path)
+    test = mnist.load("test", data_dir)
+    k = create(kernel, params, dtype=str(params.dtype) if kernel == "numpy" else None)
+    ev = k.evaluate(test.images, test.labels)
+    k.close()
+    if as_json:
+        click.echo(json.dumps({"weights": path, "accuracy": ev.accuracy, "loss": ev.loss, "sizes": params.sizes}))
+    else:
+        console.print(f"{path}: layers {params.sizes}, test accuracy {ev.accuracy:.4f}, loss {ev.loss:.4f}")
+
+
+@cli.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--atol", default=1e-4, show_default=True, type=float, help="Allowed max absolute difference.")
+@click.option("--rtol", default=0.0, show_default=True, type=float, help="Allowed difference relative to |B|.")
+@click.option("--json", "as_json", is_flag=True)
+def compare(a, b, atol, rtol, as_json):
+    """Compare two weight files array by array; exit 1 if any element differs by more than atol + rtol*|B|."""
+    import numpy as np
+
+    from ecufl import weights as weightfile
+
+    pa, _ = weightfile.load(a)
+    pb, _ = weightfile.load(b)
+    rows = weightfile.compare(pa, pb)
+    ok = True
+    for row, x, y in zip(rows, pa.flat(), pb.flat()):
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        row["within"] = bool(np.all(np.abs(x64 - y64) <= atol + rtol * np.abs(y64)))
+        ok &= row["within"]
+    if as_json:
+        click.echo(json.dumps({"a": a, "b": b, "atol": atol, "rtol": rtol, "ok": ok, "arrays": rows}))
+    else:
+        t = Table(title=f"{a} vs {b}  (atol {atol:g}, rtol {rtol:g})")
+        for col in ("array", "shape", "max abs", "max rel", "mean abs", "within"):
+            t.add_column(col, justify="right")
+        for r in rows:
+            t.add_row(r["array"], "x".join(map(str, r["shape"])), f"{r['max_abs']:.3e}", f"{r['max_rel']:.3e}",
+                      f"{r['mean_abs']:.3e}", "[green]yes[/]" if r["within"] else "[red]NO[/]")
+        console.print(t)
+    if not ok:
+        raise Failure("weights differ beyond the tolerance")
+
+
+@cli.command()
+def kernels():
+    """List the kernels and whether each is available here."""
+    from ecufl.kernels import KERNELS, available
+
+    have = set(available())
+    t = Table(title="kernels")
+    for col in ("name", "available", "what", "how to get it"):
+        t.add_column(col)
+    for name, spec in KERNELS.items():
+        t.add_row(name, "[green]yes[/]" if name in have else "[red]no[/]", spec.summary,
+                  "" if name in have else spec.how_to_get)
+    console.print(t)
+
+
+# --- data -----------------------------------------------------------------------------------------
+@cli.group()
+def data():
+    """The MNIST files: fetch and check."""
+
+
+@data.command("fetch")
+@click.option("--dest", type=click.Path(file_okay=False), help="Directory (default: the user cache).")
+def data_fetch(dest):
+    """Download MNIST from public mirrors into the cache and verify the sha256 sums."""
+    from ecufl import data as mnist
+
+    d = mnist.fetch(Path(dest) if dest else None)
+    console.print(f"MNIST is in {d}")
+
+
+@data.command("check")
+@click.option("--data-dir", type=click.Path(file_okay=False))
+def data_check(data_dir):
+    """Parse the four MNIST files and check their sha256 sums."""
+    from ecufl import data as mnist
+
+    for path, state in mnist.check(data_dir).items():
+        console.print(f"{state}  {path}")
+
+
+# --- sub-command groups owned by other packages ----------------------------------------------------
+_EXTENSIONS = [
+    "ecufl.bench:bench",
+]
+
+
+def _extend() -> None:
+    for entry in _EXTENSIONS:
+        module, attr = entry.split(":")
+        try:
+            cli.add_command(getattr(importlib.import_module(module), attr))
+        except ImportError as e:  # a broken optional part must not take the whole CLI down
+            name = attr.replace("_", "-")
+
+            @cli.command(name, help=f"(unavailable: {e})", context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def _missing(args, _e=e, _name=name):
+                raise Failure(f"`ecufl {_name}` is unavailable: {_e}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ecufl.data import DataError
+    from ecufl.kernels import KernelUnavailable
+    from ecufl.weights import WeightFileError
+
+    _extend()
+    try:
+        rc = cli.main(args=argv, prog_name="ecufl", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"ecufl: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"ecufl: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except KernelUnavailable as e:
+        click.echo(f"ecufl: error: {e}", err=True)
+        sys.exit(2)
+    except (DataError, WeightFileError) as e:
+        click.echo(f"ecufl: error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("ecufl: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("ecufl: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

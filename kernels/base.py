@@ -1,0 +1,96 @@
+"""The interface every HDRNN kernel implements. Kernels never import Flower.
+
+A kernel holds one network (layer sizes, weights, biases) in its own memory layout and dtype.
+Data is handed over as MNIST gives it: ``images`` uint8 (N, 784) and ``labels`` uint8 (N,);
+a kernel turns a pixel p into the input p / 255 in its own arithmetic (float32 division,
+or float64 for the float64 reference), so no kernel needs a float copy of the data set.
+
+``train`` runs mini-batch SGD over the samples ``order`` (indices into ``images``), taking
+consecutive slices of ``batch_size`` as mini-batches; the last, smaller slice is a mini-batch
+too, as in network.py. The caller may split one epoch's order into several ``train`` calls at
+multiples of ``batch_size`` (the CLI does, to draw a progress bar): the result is the same.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .params import Params
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float  # mean quadratic cost 0.5 * ||a - y||^2 over the samples
+    accuracy: float  # fraction of samples whose largest output is the label
+    correct: int
+    count: int
+
+
+class Kernel(abc.ABC):
+    """One HDRNN implementation. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str]
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)  # first one is the default
+
+    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+        dtype = dtype or self.dtypes[0]
+        if dtype not in self.dtypes:
+            raise ValueError(
+                f"kernel {self.name!r} supports --dtype {', '.join(self.dtypes)}, not {dtype}"
+            )
+        if options:
+            raise ValueError(f"kernel {self.name!r} takes no option(s) {', '.join(options)}")
+        self.dtype = dtype
+        self.sizes = params.sizes
+        params.check(self.sizes)
+
+    @abc.abstractmethod
+    def train(
+        self, images: np.ndarray, labels: np.ndarray, order: np.ndarray, lr: float, batch_size: int
+    ) -> None:
+        """Mini-batch SGD over ``order`` (see the module doc)."""
+
+    @abc.abstractmethod
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> EvalResult: ...
+
+    @abc.abstractmethod
+    def get_params(self) -> Params: ...
+
+    @abc.abstractmethod
+    def set_params(self, params: Params) -> None: ...
+
+    def weight_bytes(self) -> int:
+        """Bytes the kernel holds for weights and biases (its real footprint, sparse or quantised)."""
+        return self.get_params().astype(self.dtype).nbytes()
+
+    def describe(self) -> dict[str, Any]:
+        """Extra facts for reports (path, bits, sparsity, ...)."""
+        return {}
+
+    def close(self) -> None:
+        """Free native resources; the kernel is unusable afterwards."""
+
+
+def mini_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """network.py's ``[data[k:k+m] for k in range(0, n, m)]``: the last slice may be shorter."""
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+def one_hot(labels: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
+    y = np.zeros((len(labels), n_out), dtype=dtype)
+    y[np.arange(len(labels)), labels] = 1
+    return y
+
+
+def check_sizes(sizes: Sequence[int]) -> list[int]:
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2:
+        raise ValueError(f"need at least an input and an output layer, got {sizes}")
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"layer sizes must be positive, got {sizes}")
+    return sizes

@@ -1,0 +1,83 @@
+"""HDRNN in numpy, vectorised over the mini-batch: the truth every other kernel is checked against.
+
+Same mathematics as network.py (sigmoid everywhere, quadratic cost, backpropagation,
+``w -= lr/m * sum(grad)`` with m the size of *this* mini-batch), written in matrix form:
+a mini-batch is a (m, n) matrix with one sample per row, so one layer is ``sigmoid(A @ W.T + b)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import EvalResult, Kernel, mini_batches, one_hot
+from ..params import Params
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class NumpyKernel(Kernel):
+    name = "numpy"
+    dtypes = ("float64", "float32")
+
+    def __init__(self, params: Params, *, dtype: str | None = None, **options) -> None:
+        super().__init__(params, dtype=dtype, **options)
+        self._dt = np.dtype(self.dtype)
+        self.set_params(params)
+
+    # -- the two halves of one SGD step -------------------------------------------------------
+    def _inputs(self, images: np.ndarray) -> np.ndarray:
+        return images.astype(self._dt) / self._dt.type(255)
+
+    def forward(self, x: np.ndarray) -> list[np.ndarray]:
+        """Activations of every layer for the rows of ``x``; ``acts[0]`` is ``x``."""
+        acts = [x]
+        for w, b in zip(self.w, self.b):
+            acts.append(sigmoid(acts[-1] @ w.T + b))
+        return acts
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Sums over the mini-batch of dC/dw and dC/db (backpropagation, BP1-BP4 of chapter 2)."""
+        acts = self.forward(x)
+        a = acts[-1]
+        delta = (a - y) * a * (1 - a)  # BP1: quadratic cost, sigmoid'(z) = a (1 - a)
+        grad_w = [None] * len(self.w)
+        grad_b = [None] * len(self.b)
+        for l in range(len(self.w) - 1, -1, -1):
+            grad_w[l] = delta.T @ acts[l]  # BP4, summed over the rows
+            grad_b[l] = delta.sum(axis=0)  # BP3
+            if l:
+                a_prev = acts[l]
+                delta = (delta @ self.w[l]) * a_prev * (1 - a_prev)  # BP2
+        return grad_w, grad_b
+
+    def train(self, images, labels, order, lr, batch_size) -> None:
+        n_out = self.sizes[-1]
+        for batch in mini_batches(np.asarray(order), batch_size):
+            x = self._inputs(images[batch])
+            y = one_hot(labels[batch], n_out, self._dt)
+            grad_w, grad_b = self.gradients(x, y)
+            step = self._dt.type(lr / len(batch))
+            for l in range(len(self.w)):
+                self.w[l] -= step * grad_w[l]
+                self.b[l] -= step * grad_b[l]
+
+    def evaluate(self, images, labels, chunk: int = 2000) -> EvalResult:
+        loss = 0.0
+        correct = 0
+        for k in range(0, len(labels), chunk):
+            a = self.forward(self._inputs(images[k : k + chunk]))[-1]
+            y = one_hot(labels[k : k + chunk], self.sizes[-1], self._dt)
+            loss += 0.5 * float(np.sum((a - y) ** 2, dtype=np.float64))
+            correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
+        n = len(labels)
+        return EvalResult(loss / max(n, 1), correct / max(n, 1), correct, n)
+
+    def get_params(self) -> Params:
+        return Params([w.copy() for w in self.w], [b.copy() for b in self.b])
+
+    def set_params(self, params: Params) -> None:
+        params.check(self.sizes)
+        self.w = [np.array(w, dtype=self._dt) for w in params.weights]
+        self.b = [np.array(b, dtype=self._dt) for b in params.biases]

@@ -1,0 +1,73 @@
+"""Which kernels exist, and how to get the ones that are missing.
+
+Every kernel is listed here by name with the module that implements it. A kernel whose module
+cannot load (native library not built, runtime not installed) raises ``KernelUnavailable``,
+whose message is one line naming what is available and how to get the missing one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .base import Kernel
+from .params import Params
+
+
+class KernelUnavailable(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str
+    module: str  # relative to ecufl.kernels
+    cls: str
+    summary: str
+    how_to_get: str
+
+
+_REINSTALL = "reinstall ecufl with `pip install .` (it compiles the native kernels with CMake)"
+
+KERNELS: dict[str, KernelSpec] = {
+    spec.name: spec
+    for spec in [
+        KernelSpec("numpy", "reference", "NumpyKernel", "numpy reference, vectorised", "pip install numpy"),
+        KernelSpec("textbook", "reference", "TextbookKernel", "network.py's per-sample loop", "pip install numpy"),
+    ]
+}
+
+
+def register(spec: KernelSpec) -> None:
+    KERNELS[spec.name] = spec
+
+
+def kernel_class(name: str) -> type[Kernel]:
+    spec = KERNELS.get(name)
+    if spec is None:
+        raise KernelUnavailable(
+            f"unknown kernel {name!r}; kernels: {', '.join(KERNELS)} (available: {', '.join(available())})"
+        )
+    try:
+        module = importlib.import_module(f"{__package__}.{spec.module}")
+        return getattr(module, spec.cls)
+    except (ImportError, OSError) as e:
+        raise KernelUnavailable(
+            f"kernel {name!r} is not available here ({e}); to get it: {spec.how_to_get}; "
+            f"available: {', '.join(available())}"
+        ) from None
+
+
+def available() -> list[str]:
+    names = []
+    for name, spec in KERNELS.items():
+        try:
+            getattr(importlib.import_module(f"{__package__}.{spec.module}"), spec.cls)
+        except (ImportError, OSError, AttributeError):
+            continue
+        names.append(name)
+    return names
+
+
+def create(name: str, params: Params, **kwargs) -> Kernel:
+    return kernel_class(name)(params, **kwargs)
