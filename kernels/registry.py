@@ -34,6 +34,14 @@ KERNELS: dict[str, KernelSpec] = {
     for spec in [
         KernelSpec("numpy", "reference", "NumpyKernel", "numpy reference, vectorised", "pip install numpy"),
         KernelSpec("textbook", "reference", "TextbookKernel", "network.py's per-sample loop", "pip install numpy"),
+        KernelSpec("c", "native", "CKernel", "C, float arrays in structs, optimised (SIMD) path", _REINSTALL),
+        KernelSpec("c-plain", "native", "CPlainKernel", "C, float arrays in structs, plain portable path", _REINSTALL),
+        KernelSpec("eigen", "native", "EigenKernel", "C++17 / Eigen matrix expressions", _REINSTALL),
+        KernelSpec("tflite", "tflite", "TFLiteKernel", "TensorFlow Lite interpreter, training signatures",
+                   "pip install ai-edge-litert (x86_64/aarch64) or tflite-runtime"),
+        KernelSpec("int8", "int8", "Int8Kernel", "CMSIS-NN-style int8 training, optimised (SIMD) path", _REINSTALL),
+        KernelSpec("int8-plain", "int8", "Int8PlainKernel", "CMSIS-NN-style int8 training, plain C path", _REINSTALL),
+        KernelSpec("int8-numpy", "int8", "Int8NumpyKernel", "int8 integer arithmetic in numpy (the int8 truth)", "pip install numpy"),
     ]
 }
 
