@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import EvalResult, Kernel, mini_batches, one_hot
+from ..base import EvalResult, Kernel, one_hot
 from ..params import Params
 
 
@@ -30,11 +30,21 @@ class NumpyKernel(Kernel):
     def _inputs(self, images: np.ndarray) -> np.ndarray:
         return images.astype(self._dt) / self._dt.type(255)
 
+    @staticmethod
+    def _sigmoid_(z: np.ndarray) -> np.ndarray:
+        """sigmoid(z) = 1 / (1 + exp(-z)), computed in place (same roundings, no temporaries)."""
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+        z += 1
+        return np.reciprocal(z, out=z)
+
     def forward(self, x: np.ndarray) -> list[np.ndarray]:
         """Activations of every layer for the rows of ``x``; ``acts[0]`` is ``x``."""
         acts = [x]
         for w, b in zip(self.w, self.b):
-            acts.append(sigmoid(acts[-1] @ w.T + b))
+            z = acts[-1] @ w.T
+            z += b
+            acts.append(self._sigmoid_(z))
         return acts
 
     def gradients(self, x: np.ndarray, y: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -53,15 +63,23 @@ class NumpyKernel(Kernel):
         return grad_w, grad_b
 
     def train(self, images, labels, order, lr, batch_size) -> None:
-        n_out = self.sizes[-1]
-        for batch in mini_batches(np.asarray(order), batch_size):
-            x = self._inputs(images[batch])
-            y = one_hot(labels[batch], n_out, self._dt)
-            grad_w, grad_b = self.gradients(x, y)
-            step = self._dt.type(lr / len(batch))
-            for l in range(len(self.w)):
-                self.w[l] -= step * grad_w[l]
-                self.b[l] -= step * grad_b[l]
+        order = np.asarray(order)
+        eye = np.eye(self.sizes[-1], dtype=self._dt)
+        # Inputs are converted a few hundred mini-batches at a time: less per-batch overhead,
+        # and never a float copy of the whole data set.
+        chunk = batch_size * max(1, 4096 // batch_size)
+        for c0 in range(0, len(order), chunk):
+            idx = order[c0 : c0 + chunk]
+            xs = self._inputs(images[idx])
+            ys = eye[labels[idx]]
+            for k in range(0, len(idx), batch_size):
+                grad_w, grad_b = self.gradients(xs[k : k + batch_size], ys[k : k + batch_size])
+                step = self._dt.type(lr / min(batch_size, len(idx) - k))  # m of *this* mini-batch
+                for l in range(len(self.w)):
+                    grad_w[l] *= step
+                    self.w[l] -= grad_w[l]
+                    grad_b[l] *= step
+                    self.b[l] -= grad_b[l]
 
     def evaluate(self, images, labels, chunk: int = 2000) -> EvalResult:
         loss = 0.0
