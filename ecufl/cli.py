@@ -114,9 +114,7 @@ def train(kernel, layers, epochs, batch_size, lr, seed, init_path, scaled_init, 
     )
     try:
         cfg.validate()
-        cls = kernel_class(kernel)
-        if dtype and dtype not in cls.dtypes:
-            raise ValueError(f"--dtype {dtype}: kernel {kernel!r} supports {', '.join(cls.dtypes)}")
+        kernel_class(kernel).check_options(dtype, **cfg.kernel_options)
     except (ValueError, KernelUnavailable) as e:
         raise click.UsageError(str(e))
     progress = None

@@ -38,16 +38,24 @@ class Kernel(abc.ABC):
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)  # first one is the default
 
     def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
-        dtype = dtype or self.dtypes[0]
-        if dtype not in self.dtypes:
-            raise ValueError(
-                f"kernel {self.name!r} supports --dtype {', '.join(self.dtypes)}, not {dtype}"
-            )
-        if options:
-            raise ValueError(f"kernel {self.name!r} takes no option(s) {', '.join(options)}")
-        self.dtype = dtype
+        self.dtype = self.check_options(dtype, **options)
         self.sizes = params.sizes
         params.check(self.sizes)
+
+    @classmethod
+    def check_options(cls, dtype: str | None = None, **options: Any) -> str:
+        """Validate dtype and kernel options before any work starts; returns the dtype to use.
+
+        Raises ValueError with a one-line message naming the flag. Kernels that take options
+        (``prune``, ...) override this and call ``super().check_options(dtype)``.
+        """
+        dtype = dtype or cls.dtypes[0]
+        if dtype not in cls.dtypes:
+            raise ValueError(f"--dtype {dtype}: kernel {cls.name!r} supports {', '.join(cls.dtypes)}")
+        if options:
+            flags = ", ".join("--" + k.replace("_", "-") for k in options)
+            raise ValueError(f"kernel {cls.name!r} takes no option {flags}")
+        return dtype
 
     @abc.abstractmethod
     def train(

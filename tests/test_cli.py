@@ -1,0 +1,112 @@
+"""The ecufl command line, end to end in subprocesses, as a user runs it."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import ecufl_cmd
+from ecufl import weights as weightfile
+from ecufl.kernels.reference import TextbookKernel
+
+
+def ecufl(*args, check=True):
+    proc = subprocess.run(ecufl_cmd() + [str(a) for a in args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ecufl {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_train_json_reaches_90_percent():
+    out = ecufl("train", "--kernel", "numpy", "--layers", "784,30,10", "--epochs", 1, "--batch-size", 10,
+                "--lr", 3.0, "--seed", 1, "--json")
+    r = json.loads(out.stdout)
+    assert r["test_accuracy"] >= 0.90
+    assert r["train_seconds"] > 0 and r["peak_rss_bytes"] > 47_000_000  # holds the data set at least
+    assert r["samples"] == 60000 and r["dtype"] == "float64"
+
+
+def test_init_train_equals_network_py_update_rule(tmp_path, mnist_train):
+    init = tmp_path / "init.npz"
+    out = tmp_path / "out.npz"
+    ecufl("init", "--layers", "784,30,10", "--seed", 1, "--out", init)
+    trained = ecufl("train", "--no-shuffle", "--init", init, "--train-limit", 1000, "--epochs", 1, "--lr", 3.0,
+                    "--batch-size", 10, "--out", out, "--json")
+    params, meta = weightfile.load(out)
+    assert meta["kernel"] == "numpy" and meta["sizes"] == [784, 30, 10]
+    book = TextbookKernel(weightfile.load(init)[0])
+    book.train(mnist_train.images, mnist_train.labels, np.arange(1000), 3.0, 10)
+    for a, b in zip(params.flat(), book.get_params().flat()):
+        assert np.max(np.abs(a - b)) < 1e-10
+    ev = json.loads(ecufl("eval", "--weights", out, "--json").stdout)
+    assert ev["accuracy"] == json.loads(trained.stdout)["test_accuracy"]
+
+
+def test_compare_exit_codes(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    ecufl("init", "--seed", 1, "--out", a)
+    ecufl("init", "--seed", 1, "--out", b, "--dtype", "float32")
+    same = ecufl("compare", a, b, "--atol", "1e-6", "--json")
+    assert json.loads(same.stdout)["ok"] is True
+    c = tmp_path / "c.npz"
+    ecufl("init", "--seed", 2, "--out", c)
+    diff = ecufl("compare", a, c, check=False)
+    assert diff.returncode == 1 and "differ beyond the tolerance" in diff.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--layers", "784"], "--layers: need at least an input and an output layer"),
+    (["train", "--layers", "100,30,10"], "--layers: the first layer must be 784"),
+    (["train", "--layers", "784,x,10"], "--layers: expected comma-separated integers"),
+    (["train", "--lr", "-1"], "--lr must be a positive finite number"),
+    (["train", "--lr", "nan"], "--lr must be a positive finite number"),
+    (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--epochs", "-2"], "--epochs must be >= 0"),
+    (["train", "--kernel", "nope"], "unknown kernel 'nope'"),
+    (["train", "--dtype", "float64", "--kernel", "numpy", "--prune", "0.5"], "takes no option"),
+    (["train", "--bogus"], "No such option '--bogus'"),
+    (["init", "--out", "x.npz", "--seed", "-3"], "--seed must be in"),
+])
+def test_bad_flags_one_line_exit_2(args, message):
+    proc = ecufl(*args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ecufl: error:") and message in lines[0], proc.stderr
+
+
+def test_bad_files_one_line(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    proc = ecufl("eval", "--weights", bad, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and str(bad) in proc.stderr
+    proc = ecufl("train", "--data-dir", tmp_path, check=False)
+    assert proc.returncode == 1 and "--data-dir" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_weight_file_round_trip_and_errors(tmp_path):
+    from ecufl.kernels import init_params
+
+    p = init_params([784, 16, 10], 3, dtype="float32")
+    path = weightfile.save(tmp_path / "w.npz", p, seed=3, kernel="numpy")
+    q, meta = weightfile.load(path)
+    assert meta["format"] == "ecufl-weights/1" and meta["seed"] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(p.flat(), q.flat()))
+    with np.load(path, allow_pickle=False) as z:
+        assert sorted(z.files) == ["b1", "b2", "meta", "w1", "w2"]
+    arrays = p.arrays()
+    arrays["w2"] = arrays["w2"][:, :3]
+    np.savez(tmp_path / "shape.npz", **arrays)
+    with pytest.raises(weightfile.WeightFileError, match="shape"):
+        weightfile.load(tmp_path / "shape.npz")
+    arrays = p.arrays()
+    arrays["b1"] = arrays["b1"].copy()
+    arrays["b1"][0] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(weightfile.WeightFileError, match="b1 holds NaN"):
+        weightfile.load(tmp_path / "nan.npz")
+    arrays = p.arrays()
+    del arrays["b2"]
+    np.savez(tmp_path / "missing.npz", **arrays)
+    with pytest.raises(weightfile.WeightFileError, match="b2 is missing"):
+        weightfile.load(tmp_path / "missing.npz")
