@@ -12,9 +12,11 @@ EXTRAS  ?= test
 PYTEST_ARGS ?=
 
 # Debian packages the project needs: compilers and the ARM cross toolchain + emulator for the
-# board builds, Eigen for the C++ kernel, glib for the qemu instruction-counting plugin.
+# board builds, Eigen for the C++ kernel, glib for the qemu instruction-counting plugin;
+# sshd + iproute2 for the netns "boards" of the deploy tests, OpenSSL + protobuf-c for the board agent.
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config \
-	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev
+	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev \
+	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler
 
 .PHONY: setup system-deps run test bench arm clean
 
