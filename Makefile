@@ -8,7 +8,8 @@
 PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-EXTRAS  ?= test
+# export: TensorFlow, for the heavy test that re-exports the shipped TFLite models (tests/test_tflite_export.py)
+EXTRAS  ?= test,export
 PYTEST_ARGS ?=
 
 # Debian packages the project needs: compilers and the ARM cross toolchain + emulator for the

@@ -247,6 +247,7 @@ def data_check(data_dir):
 # --- sub-command groups owned by other packages ----------------------------------------------------
 _EXTENSIONS = [
     "ecufl.bench:bench",
+    "ecufl.kernels.tflite.cli:tflite",
 ]
 
 

@@ -1,0 +1,108 @@
+"""``ecufl tflite ...``: export training models, list the ones the kernel can find, show their ops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import catalog
+
+
+def _layers(value: str) -> list[int]:
+    from ecufl.cli import parse_layers
+
+    return parse_layers(value)
+
+
+def _batch(value: int) -> int:
+    if value < 1:
+        raise click.UsageError(f"--batch-size must be >= 1, got {value}")
+    return value
+
+
+def _export(sizes, batch_size, out: Path) -> tuple[Path, int]:
+    from ecufl.cli import Failure
+
+    try:
+        from . import export
+        from .ops import non_builtin
+
+        path = export.export(sizes, batch_size, out)
+    except ImportError as e:
+        raise Failure(str(e))
+    bad = non_builtin(path)
+    if bad:  # the board's stock runtime could not load it
+        path.unlink()
+        raise Failure(f"the converter emitted non-builtin ops {bad} for {catalog.layers_text(sizes)}; model not written")
+    return path, path.stat().st_size
+
+
+@click.group()
+def tflite():
+    """TensorFlow Lite training models: export, list."""
+
+
+@tflite.command("export")
+@click.option("--layers", help="Layer sizes, comma-separated (e.g. 784,32,10).")
+@click.option("--batch-size", type=int, help="Mini-batch size the train signature takes.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Model file (default: the user cache, where the kernel looks).")
+@click.option("--standard", is_flag=True, help="Export every configuration ecufl ships, into --out-dir.")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Directory for --standard (default: the user cache).")
+def export_cmd(layers, batch_size, out, standard, out_dir):
+    """Convert HDRNN's training model to .tflite (needs TensorFlow: pip install 'ecufl[export]')."""
+    from ecufl.cli import console
+
+    if standard:
+        if layers or batch_size or out:
+            raise click.UsageError("--standard exports the shipped set; it takes --out-dir, not --layers/--batch-size/--out")
+        d = Path(out_dir) if out_dir else catalog.user_cache()
+        total = 0
+        for sizes, b in catalog.STANDARD:
+            path, n = _export(sizes, b, d / catalog.model_filename(sizes, b))
+            total += n
+            console.print(f"wrote {path} ({n:,} bytes)")
+        console.print(f"{len(catalog.STANDARD)} models, {total:,} bytes")
+        return
+    if not layers or not batch_size:
+        raise click.UsageError("give --layers and --batch-size (or --standard)")
+    if out_dir:
+        raise click.UsageError("--out-dir goes with --standard; use --out for one model")
+    sizes = _layers(layers)
+    b = _batch(batch_size)
+    path, n = _export(sizes, b, Path(out) if out else catalog.user_cache() / catalog.model_filename(sizes, b))
+    console.print(f"wrote {path} ({n:,} bytes): layers {catalog.layers_text(sizes)}, batch {b}")
+    if out and Path(out).name != catalog.model_filename(sizes, b):
+        console.print(f"note: the kernel finds models named {catalog.model_filename(sizes, b)} in $ECUFL_TFLITE_MODELS")
+
+
+@tflite.command("models")
+def models_cmd():
+    """List the training models the kernel finds, in search order."""
+    from rich.table import Table
+
+    from ecufl.cli import console
+
+    t = Table(title="TFLite training models (first match wins)")
+    for col in ("file", "bytes", "directory"):
+        t.add_column(col)
+    for d in catalog.search_dirs():
+        for f in sorted(d.glob("hdrnn-*.tflite")) if d.is_dir() else []:
+            t.add_row(f.name, f"{f.stat().st_size:,}", str(d))
+    console.print(t)
+
+
+@tflite.command("ops")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+def ops_cmd(model):
+    """Show the operators of MODEL per signature subgraph; exit 1 if any is not builtin."""
+    from ecufl.cli import Failure, console
+
+    from .ops import non_builtin, subgraph_ops
+
+    for name, ops in subgraph_ops(model).items():
+        console.print(f"[bold]{name}[/] ({len(ops)} ops): {' '.join(ops)}")
+    bad = non_builtin(model)
+    if bad:
+        raise Failure(f"{model}: non-builtin ops {bad}: a stock TFLite runtime cannot run it")
+    console.print("all operators are TFLite builtins")

@@ -1,0 +1,194 @@
+"""HDRNN trained inside the TensorFlow Lite interpreter (kernel ``tflite``).
+
+The weights live in the model's resource variables; ``train`` feeds one mini-batch per invoke of
+the ``train`` signature (see ``export.py`` for the model). Inputs are made on the host exactly as
+the numpy reference makes them (``uint8 -> float32 / 255``), a few thousand samples at a time, and
+``lr / m`` is computed in float64 and rounded once to float32, as the reference does.
+
+A model has a fixed batch dimension B. The last, smaller mini-batch of m < B samples is fed as
+m real rows plus B - m zero rows with all-zero labels, which the model masks out, and
+``lr_over_m`` = lr / m: the same update as the reference's (adding exact zeros changes no sum).
+
+One model per (layers, batch size); the kernel opens the model for the batch size ``train`` is
+called with and carries the weights over when the batch size changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import EvalResult, Kernel, one_hot
+from ..params import Params
+from ..registry import KernelUnavailable
+from . import catalog
+from .runtime import RUNTIME, load_interpreter
+
+F32 = np.float32
+
+
+class _Signature:
+    """One signature of one interpreter, invoked with as little Python per call as the runtime allows.
+
+    The public ``SignatureRunner.__call__`` resizes every input, re-plans the arena and copies
+    every output on each call. After the first call has sized and allocated the tensors, the
+    same wrapper calls it makes (SetTensor / Invoke / GetTensor on the signature's subgraph) are
+    made directly, skipping the resize and re-plan, which change nothing for fixed shapes.
+    """
+
+    def __init__(self, interpreter, key: str) -> None:
+        self.runner = interpreter.get_signature_runner(key)
+        self.inputs: dict[str, int] = dict(self.runner._inputs)
+        self.outputs: dict[str, int] = dict(self.runner._outputs)
+        self.subgraph: int = self.runner._subgraph_index
+        self.wrapper = self.runner._interpreter_wrapper
+        self._shapes: dict[str, tuple[int, ...]] | None = None  # input shapes of the last full call
+        self.fast = all(hasattr(self.wrapper, m) for m in ("SetTensor", "Invoke", "GetTensor"))
+
+    def __call__(self, outputs: tuple[str, ...] | None = None, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        shapes = {k: v.shape for k, v in inputs.items()}
+        if not self.fast or shapes != self._shapes:
+            result = self.runner(**inputs)  # resizes and allocates as needed
+            self._shapes = shapes
+            return result
+        for name, value in inputs.items():
+            self.wrapper.SetTensor(self.inputs[name], value, self.subgraph)
+        self.wrapper.Invoke(self.subgraph)
+        wanted = self.outputs if outputs is None else {k: self.outputs[k] for k in outputs}
+        return {k: self.wrapper.GetTensor(i, self.subgraph) for k, i in wanted.items()}
+
+
+class _Model:
+    """One opened .tflite training model: an interpreter and its four signatures."""
+
+    def __init__(self, path: Path, sizes: list[int]) -> None:
+        self.path = path
+        self.interpreter = load_interpreter(path)
+        keys = set(self.interpreter.get_signature_list())
+        missing = {"train", "infer", "get_weights", "set_weights"} - keys
+        if missing:
+            raise ValueError(f"{path}: not an ecufl training model (no signature {', '.join(sorted(missing))})")
+        self.train = _Signature(self.interpreter, "train")
+        self.infer = _Signature(self.interpreter, "infer")
+        self.get = _Signature(self.interpreter, "get_weights")
+        self.set = _Signature(self.interpreter, "set_weights")
+        x_shape = tuple(self.train.runner.get_input_details()["x"]["shape"])
+        if x_shape[1] != sizes[0]:
+            raise ValueError(f"{path}: input width {x_shape[1]}, expected {sizes[0]}")
+        self.batch_size = int(x_shape[0])
+        self.n_layers = len(sizes) - 1
+        self.sizes = sizes
+
+    def set_params(self, params: Params) -> None:
+        arrays = {k: np.ascontiguousarray(v, dtype=F32) for k, v in params.arrays().items()}
+        self.set(**arrays)
+
+    def get_params(self) -> Params:
+        out = self.get()
+        n = self.n_layers
+        params = Params([np.array(out[f"w{k}"]) for k in range(1, n + 1)], [np.array(out[f"b{k}"]) for k in range(1, n + 1)])
+        params.check(self.sizes)
+        return params
+
+
+class TFLiteKernel(Kernel):
+    name = "tflite"
+    dtypes = ("float32",)
+
+    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+        super().__init__(params, dtype=dtype, **options)
+        if not catalog.batch_sizes_for(self.sizes):
+            raise KernelUnavailable(
+                f"kernel 'tflite' has no model for layers {catalog.layers_text(self.sizes)}; "
+                + catalog.export_hint(self.sizes, 10)
+            )
+        self._params = params.astype(F32).copy()  # the weights while no model holds them
+        self._models: dict[int, _Model] = {}
+        self._model: _Model | None = None  # the model whose variables hold the current weights
+        self._eye = np.eye(self.sizes[-1], dtype=F32)
+
+    # -- models --------------------------------------------------------------------------------
+    def _open(self, batch_size: int) -> _Model:
+        """The model for ``batch_size``, holding the current weights."""
+        if self._model is not None and self._model.batch_size == batch_size:
+            return self._model
+        model = self._models.get(batch_size)
+        if model is None:
+            path = catalog.find_model(self.sizes, batch_size)
+            if path is None:
+                have = ", ".join(map(str, catalog.batch_sizes_for(self.sizes)))
+                raise KernelUnavailable(
+                    f"kernel 'tflite' has no model for layers {catalog.layers_text(self.sizes)} at batch size "
+                    f"{batch_size} (have: {have}); " + catalog.export_hint(self.sizes, batch_size)
+                )
+            model = self._models[batch_size] = _Model(path, self.sizes)
+        params = self._model.get_params() if self._model is not None else self._params
+        model.set_params(params)
+        self._model = model
+        return model
+
+    def _any_model(self) -> _Model:
+        if self._model is None:
+            self._open(catalog.batch_sizes_for(self.sizes)[0])
+        return self._model
+
+    # -- Kernel interface ----------------------------------------------------------------------
+    def train(self, images, labels, order, lr, batch_size) -> None:
+        model = self._open(int(batch_size))
+        step = model.train
+        order = np.asarray(order)
+        b = model.batch_size
+        lr_full = np.asarray(lr / b, dtype=F32)  # lr / m in float64, rounded once, as the reference
+        pad_x = np.zeros((b, self.sizes[0]), F32)
+        pad_y = np.zeros((b, self.sizes[-1]), F32)
+        chunk = b * max(1, 4096 // b)  # host-side conversion a few thousand samples at a time
+        for c0 in range(0, len(order), chunk):
+            idx = order[c0 : c0 + chunk]
+            xs = images[idx].astype(F32) / F32(255)
+            ys = self._eye[labels[idx]]
+            n_full = len(idx) // b * b
+            for k in range(0, n_full, b):
+                step(outputs=(), x=xs[k : k + b], y=ys[k : k + b], lr_over_m=lr_full)
+            m = len(idx) - n_full
+            if m:  # the last, smaller mini-batch: padded with masked zero rows
+                pad_x[:m] = xs[n_full:]
+                pad_x[m:] = 0
+                pad_y[:m] = ys[n_full:]
+                pad_y[m:] = 0
+                step(outputs=(), x=pad_x, y=pad_y, lr_over_m=np.asarray(lr / m, dtype=F32))
+
+    def evaluate(self, images, labels, chunk: int = 1000) -> EvalResult:
+        infer = self._any_model().infer
+        loss = 0.0
+        correct = 0
+        for k in range(0, len(labels), chunk):
+            x = images[k : k + chunk].astype(F32) / F32(255)
+            a = infer(x=x)["a"]
+            y = one_hot(labels[k : k + chunk], self.sizes[-1], F32)
+            loss += 0.5 * float(np.sum((a - y) ** 2, dtype=np.float64))
+            correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
+        n = len(labels)
+        return EvalResult(loss / max(n, 1), correct / max(n, 1), correct, n)
+
+    def get_params(self) -> Params:
+        return self._model.get_params() if self._model is not None else self._params.copy()
+
+    def set_params(self, params: Params) -> None:
+        params.check(self.sizes)
+        self._params = params.astype(F32).copy()
+        if self._model is not None:
+            self._model.set_params(self._params)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"runtime": RUNTIME.describe()}
+        if self._model is not None:
+            info["model"] = str(self._model.path)
+            info["batch_size"] = self._model.batch_size
+            info["fast_invoke"] = self._model.train.fast
+        return info
+
+    def close(self) -> None:
+        self._models.clear()
+        self._model = None
