@@ -1,0 +1,495 @@
+/* HDRNN with CMSIS-NN-style int8 training: the scheme of reference.py, bit for bit.
+ *
+ * One SGD step on m samples (see reference.py for the scales):
+ *   input    a0 = (254 p + 255) / 510                          (q7, 0..127)
+ *   forward  acc = a_prev . wq (int32), z = sat16(requant(acc) + bq), a = LUT[clamp(z)]
+ *   output   d = (a - 127 y) a (127 - a), dq = q15(d)
+ *   layer l  (last to first) e = dq . wq_l (old int8 weights), dq_prev = q15(q15(e) a (127 - a));
+ *            w_l -= (float)(dq^T a_prev) * c_w, b_l -= (float)sum(dq) * c_b  (float32 masters)
+ *   then     every layer is requantised from its new maxabs.
+ * Dense layers run the inner loops of int8_ops.h (plain or SIMD, chosen at build time); pruned
+ * layers are CSR (uint16 column indices) and skip the pruned weights in all three products. */
+#include "int8_net.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "int8_ops.h"
+#include "int8_sigmoid_lut.h"
+
+#define A_ONE 127
+#define LUT_HALF 2048
+#define MAX_BATCH 512
+
+typedef struct {
+    int n_in, n_out, ld;
+    float *b;         /* float32 master biases */
+    int16_t *bq;      /* biases in z units (Q8.8) */
+    float maxabs;     /* of the master weights; scale s_w = maxabs / 127 */
+    int32_t m0;       /* requantisation: z = (acc * m0 + 2^(r-1)) >> r */
+    int r;
+    /* dense storage (n_out x ld), or NULL when sparse */
+    float *w;
+    int8_t *wq;
+    /* CSR storage when pruned */
+    int sparse, nnz;
+    int32_t *rowptr;  /* n_out + 1 */
+    uint16_t *col;    /* nnz */
+    float *wv;        /* nnz float32 masters */
+    int8_t *wqv;      /* nnz int8 */
+} layer_t;
+
+struct i8_net {
+    int n_layers;     /* weight layers */
+    int sizes[16];
+    layer_t L[15];
+    int cap;          /* samples the buffers below hold */
+    uint8_t *act[16]; /* act[l]: cap x ld(l) q7 activations, zero padded; act[0] = inputs */
+    int32_t *acc;     /* cap x max n: accumulators, errors before q15 */
+    int32_t *z;       /* cap x n_out of the last layer */
+    int16_t *dq, *dq2;/* cap x max n: q15 errors of the current / previous layer */
+    int16_t *packed;  /* cap x max ld int16: activations packed for i8_fc_update */
+    int16_t *actT;    /* max ld x cap: transposed activations for CSR gradients */
+    int maxn, maxld;
+};
+
+static char last_error[256];
+const char *i8_last_error(void) { return last_error; }
+const char *i8_path(void) { return i8_ops_path(); }
+
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static void *zalloc(size_t bytes) {  /* aligned for the SIMD loads, zeroed (padding must be 0) */
+    void *p = NULL;
+    bytes = (bytes + I8_ALIGN - 1) / I8_ALIGN * I8_ALIGN;
+    if (bytes == 0) bytes = I8_ALIGN;
+    if (posix_memalign(&p, I8_ALIGN, bytes) != 0) return NULL;
+    memset(p, 0, bytes);
+    return p;
+}
+
+static const uint8_t *input_q_table(void) {
+    static uint8_t t[256];
+    static int ready = 0;
+    if (!ready) {
+        for (int p = 0; p < 256; p++) t[p] = (uint8_t)((254 * p + 255) / 510);
+        ready = 1;
+    }
+    return t;
+}
+
+/* ---- quantisation -------------------------------------------------------------------------- */
+static void multiplier(float maxabs, int32_t *m0, int *r) {
+    double real = (double)maxabs * 256.0 / 16129.0;
+    if (real == 0.0) { *m0 = 0; *r = 31; return; }
+    int e;
+    double frac = frexp(real, &e);
+    int64_t q = (int64_t)floor(frac * 2147483648.0 + 0.5);
+    if (q == ((int64_t)1 << 31)) { q >>= 1; e++; }
+    int rr = 31 - e;
+    *m0 = (int32_t)q;
+    *r = rr < 1 ? 1 : rr > 62 ? 62 : rr;
+}
+
+static void requantise(layer_t *L, float maxabs) {
+    L->maxabs = maxabs;
+    float qmul = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
+    if (L->sparse) {
+        for (int k = 0; k < L->nnz; k++) {
+            float q = rintf(L->wv[k] * qmul);
+            L->wqv[k] = (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+        }
+    } else {
+        i8_quantise(L->w, L->n_out * L->ld, qmul, L->wq);
+    }
+    multiplier(maxabs, &L->m0, &L->r);
+    for (int j = 0; j < L->n_out; j++) {
+        double q = floor((double)L->b[j] * 256.0 + 0.5);
+        L->bq[j] = (int16_t)(q > 32767.0 ? 32767.0 : q < -32768.0 ? -32768.0 : q);
+    }
+}
+
+static float master_maxabs(const layer_t *L) {
+    float mx = 0.0f;
+    long n = L->sparse ? L->nnz : (long)L->n_out * L->ld;
+    const float *v = L->sparse ? L->wv : L->w;
+    for (long k = 0; k < n; k++) mx = fabsf(v[k]) > mx ? fabsf(v[k]) : mx;
+    return mx;
+}
+
+/* q15(x): k = max(0, bitlength(max|x|) - 15); x_q = sat16((x + 2^(k-1)) >> k). Returns k. */
+static int q15(const int32_t *x, long n, int16_t *out) {
+    uint32_t mx = 0;
+    for (long i = 0; i < n; i++) {
+        uint32_t v = x[i] < 0 ? (uint32_t)0 - (uint32_t)x[i] : (uint32_t)x[i];
+        mx = v > mx ? v : mx;
+    }
+    int bits = 0;
+    while (mx >> bits) bits++;
+    int k = bits > 15 ? bits - 15 : 0;
+    int32_t half = k ? (int32_t)1 << (k - 1) : 0;
+    for (long i = 0; i < n; i++) {
+        int32_t v = k ? (int32_t)(((int64_t)x[i] + half) >> k) : x[i];
+        out[i] = (int16_t)(v > 32767 ? 32767 : v < -32768 ? -32768 : v);
+    }
+    return k;
+}
+
+/* ---- buffers ------------------------------------------------------------------------------- */
+static void free_buffers(i8_net *n) {
+    for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
+    free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed); free(n->actT);
+    n->acc = n->z = NULL; n->dq = n->dq2 = n->packed = n->actT = NULL;
+    n->cap = 0;
+}
+
+static int ensure_capacity(i8_net *n, int m) {
+    if (m <= n->cap) return 0;
+    free_buffers(n);
+    int cap = m < 64 ? 64 : m;
+    int cap2 = (cap + 1) / 2 * 2;
+    for (int l = 0; l <= n->n_layers; l++)
+        if (!(n->act[l] = zalloc((size_t)cap2 * I8_LD(n->sizes[l])))) goto oom;
+    if (!(n->acc = zalloc((size_t)cap * n->maxld * 4)) ||
+        !(n->z = zalloc((size_t)cap * n->sizes[n->n_layers] * 4)) ||
+        !(n->dq = zalloc((size_t)cap * n->maxld * 2)) || !(n->dq2 = zalloc((size_t)cap * n->maxld * 2)) ||
+        !(n->packed = zalloc((size_t)cap2 * n->maxld * 2)) || !(n->actT = zalloc((size_t)cap * n->maxld * 2)))
+        goto oom;
+    n->cap = cap;
+    return 0;
+oom:
+    free_buffers(n);
+    return fail("out of memory for a mini-batch of %d samples", m);
+}
+
+/* ---- create / params ----------------------------------------------------------------------- */
+static void free_layer(layer_t *L) {
+    free(L->b); free(L->bq); free(L->w); free(L->wq);
+    free(L->rowptr); free(L->col); free(L->wv); free(L->wqv);
+    memset(L, 0, sizeof *L);
+}
+
+void i8_destroy(i8_net *n) {
+    if (!n) return;
+    for (int l = 0; l < n->n_layers; l++) free_layer(&n->L[l]);
+    free_buffers(n);
+    free(n);
+}
+
+i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params) {
+    if (n_sizes < 2 || n_sizes > 16) { fail("need 2..16 layers, got %d", n_sizes); return NULL; }
+    for (int l = 0; l < n_sizes; l++)
+        if (sizes[l] < 1 || sizes[l] > 65535) { fail("layer %d has size %d (1..65535)", l, sizes[l]); return NULL; }
+    for (int l = 2; l < n_sizes; l++)
+        if (sizes[l] > MAX_BATCH) { fail("layer %d: at most %d outputs (int32 bound)", l, MAX_BATCH); return NULL; }
+    i8_net *n = calloc(1, sizeof *n);
+    if (!n) { fail("out of memory"); return NULL; }
+    n->n_layers = n_sizes - 1;
+    memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
+    for (int l = 0; l < n_sizes; l++) {
+        n->maxn = sizes[l] > n->maxn ? sizes[l] : n->maxn;
+        n->maxld = I8_LD(sizes[l]) > n->maxld ? I8_LD(sizes[l]) : n->maxld;
+    }
+    for (int l = 0; l < n->n_layers; l++) {
+        layer_t *L = &n->L[l];
+        L->n_in = sizes[l]; L->n_out = sizes[l + 1]; L->ld = I8_LD(L->n_in);
+        L->b = zalloc(sizeof(float) * L->n_out);
+        L->bq = zalloc(sizeof(int16_t) * L->n_out);
+        L->w = zalloc(sizeof(float) * (size_t)L->n_out * L->ld);
+        L->wq = zalloc((size_t)L->n_out * L->ld);
+        if (!L->b || !L->bq || !L->w || !L->wq) { i8_destroy(n); fail("out of memory"); return NULL; }
+    }
+    if (i8_set_params(n, params) != 0) { i8_destroy(n); return NULL; }
+    return n;
+}
+
+int i8_set_params(i8_net *n, const float *const *params) {
+    for (int l = 0; l < n->n_layers; l++) {
+        layer_t *L = &n->L[l];
+        const float *w = params[2 * l], *b = params[2 * l + 1];
+        memcpy(L->b, b, sizeof(float) * L->n_out);
+        if (L->sparse) {  /* keep the mask: only the kept positions take the new values */
+            for (int j = 0; j < L->n_out; j++)
+                for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) L->wv[k] = w[(long)j * L->n_in + L->col[k]];
+        } else {
+            for (int j = 0; j < L->n_out; j++)
+                memcpy(L->w + (long)j * L->ld, w + (long)j * L->n_in, sizeof(float) * L->n_in);
+        }
+        requantise(L, master_maxabs(L));
+    }
+    return 0;
+}
+
+int i8_get_params(const i8_net *n, float *const *params) {
+    for (int l = 0; l < n->n_layers; l++) {
+        const layer_t *L = &n->L[l];
+        float *w = params[2 * l];
+        memcpy(params[2 * l + 1], L->b, sizeof(float) * L->n_out);
+        if (L->sparse) {
+            memset(w, 0, sizeof(float) * (size_t)L->n_out * L->n_in);
+            for (int j = 0; j < L->n_out; j++)
+                for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) w[(long)j * L->n_in + L->col[k]] = L->wv[k];
+        } else {
+            for (int j = 0; j < L->n_out; j++)
+                memcpy(w + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
+        }
+    }
+    return 0;
+}
+
+int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
+    if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
+    layer_t *L = &n->L[l];
+    long size = (long)L->n_out * L->n_in;
+    float *dense = malloc(sizeof(float) * (size_t)size);  /* pruning is rare: not in the step loop */
+    if (!dense) return fail("out of memory");
+    for (int j = 0; j < L->n_out; j++) {
+        for (int i = 0; i < L->n_in; i++) dense[(long)j * L->n_in + i] = 0.0f;
+        if (L->sparse)
+            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) dense[(long)j * L->n_in + L->col[k]] = L->wv[k];
+        else
+            memcpy(dense + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
+    }
+    long nnz = 0;
+    for (long k = 0; k < size; k++) nnz += mask[k] != 0;
+    free(L->rowptr); free(L->col); free(L->wv); free(L->wqv);
+    L->rowptr = zalloc(sizeof(int32_t) * (L->n_out + 1));
+    L->col = zalloc(sizeof(uint16_t) * (nnz ? nnz : 1));
+    L->wv = zalloc(sizeof(float) * (nnz ? nnz : 1));
+    L->wqv = zalloc(nnz ? nnz : 1);
+    if (!L->rowptr || !L->col || !L->wv || !L->wqv) { free(dense); return fail("out of memory"); }
+    long k = 0;
+    for (int j = 0; j < L->n_out; j++) {
+        L->rowptr[j] = (int32_t)k;
+        for (int i = 0; i < L->n_in; i++)
+            if (mask[(long)j * L->n_in + i]) { L->col[k] = (uint16_t)i; L->wv[k] = dense[(long)j * L->n_in + i]; k++; }
+    }
+    L->rowptr[L->n_out] = (int32_t)k;
+    L->nnz = (int)nnz;
+    free(dense);
+    free(L->w); free(L->wq);  /* the dense copies are gone: the footprint is the CSR one */
+    L->w = NULL; L->wq = NULL;
+    L->sparse = 1;
+    requantise(L, master_maxabs(L));
+    return 0;
+}
+
+/* ---- CSR products (pruned layers) ---------------------------------------------------------- */
+static void csr_forward(const layer_t *L, const uint8_t *a, int m, int32_t *acc) {
+    for (int s = 0; s < m; s++) {
+        const uint8_t *ar = a + (long)s * L->ld;
+        for (int j = 0; j < L->n_out; j++) {
+            int32_t sum = 0;
+            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) sum += (int32_t)L->wqv[k] * ar[L->col[k]];
+            acc[s * L->n_out + j] = sum;
+        }
+    }
+}
+
+/* g_k = sum_s dq[s][j] a[s][col_k] over the transposed activations; wv_k -= (float)g_k * c. */
+static float csr_update(layer_t *L, const uint8_t *a, int m, const int16_t *dq, float c, int16_t *actT) {
+    for (int s = 0; s < m; s++)
+        for (int i = 0; i < L->n_in; i++) actT[(long)i * m + s] = a[(long)s * L->ld + i];
+    int16_t dcol[MAX_BATCH];
+    float mx = 0.0f;
+    for (int j = 0; j < L->n_out; j++) {
+        for (int s = 0; s < m; s++) dcol[s] = dq[s * L->n_out + j];
+        for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) {
+            const int16_t *x = actT + (long)L->col[k] * m;
+            int32_t g = 0;
+            for (int s = 0; s < m; s++) g += (int32_t)dcol[s] * x[s];
+            float t = (float)g * c;
+            L->wv[k] = L->wv[k] - t;
+            float v = fabsf(L->wv[k]);
+            mx = v > mx ? v : mx;
+        }
+    }
+    return mx;
+}
+
+/* ---- forward / backward -------------------------------------------------------------------- */
+static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, int m) {
+    const uint8_t *t = input_q_table();
+    const int n_in = n->sizes[0], ld = I8_LD(n_in);
+    for (int s = 0; s < m; s++) {
+        const uint8_t *src = images + (long)(idx ? idx[s] : s) * n_in;
+        uint8_t *dst = n->act[0] + (long)s * ld;
+        for (int i = 0; i < n_in; i++) dst[i] = t[src[i]];
+    }
+}
+
+static void forward(i8_net *n, int m) {
+    for (int l = 0; l < n->n_layers; l++) {
+        const layer_t *L = &n->L[l];
+        if (L->sparse) csr_forward(L, n->act[l], m, n->acc);
+        else i8_fc_forward(n->act[l], m, L->wq, L->n_out, L->ld, n->acc);
+        const int ldn = I8_LD(L->n_out);
+        const int64_t half = (int64_t)1 << (L->r - 1);
+        const int last = l == n->n_layers - 1;
+        for (int s = 0; s < m; s++)
+            for (int j = 0; j < L->n_out; j++) {
+                int64_t z = (((int64_t)n->acc[s * L->n_out + j] * L->m0 + half) >> L->r) + L->bq[j];
+                z = z > 32767 ? 32767 : z < -32768 ? -32768 : z;
+                if (last) n->z[s * L->n_out + j] = (int32_t)z;
+                int64_t zc = z > LUT_HALF - 1 ? LUT_HALF - 1 : z < -LUT_HALF ? -LUT_HALF : z;
+                n->act[l + 1][(long)s * ldn + j] = (uint8_t)ecufl_int8_sigmoid_lut[zc + LUT_HALF];
+            }
+    }
+}
+
+static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *idx, double lr) {
+    forward(n, m);
+    const int nl = n->n_layers;
+    const int n_out = n->sizes[nl], ldo = I8_LD(n_out);
+    for (int s = 0; s < m; s++)
+        for (int j = 0; j < n_out; j++) {
+            int32_t a = n->act[nl][(long)s * ldo + j], y = labels[idx[s]] == j ? A_ONE : 0;
+            n->acc[s * n_out + j] = (a - y) * a * (A_ONE - a);
+        }
+    int k = q15(n->acc, (long)m * n_out, n->dq);
+    double s_d = ldexp(1.0, k) / 2048383.0;  /* 127^3 */
+    float new_maxabs[15];
+    for (int l = nl - 1; l >= 0; l--) {
+        layer_t *L = &n->L[l];
+        double s_prev = 0.0;
+        if (l > 0) {  /* back-propagate through the old int8 weights first */
+            int32_t *e = n->acc;
+            memset(e, 0, sizeof(int32_t) * (size_t)m * L->n_in);
+            for (int s = 0; s < m; s++) {
+                int32_t *er = e + (long)s * L->n_in;
+                for (int j = 0; j < L->n_out; j++) {
+                    int32_t d = n->dq[s * L->n_out + j];
+                    if (!d) continue;
+                    if (L->sparse) {
+                        for (int kk = L->rowptr[j]; kk < L->rowptr[j + 1]; kk++) er[L->col[kk]] += d * L->wqv[kk];
+                    } else {
+                        const int8_t *wr = L->wq + (long)j * L->ld;
+                        for (int i = 0; i < L->n_in; i++) er[i] += d * wr[i];
+                    }
+                }
+            }
+            int k1 = q15(e, (long)m * L->n_in, n->dq2);
+            const int ldp = I8_LD(L->n_in);
+            for (int s = 0; s < m; s++)
+                for (int i = 0; i < L->n_in; i++) {
+                    int32_t a = n->act[l][(long)s * ldp + i];
+                    e[s * L->n_in + i] = (int32_t)n->dq2[s * L->n_in + i] * (a * (A_ONE - a));
+                }
+            int k2 = q15(e, (long)m * L->n_in, n->dq2);
+            s_prev = s_d * (double)L->maxabs / 127.0 * ldexp(1.0, k1 + k2) / 16129.0;
+        }
+        const float c_w = (float)(lr / (double)m * s_d / 127.0);
+        const float c_b = (float)(lr / (double)m * s_d);
+        if (L->sparse) {
+            new_maxabs[l] = csr_update(L, n->act[l], m, n->dq, c_w, n->actT);
+        } else {
+            i8_pack_acts(n->act[l], m, L->ld, n->packed);
+            new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w);
+        }
+        for (int j = 0; j < L->n_out; j++) {
+            int32_t gb = 0;
+            for (int s = 0; s < m; s++) gb += n->dq[s * L->n_out + j];
+            float t = (float)gb * c_b;
+            L->b[j] = L->b[j] - t;
+        }
+        int16_t *tmp = n->dq; n->dq = n->dq2; n->dq2 = tmp;
+        s_d = s_prev;
+    }
+    for (int l = 0; l < nl; l++) requantise(&n->L[l], new_maxabs[l]);
+}
+
+int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
+             const int32_t *order, int count, double lr, int batch_size) {
+    if (batch_size < 1 || batch_size > MAX_BATCH)
+        return fail("batch size %d: the int8 kernel needs 1..%d (int32 bound)", batch_size, MAX_BATCH);
+    if (!(lr > 0.0) || !isfinite(lr)) return fail("learning rate %g: must be positive and finite", lr);
+    for (int i = 0; i < count; i++)
+        if (order[i] < 0 || order[i] >= n_images) return fail("order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
+    if (ensure_capacity(n, batch_size) != 0) return -1;
+    for (int k = 0; k < count; k += batch_size) {
+        int m = count - k < batch_size ? count - k : batch_size;
+        load_inputs(n, images, order + k, m);
+        train_batch(n, m, labels, order + k, lr);
+    }
+    return 0;
+}
+
+int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
+    if (ensure_capacity(n, 64) != 0) return -1;
+    const int nl = n->n_layers, n_out = n->sizes[nl], ldo = I8_LD(n_out);
+    double sum = 0.0;
+    int ok = 0;
+    for (int k = 0; k < count; k += n->cap) {
+        int m = count - k < n->cap ? count - k : n->cap;
+        load_inputs(n, images + (long)k * n->sizes[0], NULL, m);
+        forward(n, m);
+        for (int s = 0; s < m; s++) {
+            int best = 0;
+            for (int j = 0; j < n_out; j++) {
+                double a = n->act[nl][(long)s * ldo + j] / 127.0, y = labels[k + s] == j ? 1.0 : 0.0;
+                sum += 0.5 * (a - y) * (a - y);
+                if (n->z[s * n_out + j] > n->z[s * n_out + best]) best = j;
+            }
+            ok += best == labels[k + s];
+        }
+    }
+    *loss = count ? sum / count : 0.0;
+    *correct = ok;
+    return 0;
+}
+
+int i8_get_quantised(const i8_net *n, int l, int8_t *wq, float *maxabs) {
+    if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
+    const layer_t *L = &n->L[l];
+    memset(wq, 0, (size_t)L->n_out * L->n_in);
+    for (int j = 0; j < L->n_out; j++) {
+        if (L->sparse)
+            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) wq[(long)j * L->n_in + L->col[k]] = L->wqv[k];
+        else
+            memcpy(wq + (long)j * L->n_in, L->wq + (long)j * L->ld, L->n_in);
+    }
+    *maxabs = L->maxabs;
+    return 0;
+}
+
+int i8_forward_trace(i8_net *n, const uint8_t *images, int count, uint8_t *const *acts, int32_t *z) {
+    if (ensure_capacity(n, count) != 0) return -1;
+    load_inputs(n, images, NULL, count);
+    forward(n, count);
+    for (int l = 0; l <= n->n_layers; l++)
+        for (int s = 0; s < count; s++)
+            memcpy(acts[l] + (long)s * n->sizes[l], n->act[l] + (long)s * I8_LD(n->sizes[l]), n->sizes[l]);
+    memcpy(z, n->z, sizeof(int32_t) * (size_t)count * n->sizes[n->n_layers]);
+    return 0;
+}
+
+long i8_nonzero(const i8_net *n, int l) {
+    const layer_t *L = &n->L[l];
+    return L->sparse ? L->nnz : (long)L->n_out * L->n_in;
+}
+
+long i8_weight_bytes(const i8_net *n) {
+    long b = 0;
+    for (int l = 0; l < n->n_layers; l++) {
+        const layer_t *L = &n->L[l];
+        b += L->sparse ? (long)L->nnz * 3 + 4L * (L->n_out + 1) : (long)L->n_out * L->n_in;
+        b += 2L * L->n_out + 8;  /* int16 biases, m0 and r */
+    }
+    return b;
+}
+
+long i8_master_bytes(const i8_net *n) {
+    long b = 0;
+    for (int l = 0; l < n->n_layers; l++)
+        b += 4 * (i8_nonzero(n, l) + n->L[l].n_out);
+    return b;
+}

@@ -1,0 +1,47 @@
+/* HDRNN trained with CMSIS-NN-style int8 arithmetic (the scheme of kernels/int8/reference.py),
+ * with optional CSR-sparse (pruned) hidden layers. All buffers are allocated when the network is
+ * created or the mini-batch size first grows; a training step never allocates. */
+#ifndef ECUFL_INT8_NET_H
+#define ECUFL_INT8_NET_H
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct i8_net i8_net;
+
+/* sizes[0..n_sizes-1]; params = [w1, b1, w2, b2, ...] float32 in the book's shapes. NULL on error
+ * (message in i8_last_error). */
+i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params);
+void i8_destroy(i8_net *net);
+const char *i8_last_error(void);
+const char *i8_path(void);  /* "plain", "avx2" or "neon" */
+
+int i8_set_params(i8_net *net, const float *const *params);  /* re-applies the pruning masks */
+int i8_get_params(const i8_net *net, float *const *params);  /* float32 masters, dense */
+
+/* Mini-batch SGD over order[0..n-1] (indices into images (n_images x 784) / labels). */
+int i8_train(i8_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
+             const int32_t *order, int n, double lr, int batch_size);
+/* Test accuracy and mean quadratic cost (of the q7 outputs / 127). */
+int i8_evaluate(i8_net *net, const uint8_t *images, const uint8_t *labels, int n,
+                double *loss, int *correct);
+
+/* Prune weight layer l to the entries where mask (n_out x n_in, 1 = keep) is set: the layer
+ * switches to CSR storage and keeps that mask for the rest of training. */
+int i8_set_mask(i8_net *net, int layer, const uint8_t *mask);
+
+/* Inspection for the bit-exactness tests: the int8 weights (dense n_out x n_in, 0 where pruned)
+ * and maxabs of layer l; the q7 activations of every layer and the last z for n samples. */
+int i8_get_quantised(const i8_net *net, int layer, int8_t *wq, float *maxabs);
+int i8_forward_trace(i8_net *net, const uint8_t *images, int n, uint8_t *const *acts, int32_t *z);
+
+long i8_weight_bytes(const i8_net *net);  /* int8 model: values + CSR indices + biases + scales */
+long i8_master_bytes(const i8_net *net);  /* float32 masters held for training */
+long i8_nonzero(const i8_net *net, int layer);  /* weights stored for layer l */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,208 @@
+/* The int8 inner loops with SIMD: AVX2 on x86-64, NEON on ARMv7 (Cortex-A9). Same signatures and
+ * same bits as int8_ops_plain.c (see int8_ops.h); the tests compare both.
+ *
+ * x86 (AVX2):  forward  u8 x s8 -> pairs in int16 (vpmaddubsw; 2*127*127 < 2^15, no saturation),
+ *                       pairs -> int32 (vpmaddwd with ones);
+ *              update   two samples per vpmaddwd: activations of samples 2p and 2p+1 interleaved
+ *                       as int16 pairs, times the broadcast pair (dq[2p][j], dq[2p+1][j]).
+ * ARMv7 (NEON): forward vmull.s8 + vmlal.s8 (two products in int16, < 2^15) then vpadal.s16;
+ *              update   vmlal.s16 by scalar (one sample's error) over widened activations. */
+#include <math.h>
+
+#include "int8_ops.h"
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+
+const char *i8_ops_path(void) { return "avx2"; }
+
+static inline int32_t hsum8(__m256i v) {
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm_cvtsi128_si32(x);
+}
+
+void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    int s = 0;
+    for (; s + 2 <= m; s += 2) {  /* two samples share each weight load */
+        const uint8_t *a0 = a + (long)s * ld, *a1 = a0 + ld;
+        for (int j = 0; j < n_out; j++) {
+            const int8_t *wr = wq + (long)j * ld;
+            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+            for (int i = 0; i < ld; i += 32) {
+                __m256i wv = _mm256_load_si256((const __m256i *)(wr + i));
+                __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)), wv);
+                __m256i p1 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a1 + i)), wv);
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, ones));
+            }
+            acc[s * n_out + j] = hsum8(s0);
+            acc[(s + 1) * n_out + j] = hsum8(s1);
+        }
+    }
+    for (; s < m; s++) {
+        const uint8_t *a0 = a + (long)s * ld;
+        for (int j = 0; j < n_out; j++) {
+            const int8_t *wr = wq + (long)j * ld;
+            __m256i s0 = _mm256_setzero_si256();
+            for (int i = 0; i < ld; i += 32) {
+                __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)),
+                                                  _mm256_load_si256((const __m256i *)(wr + i)));
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+            }
+            acc[s * n_out + j] = hsum8(s0);
+        }
+    }
+}
+
+/* packed[(p * ld + i) * 2 + t] = a[(2p + t) * ld + i]  (t = 0, 1; a missing odd sample is 0). */
+void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
+    for (int p = 0; p < (m + 1) / 2; p++) {
+        const uint8_t *a0 = a + (long)(2 * p) * ld;
+        const uint8_t *a1 = 2 * p + 1 < m ? a0 + ld : NULL;
+        int16_t *dst = packed + (long)p * ld * 2;
+        for (int i = 0; i < ld; i += 16) {
+            __m128i x0 = _mm_load_si128((const __m128i *)(a0 + i));
+            __m128i x1 = a1 ? _mm_load_si128((const __m128i *)(a1 + i)) : _mm_setzero_si128();
+            /* bytes interleaved x0[k], x1[k], zero-extended to int16 pairs */
+            __m128i lo = _mm_unpacklo_epi8(x0, x1), hi = _mm_unpackhi_epi8(x0, x1);
+            _mm256_store_si256((__m256i *)(dst + 2 * i), _mm256_cvtepu8_epi16(lo));
+            _mm256_store_si256((__m256i *)(dst + 2 * i + 16), _mm256_cvtepu8_epi16(hi));
+        }
+    }
+}
+
+float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
+                   int ld, float c, float *w) {
+    (void)a;
+    enum { MAXP = 256 };  /* batch <= 512 (reference.MAX_BATCH) */
+    __m256i dpair[MAXP];
+    const int np = (m + 1) / 2;
+    const __m256 cv = _mm256_set1_ps(c);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 vmax = _mm256_setzero_ps();
+    for (int j = 0; j < n_out; j++) {
+        for (int p = 0; p < np; p++) {
+            uint16_t d0 = (uint16_t)dq[(2 * p) * n_out + j];
+            uint16_t d1 = 2 * p + 1 < m ? (uint16_t)dq[(2 * p + 1) * n_out + j] : 0;
+            dpair[p] = _mm256_set1_epi32((int32_t)((uint32_t)d0 | ((uint32_t)d1 << 16)));
+        }
+        float *row = w + (long)j * ld;
+        for (int i = 0; i < ld; i += 8) {
+            __m256i g = _mm256_setzero_si256();
+            for (int p = 0; p < np; p++)
+                g = _mm256_add_epi32(g, _mm256_madd_epi16(
+                    _mm256_load_si256((const __m256i *)(packed + ((long)p * ld + i) * 2)), dpair[p]));
+            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(g), cv);
+            __m256 wv = _mm256_sub_ps(_mm256_load_ps(row + i), t);
+            _mm256_store_ps(row + i, wv);
+            vmax = _mm256_max_ps(vmax, _mm256_and_ps(wv, absmask));
+        }
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vmax);
+    float mx = 0.0f;
+    for (int k = 0; k < 8; k++) mx = lanes[k] > mx ? lanes[k] : mx;
+    return mx;
+}
+
+void i8_quantise(const float *w, int n, float qmul, int8_t *wq) {
+    const __m256 qv = _mm256_set1_ps(qmul);
+    const __m256i lo = _mm256_set1_epi8(-127);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < n; i += 32) {
+        /* cvtps rounds half to even (default MXCSR), as rintf; packs saturate at +-127.5 anyway */
+        __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(w + i), qv));
+        __m256i q1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(w + i + 8), qv));
+        __m256i q2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(w + i + 16), qv));
+        __m256i q3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_load_ps(w + i + 24), qv));
+        __m256i p01 = _mm256_packs_epi32(q0, q1), p23 = _mm256_packs_epi32(q2, q3);
+        __m256i b = _mm256_packs_epi16(p01, p23);  /* lane-interleaved order: fix with a permute */
+        b = _mm256_permutevar8x32_epi32(b, perm);
+        b = _mm256_max_epi8(b, lo);  /* -128 -> -127; +127 is the int8 saturation already */
+        _mm256_store_si256((__m256i *)(wq + i), b);
+    }
+}
+
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+
+const char *i8_ops_path(void) { return "neon"; }
+
+void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
+    for (int s = 0; s < m; s++) {
+        const int8_t *ar = (const int8_t *)(a + (long)s * ld);  /* 0..127 is the same as s8 */
+        for (int j = 0; j < n_out; j++) {
+            const int8_t *wr = wq + (long)j * ld;
+            int32x4_t sum = vdupq_n_s32(0);
+            for (int i = 0; i < ld; i += 16) {
+                int8x16_t av = vld1q_s8(ar + i), wv = vld1q_s8(wr + i);
+                int16x8_t p = vmull_s8(vget_low_s8(av), vget_low_s8(wv));
+                p = vmlal_s8(p, vget_high_s8(av), vget_high_s8(wv));  /* |2 products| < 2^15 */
+                sum = vpadalq_s16(sum, p);
+            }
+            int32x2_t h = vadd_s32(vget_low_s32(sum), vget_high_s32(sum));
+            acc[s * n_out + j] = vget_lane_s32(vpadd_s32(h, h), 0);
+        }
+    }
+}
+
+/* packed[s * ld + i] = a[s * ld + i] widened to int16. */
+void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
+    for (long k = 0; k < (long)m * ld; k += 16) {
+        uint8x16_t x = vld1q_u8(a + k);
+        vst1q_s16(packed + k, vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(x))));
+        vst1q_s16(packed + k + 8, vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(x))));
+    }
+}
+
+float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
+                   int ld, float c, float *w) {
+    (void)a;
+    const float32x4_t cv = vdupq_n_f32(c);
+    float32x4_t vmax = vdupq_n_f32(0.0f);
+    for (int j = 0; j < n_out; j++) {
+        float *row = w + (long)j * ld;
+        for (int i = 0; i < ld; i += 8) {
+            int32x4_t g0 = vdupq_n_s32(0), g1 = vdupq_n_s32(0);
+            for (int s = 0; s < m; s++) {
+                int16x8_t x = vld1q_s16(packed + (long)s * ld + i);
+                int16_t d = dq[s * n_out + j];
+                g0 = vmlal_n_s16(g0, vget_low_s16(x), d);
+                g1 = vmlal_n_s16(g1, vget_high_s16(x), d);
+            }
+            /* NEON float is flush-to-zero: identical to IEEE here unless |w| < 2^-126 */
+            float32x4_t w0 = vsubq_f32(vld1q_f32(row + i), vmulq_f32(vcvtq_f32_s32(g0), cv));
+            float32x4_t w1 = vsubq_f32(vld1q_f32(row + i + 4), vmulq_f32(vcvtq_f32_s32(g1), cv));
+            vst1q_f32(row + i, w0);
+            vst1q_f32(row + i + 4, w1);
+            vmax = vmaxq_f32(vmax, vmaxq_f32(vabsq_f32(w0), vabsq_f32(w1)));
+        }
+    }
+    float32x2_t h = vpmax_f32(vget_low_f32(vmax), vget_high_f32(vmax));
+    return vget_lane_f32(vpmax_f32(h, h), 0);
+}
+
+void i8_quantise(const float *w, int n, float qmul, int8_t *wq) {
+    /* ARMv7 NEON has no round-to-nearest conversion: add and subtract 1.5 * 2^23, which rounds
+     * half to even (|x| <= 127.01 here), then the conversion is exact. */
+    const float32x4_t qv = vdupq_n_f32(qmul), magic = vdupq_n_f32(12582912.0f);
+    const int8x16_t lo = vdupq_n_s8(-127);
+    for (int i = 0; i < n; i += 16) {
+        int32x4_t q[4];
+        for (int k = 0; k < 4; k++) {
+            float32x4_t y = vmulq_f32(vld1q_f32(w + i + 4 * k), qv);
+            q[k] = vcvtq_s32_f32(vsubq_f32(vaddq_f32(y, magic), magic));
+        }
+        int16x8_t h0 = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
+        int16x8_t h1 = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
+        int8x16_t b = vmaxq_s8(vcombine_s8(vqmovn_s16(h0), vqmovn_s16(h1)), lo);
+        vst1q_s8(wq + i, b);
+    }
+}
+
+#else
+#error "int8_ops_simd.c needs AVX2 (x86-64) or NEON (ARMv7); build int8_ops_plain.c instead"
+#endif
