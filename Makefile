@@ -17,11 +17,12 @@ PYTEST_ARGS ?=
 # sshd + iproute2 for the netns "boards" of the deploy tests, OpenSSL + protobuf-c for the board agent.
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config \
 	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev \
-	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler
+	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler \
+	dpkg-dev
 
-.PHONY: setup system-deps run test bench arm clean
+.PHONY: setup system-deps qemu-plugin run test bench arm clean
 
-setup: system-deps $(VENV)/.installed
+setup: system-deps qemu-plugin $(VENV)/.installed
 
 system-deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -36,6 +37,19 @@ $(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find kernels proto -na
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	@touch $@
+
+# The qemu TCG plugin that counts ARM instructions per class (kernels/arm/plugin/insncount.c),
+# built against the plugin header of Debian's qemu source package (fetched by apt-get source from
+# a private source list; the system's apt configuration is not changed) for Debian's qemu-user.
+QEMU_PLUGIN_DIR := build/qemu-plugin
+qemu-plugin: $(QEMU_PLUGIN_DIR)/libinsncount.so
+
+$(QEMU_PLUGIN_DIR)/include/qemu-plugin.h: kernels/arm/plugin/fetch-qemu-header.sh
+	sh kernels/arm/plugin/fetch-qemu-header.sh $(QEMU_PLUGIN_DIR)
+
+$(QEMU_PLUGIN_DIR)/libinsncount.so: kernels/arm/plugin/insncount.c $(QEMU_PLUGIN_DIR)/include/qemu-plugin.h
+	$(CC) -O2 -fPIC -shared -Wall -Wextra $$(pkg-config --cflags glib-2.0) -I$(QEMU_PLUGIN_DIR)/include \
+	  -o $@ $< $$(pkg-config --libs glib-2.0)
 
 run: setup
 	$(BIN)/ecufl train --kernel numpy --layers 784,30,10 --epochs 1 --batch-size 10 --lr 3.0 --seed 1
