@@ -141,7 +141,8 @@ class PruneSchedule:
                 **({"prune_ramp_epochs": o.ramp} if o.schedule == "gradual" else {})}
 
 
-def csr_bytes(mask: np.ndarray, value_bytes: int, index_bytes: int = 2) -> int:
-    """Footprint of a CSR matrix by rows: values + column indices + row pointers (int32)."""
+def sparse_bytes(mask: np.ndarray, value_bytes: int, index_bytes: int = 2) -> int:
+    """Footprint of a CSC matrix (n_out x n_in, stored by input column): values + uint16 row indices
+    + column pointers (int32)."""
     nnz = int(np.count_nonzero(mask))
-    return nnz * (value_bytes + index_bytes) + (mask.shape[0] + 1) * 4
+    return nnz * (value_bytes + index_bytes) + (mask.shape[1] + 1) * 4

@@ -7,8 +7,11 @@
  *   layer l  (last to first) e = dq . wq_l (old int8 weights), dq_prev = q15(q15(e) a (127 - a));
  *            w_l -= (float)(dq^T a_prev) * c_w, b_l -= (float)sum(dq) * c_b  (float32 masters)
  *   then     every layer is requantised from its new maxabs.
- * Dense layers run the inner loops of int8_ops.h (plain or SIMD, chosen at build time); pruned
- * layers are CSR (uint16 column indices) and skip the pruned weights in all three products. */
+ * Dense layers run the inner loops of int8_ops.h (plain or SIMD, chosen at build time). Pruned
+ * layers are stored by columns (CSC: per input, the kept weights and their uint16 output rows) and
+ * skip twice: pruned weights, and inputs that are zero (most MNIST pixels), in the forward
+ * product, the weight gradient and the back-propagation. Skipping a weight whose gradient is 0
+ * is exact: w - (float)0 * c == w. */
 #include "int8_net.h"
 
 #include <math.h>
@@ -34,10 +37,10 @@ typedef struct {
     /* dense storage (n_out x ld), or NULL when sparse */
     float *w;
     int8_t *wq;
-    /* CSR storage when pruned */
+    /* CSC storage when pruned */
     int sparse, nnz;
-    int32_t *rowptr;  /* n_out + 1 */
-    uint16_t *col;    /* nnz */
+    int32_t *colptr;  /* n_in + 1 */
+    uint16_t *row;    /* nnz output rows */
     float *wv;        /* nnz float32 masters */
     int8_t *wqv;      /* nnz int8 */
 } layer_t;
@@ -52,7 +55,15 @@ struct i8_net {
     int32_t *z;       /* cap x n_out of the last layer */
     int16_t *dq, *dq2;/* cap x max n: q15 errors of the current / previous layer */
     int16_t *packed;  /* cap x max ld int16: activations packed for i8_fc_update */
-    int16_t *actT;    /* max ld x cap: transposed activations for CSR gradients */
+    /* nonzero activations of a layer's input, by sample and by column (pruned layers) */
+    int32_t *nz_ptr;  /* cap + 1 */
+    uint16_t *nz_i;   /* cap x max ld */
+    uint8_t *nz_x;
+    int32_t *c_ptr;   /* max ld + 1 */
+    uint16_t *c_s;    /* cap x max ld */
+    uint8_t *c_x;
+    int32_t *g;       /* max n: gradients of one column */
+    int listed;       /* the layer whose input the lists hold, -1 if none */
     int maxn, maxld;
 };
 
@@ -104,10 +115,7 @@ static void requantise(layer_t *L, float maxabs) {
     L->maxabs = maxabs;
     float qmul = maxabs > 0.0f ? 127.0f / maxabs : 0.0f;
     if (L->sparse) {
-        for (int k = 0; k < L->nnz; k++) {
-            float q = rintf(L->wv[k] * qmul);
-            L->wqv[k] = (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
-        }
+        i8_quantise(L->wv, I8_LD(L->nnz), qmul, L->wqv);  /* padded to 32 with zeros */
     } else {
         i8_quantise(L->w, L->n_out * L->ld, qmul, L->wq);
     }
@@ -147,8 +155,10 @@ static int q15(const int32_t *x, long n, int16_t *out) {
 /* ---- buffers ------------------------------------------------------------------------------- */
 static void free_buffers(i8_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
-    free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed); free(n->actT);
-    n->acc = n->z = NULL; n->dq = n->dq2 = n->packed = n->actT = NULL;
+    free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed);
+    free(n->nz_ptr); free(n->nz_i); free(n->nz_x); free(n->c_ptr); free(n->c_s); free(n->c_x); free(n->g);
+    n->acc = n->z = n->nz_ptr = n->c_ptr = n->g = NULL; n->dq = n->dq2 = n->packed = NULL;
+    n->nz_i = n->c_s = NULL; n->nz_x = n->c_x = NULL;
     n->cap = 0;
 }
 
@@ -162,7 +172,10 @@ static int ensure_capacity(i8_net *n, int m) {
     if (!(n->acc = zalloc((size_t)cap * n->maxld * 4)) ||
         !(n->z = zalloc((size_t)cap * n->sizes[n->n_layers] * 4)) ||
         !(n->dq = zalloc((size_t)cap * n->maxld * 2)) || !(n->dq2 = zalloc((size_t)cap * n->maxld * 2)) ||
-        !(n->packed = zalloc((size_t)cap2 * n->maxld * 2)) || !(n->actT = zalloc((size_t)cap * n->maxld * 2)))
+        !(n->packed = zalloc((size_t)cap2 * n->maxld * 2)) || !(n->nz_ptr = zalloc(4 * ((size_t)cap + 1))) ||
+        !(n->nz_i = zalloc((size_t)cap * n->maxld * 2)) || !(n->nz_x = zalloc((size_t)cap * n->maxld)) ||
+        !(n->c_ptr = zalloc(4 * ((size_t)n->maxld + 1))) || !(n->c_s = zalloc((size_t)cap * n->maxld * 2)) ||
+        !(n->c_x = zalloc((size_t)cap * n->maxld)) || !(n->g = zalloc(4 * (size_t)n->maxn)))
         goto oom;
     n->cap = cap;
     return 0;
@@ -174,7 +187,7 @@ oom:
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
     free(L->b); free(L->bq); free(L->w); free(L->wq);
-    free(L->rowptr); free(L->col); free(L->wv); free(L->wqv);
+    free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
     memset(L, 0, sizeof *L);
 }
 
@@ -218,8 +231,8 @@ int i8_set_params(i8_net *n, const float *const *params) {
         const float *w = params[2 * l], *b = params[2 * l + 1];
         memcpy(L->b, b, sizeof(float) * L->n_out);
         if (L->sparse) {  /* keep the mask: only the kept positions take the new values */
-            for (int j = 0; j < L->n_out; j++)
-                for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) L->wv[k] = w[(long)j * L->n_in + L->col[k]];
+            for (int i = 0; i < L->n_in; i++)
+                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) L->wv[k] = w[(long)L->row[k] * L->n_in + i];
         } else {
             for (int j = 0; j < L->n_out; j++)
                 memcpy(L->w + (long)j * L->ld, w + (long)j * L->n_in, sizeof(float) * L->n_in);
@@ -236,8 +249,8 @@ int i8_get_params(const i8_net *n, float *const *params) {
         memcpy(params[2 * l + 1], L->b, sizeof(float) * L->n_out);
         if (L->sparse) {
             memset(w, 0, sizeof(float) * (size_t)L->n_out * L->n_in);
-            for (int j = 0; j < L->n_out; j++)
-                for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) w[(long)j * L->n_in + L->col[k]] = L->wv[k];
+            for (int i = 0; i < L->n_in; i++)
+                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) w[(long)L->row[k] * L->n_in + i] = L->wv[k];
         } else {
             for (int j = 0; j < L->n_out; j++)
                 memcpy(w + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
@@ -252,28 +265,29 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
     long size = (long)L->n_out * L->n_in;
     float *dense = malloc(sizeof(float) * (size_t)size);  /* pruning is rare: not in the step loop */
     if (!dense) return fail("out of memory");
-    for (int j = 0; j < L->n_out; j++) {
-        for (int i = 0; i < L->n_in; i++) dense[(long)j * L->n_in + i] = 0.0f;
-        if (L->sparse)
-            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) dense[(long)j * L->n_in + L->col[k]] = L->wv[k];
-        else
+    if (L->sparse) {
+        memset(dense, 0, sizeof(float) * (size_t)size);
+        for (int i = 0; i < L->n_in; i++)
+            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) dense[(long)L->row[k] * L->n_in + i] = L->wv[k];
+    } else {
+        for (int j = 0; j < L->n_out; j++)
             memcpy(dense + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
     }
     long nnz = 0;
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
-    free(L->rowptr); free(L->col); free(L->wv); free(L->wqv);
-    L->rowptr = zalloc(sizeof(int32_t) * (L->n_out + 1));
-    L->col = zalloc(sizeof(uint16_t) * (nnz ? nnz : 1));
-    L->wv = zalloc(sizeof(float) * (nnz ? nnz : 1));
-    L->wqv = zalloc(nnz ? nnz : 1);
-    if (!L->rowptr || !L->col || !L->wv || !L->wqv) { free(dense); return fail("out of memory"); }
+    free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
+    L->colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
+    L->row = zalloc(sizeof(uint16_t) * (nnz ? nnz : 1));
+    L->wv = zalloc(sizeof(float) * I8_LD(nnz));
+    L->wqv = zalloc(I8_LD(nnz));
+    if (!L->colptr || !L->row || !L->wv || !L->wqv) { free(dense); return fail("out of memory"); }
     long k = 0;
-    for (int j = 0; j < L->n_out; j++) {
-        L->rowptr[j] = (int32_t)k;
-        for (int i = 0; i < L->n_in; i++)
-            if (mask[(long)j * L->n_in + i]) { L->col[k] = (uint16_t)i; L->wv[k] = dense[(long)j * L->n_in + i]; k++; }
+    for (int i = 0; i < L->n_in; i++) {
+        L->colptr[i] = (int32_t)k;
+        for (int j = 0; j < L->n_out; j++)
+            if (mask[(long)j * L->n_in + i]) { L->row[k] = (uint16_t)j; L->wv[k] = dense[(long)j * L->n_in + i]; k++; }
     }
-    L->rowptr[L->n_out] = (int32_t)k;
+    L->colptr[L->n_in] = (int32_t)k;
     L->nnz = (int)nnz;
     free(dense);
     free(L->w); free(L->wq);  /* the dense copies are gone: the footprint is the CSR one */
@@ -283,37 +297,92 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
     return 0;
 }
 
-/* ---- CSR products (pruned layers) ---------------------------------------------------------- */
-static void csr_forward(const layer_t *L, const uint8_t *a, int m, int32_t *acc) {
+/* ---- sparse products (pruned layers, CSC) ---------------------------------------------------- */
+/* Lists the nonzero activations of a (m x ld, n_in used) by sample (nz_*) and by column (c_*). */
+static void list_nonzero(i8_net *n, int layer, const uint8_t *a, int m, int n_in, int ld) {
+    if (n->listed == layer) return;
+    n->listed = layer;
+    int32_t cnt = 0;
+    for (int i = 0; i <= n_in; i++) n->c_ptr[i] = 0;
     for (int s = 0; s < m; s++) {
-        const uint8_t *ar = a + (long)s * L->ld;
-        for (int j = 0; j < L->n_out; j++) {
-            int32_t sum = 0;
-            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) sum += (int32_t)L->wqv[k] * ar[L->col[k]];
-            acc[s * L->n_out + j] = sum;
+        n->nz_ptr[s] = cnt;
+        const uint8_t *ar = a + (long)s * ld;
+        for (int i0 = 0; i0 < n_in; i0 += 8) {  /* rows are padded to 32: 8 bytes at a time */
+            uint64_t word;
+            memcpy(&word, ar + i0, 8);
+            if (!word) continue;  /* most of an MNIST image is background */
+            for (int i = i0; i < i0 + 8 && i < n_in; i++)
+                if (ar[i]) { n->nz_i[cnt] = (uint16_t)i; n->nz_x[cnt] = ar[i]; cnt++; n->c_ptr[i + 1]++; }
+        }
+    }
+    n->nz_ptr[m] = cnt;
+    for (int i = 0; i < n_in; i++) n->c_ptr[i + 1] += n->c_ptr[i];
+    for (int s = 0; s < m; s++)  /* counting sort by column; within a column, samples ascend */
+        for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
+            int i = n->nz_i[t], pos = n->c_ptr[i]++;
+            n->c_s[pos] = (uint16_t)s;
+            n->c_x[pos] = n->nz_x[t];
+        }
+    for (int i = n_in; i > 0; i--) n->c_ptr[i] = n->c_ptr[i - 1];
+    n->c_ptr[0] = 0;
+}
+
+/* acc[s][j] = sum over nonzero inputs i of sample s, over kept weights (j, i): x * wq. */
+static void sparse_forward(const i8_net *n, const layer_t *L, int m, int32_t *acc) {
+    /* local restrict copies: the int32 stores to acc must not force reloads of colptr */
+    const int32_t *restrict colptr = L->colptr;
+    const uint16_t *restrict row = L->row;
+    const int8_t *restrict wqv = L->wqv;
+    const int32_t *restrict nz_ptr = n->nz_ptr;
+    const uint16_t *restrict nz_i = n->nz_i;
+    const uint8_t *restrict nz_x = n->nz_x;
+    for (int s = 0; s < m; s++) {
+        int32_t *restrict as = acc + (long)s * L->n_out;
+        for (int j = 0; j < L->n_out; j++) as[j] = 0;
+        for (int t = nz_ptr[s]; t < nz_ptr[s + 1]; t++) {
+            const int i = nz_i[t];
+            const int32_t x = nz_x[t];
+            const int k1 = colptr[i + 1];
+            for (int k = colptr[i]; k < k1; k++) as[row[k]] += x * wqv[k];
         }
     }
 }
 
-/* g_k = sum_s dq[s][j] a[s][col_k] over the transposed activations; wv_k -= (float)g_k * c. */
-static float csr_update(layer_t *L, const uint8_t *a, int m, const int16_t *dq, float c, int16_t *actT) {
-    for (int s = 0; s < m; s++)
-        for (int i = 0; i < L->n_in; i++) actT[(long)i * m + s] = a[(long)s * L->ld + i];
-    int16_t dcol[MAX_BATCH];
-    float mx = 0.0f;
-    for (int j = 0; j < L->n_out; j++) {
-        for (int s = 0; s < m; s++) dcol[s] = dq[s * L->n_out + j];
-        for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) {
-            const int16_t *x = actT + (long)L->col[k] * m;
-            int32_t g = 0;
-            for (int s = 0; s < m; s++) g += (int32_t)dcol[s] * x[s];
-            float t = (float)g * c;
-            L->wv[k] = L->wv[k] - t;
-            float v = fabsf(L->wv[k]);
-            mx = v > mx ? v : mx;
+/* For kept weights (j, i) in columns with a nonzero input: g = sum_s dq[s][j] x[s][i];
+ * wv -= (float)g * c. Returns max |wv| over all kept weights. */
+static float sparse_update(i8_net *n, layer_t *L, const int16_t *dq, float c) {
+    int32_t *restrict g = n->g;
+    const int32_t *restrict colptr = L->colptr;
+    const int32_t *restrict c_ptr = n->c_ptr;
+    const uint16_t *restrict c_s = n->c_s;
+    const uint8_t *restrict c_x = n->c_x;
+    const int n_out = L->n_out;
+    for (int i = 0; i < L->n_in; i++) {
+        const int k0 = colptr[i], nk = colptr[i + 1] - k0;
+        if (c_ptr[i] == c_ptr[i + 1] || nk == 0) continue;
+        const uint16_t *restrict rows = L->row + k0;
+        for (int k = 0; k < nk; k++) g[k] = 0;
+        for (int t = c_ptr[i]; t < c_ptr[i + 1]; t++) {
+            const int16_t *restrict d = dq + (long)c_s[t] * n_out;
+            const int32_t x = c_x[t];
+            for (int k = 0; k < nk; k++) g[k] += x * d[rows[k]];
+        }
+        float *restrict wv = L->wv + k0;
+        for (int k = 0; k < nk; k++) {
+            float t = (float)g[k] * c;
+            wv[k] = wv[k] - t;
         }
     }
-    return mx;
+    /* |w| compared as bit patterns: for finite floats their order is the order of |w| */
+    uint32_t mx = 0;
+    const uint32_t *bits = (const uint32_t *)(const void *)L->wv;
+    for (int k = 0; k < L->nnz; k++) {
+        uint32_t v = bits[k] & 0x7fffffffu;
+        mx = v > mx ? v : mx;
+    }
+    float out;
+    memcpy(&out, &mx, sizeof out);
+    return out;
 }
 
 /* ---- forward / backward -------------------------------------------------------------------- */
@@ -328,10 +397,13 @@ static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, in
 }
 
 static void forward(i8_net *n, int m) {
+    n->listed = -1;  /* new activations */
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
-        if (L->sparse) csr_forward(L, n->act[l], m, n->acc);
-        else i8_fc_forward(n->act[l], m, L->wq, L->n_out, L->ld, n->acc);
+        if (L->sparse) {
+            list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);
+            sparse_forward(n, L, m, n->acc);
+        } else i8_fc_forward(n->act[l], m, L->wq, L->n_out, L->ld, n->acc);
         const int ldn = I8_LD(L->n_out);
         const int64_t half = (int64_t)1 << (L->r - 1);
         const int last = l == n->n_layers - 1;
@@ -369,11 +441,17 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
                 for (int j = 0; j < L->n_out; j++) {
                     int32_t d = n->dq[s * L->n_out + j];
                     if (!d) continue;
-                    if (L->sparse) {
-                        for (int kk = L->rowptr[j]; kk < L->rowptr[j + 1]; kk++) er[L->col[kk]] += d * L->wqv[kk];
-                    } else {
+                    if (!L->sparse) {
                         const int8_t *wr = L->wq + (long)j * L->ld;
                         for (int i = 0; i < L->n_in; i++) er[i] += d * wr[i];
+                    }
+                }
+                if (L->sparse) {
+                    const int16_t *ds = n->dq + (long)s * L->n_out;
+                    for (int i = 0; i < L->n_in; i++) {
+                        int32_t sum = 0;
+                        for (int kk = L->colptr[i]; kk < L->colptr[i + 1]; kk++) sum += ds[L->row[kk]] * L->wqv[kk];
+                        er[i] = sum;
                     }
                 }
             }
@@ -390,7 +468,8 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
         const float c_w = (float)(lr / (double)m * s_d / 127.0);
         const float c_b = (float)(lr / (double)m * s_d);
         if (L->sparse) {
-            new_maxabs[l] = csr_update(L, n->act[l], m, n->dq, c_w, n->actT);
+            list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);  /* kept from the forward pass if still there */
+            new_maxabs[l] = sparse_update(n, L, n->dq, c_w);
         } else {
             i8_pack_acts(n->act[l], m, L->ld, n->packed);
             new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w);
@@ -452,11 +531,11 @@ int i8_get_quantised(const i8_net *n, int l, int8_t *wq, float *maxabs) {
     const layer_t *L = &n->L[l];
     memset(wq, 0, (size_t)L->n_out * L->n_in);
     for (int j = 0; j < L->n_out; j++) {
-        if (L->sparse)
-            for (int k = L->rowptr[j]; k < L->rowptr[j + 1]; k++) wq[(long)j * L->n_in + L->col[k]] = L->wqv[k];
-        else
-            memcpy(wq + (long)j * L->n_in, L->wq + (long)j * L->ld, L->n_in);
+        if (!L->sparse) memcpy(wq + (long)j * L->n_in, L->wq + (long)j * L->ld, L->n_in);
     }
+    if (L->sparse)
+        for (int i = 0; i < L->n_in; i++)
+            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) wq[(long)L->row[k] * L->n_in + i] = L->wqv[k];
     *maxabs = L->maxabs;
     return 0;
 }
@@ -481,7 +560,7 @@ long i8_weight_bytes(const i8_net *n) {
     long b = 0;
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
-        b += L->sparse ? (long)L->nnz * 3 + 4L * (L->n_out + 1) : (long)L->n_out * L->n_in;
+        b += L->sparse ? (long)L->nnz * 3 + 4L * (L->n_in + 1) : (long)L->n_out * L->n_in;
         b += 2L * L->n_out + 8;  /* int16 biases, m0 and r */
     }
     return b;

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..base import EvalResult, Kernel
 from ..params import Params
-from ..prune import PruneOptions, PruneSchedule, csr_bytes, magnitude_mask, pruned_layers
+from ..prune import PruneOptions, PruneSchedule, sparse_bytes, magnitude_mask, pruned_layers
 from . import reference as ref
 
 
@@ -72,12 +72,12 @@ class Int8Base(Kernel):
         return dead / total if total else 0.0
 
     def weight_bytes(self) -> int:
-        """The int8 model: int8 weights (CSR with uint16 column indices where pruned), int16 biases,
+        """The int8 model: int8 weights (CSC with uint16 row indices where pruned), int16 biases,
         one float32 scale per matrix. The float32 master is reported separately (master_bytes)."""
         n = 0
         for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             mask = self.masks[l]
-            n += csr_bytes(mask, 1) if mask is not None else n_in * n_out
+            n += sparse_bytes(mask, 1) if mask is not None else n_in * n_out
             n += 2 * n_out + 8  # int16 biases, requantisation m0 and r
         return n
 
