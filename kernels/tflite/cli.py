@@ -106,3 +106,46 @@ def ops_cmd(model):
     if bad:
         raise Failure(f"{model}: non-builtin ops {bad}: a stock TFLite runtime cannot run it")
     console.print("all operators are TFLite builtins")
+
+
+@tflite.command("bench")
+@click.option("--configs", default="784-2-10,784-8-10,784-32-10,784-128-10", show_default=True,
+              help="Layer configs, comma-separated, layers joined by '-'.")
+@click.option("--batch-size", default=10, show_default=True, type=int)
+@click.option("--samples", default=10000, show_default=True, type=int, help="Training samples per epoch.")
+@click.option("--repeats", default=5, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
+    """Per-step cost of the TFLite interpreter beside float32 numpy, measured in the same run."""
+    import json
+
+    from rich.table import Table
+
+    from ecufl import data as mnist
+    from ecufl.cli import console
+
+    from .bench import as_dicts, intercept_us, measure
+
+    sizes_list = [_layers(c.replace("-", ",")) for c in configs.split(",") if c.strip()]
+    _batch(batch_size)
+    if samples < 1 or repeats < 1:
+        raise click.UsageError("--samples and --repeats must be >= 1")
+    train = mnist.load("train", data_dir)
+    rows = measure(sizes_list, batch_size, train.images, train.labels, samples=samples, repeats=repeats)
+    fit = intercept_us(rows) if len(rows) >= 2 else (float("nan"), float("nan"))
+    if as_json:
+        click.echo(json.dumps({"rows": as_dicts(rows), "invoke_intercept_us": fit[0], "invoke_ns_per_flop": fit[1]}))
+        return
+    t = Table(title=f"TFLite vs numpy float32, batch {batch_size}, {samples:,} samples, median of {repeats}")
+    for col in ("config", "numpy s", "tflite s", "ratio", "no-xnn s", "step", "Invoke", "call", "np step", "kFLOP"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(r.config, f"{r.numpy_epoch_s:.3f}", f"{r.tflite_epoch_s:.3f}", f"{r.ratio:.2f}",
+                  f"{r.tflite_plain_epoch_s:.3f}", f"{r.step_us:.1f}", f"{r.invoke_us:.1f}",
+                  f"{r.public_call_us:.1f}", f"{r.numpy_step_us:.1f}", f"{r.flops_per_step / 1e3:,.0f}")
+    console.print(t)
+    console.print("times per step in us; step = the kernel's direct path, Invoke = the interpreter alone, "
+                  "call = SignatureRunner.__call__; no-xnn = without the XNNPACK delegate")
+    console.print(f"Invoke time = {fit[0]:.1f} us + {fit[1]:.3f} ns/FLOP (least squares over the configs): "
+                  f"the intercept is the interpreter's fixed cost per step")

@@ -63,9 +63,10 @@ class _Signature:
 class _Model:
     """One opened .tflite training model: an interpreter and its four signatures."""
 
-    def __init__(self, path: Path, sizes: list[int]) -> None:
+    def __init__(self, path: Path, sizes: list[int], default_delegates: bool = True) -> None:
         self.path = path
-        self.interpreter = load_interpreter(path)
+        self.default_delegates = default_delegates
+        self.interpreter = load_interpreter(path, default_delegates=default_delegates)
         keys = set(self.interpreter.get_signature_list())
         missing = {"train", "infer", "get_weights", "set_weights"} - keys
         if missing:
@@ -97,8 +98,9 @@ class TFLiteKernel(Kernel):
     name = "tflite"
     dtypes = ("float32",)
 
-    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+    def __init__(self, params: Params, *, dtype: str | None = None, xnnpack: bool = True, **options: Any) -> None:
         super().__init__(params, dtype=dtype, **options)
+        self.xnnpack = xnnpack  # False: TFLite's builtin kernels without the default XNNPACK delegate
         if not catalog.batch_sizes_for(self.sizes):
             raise KernelUnavailable(
                 f"kernel 'tflite' has no model for layers {catalog.layers_text(self.sizes)}; "
@@ -123,7 +125,7 @@ class TFLiteKernel(Kernel):
                     f"kernel 'tflite' has no model for layers {catalog.layers_text(self.sizes)} at batch size "
                     f"{batch_size} (have: {have}); " + catalog.export_hint(self.sizes, batch_size)
                 )
-            model = self._models[batch_size] = _Model(path, self.sizes)
+            model = self._models[batch_size] = _Model(path, self.sizes, default_delegates=self.xnnpack)
         params = self._model.get_params() if self._model is not None else self._params
         model.set_params(params)
         self._model = model
@@ -182,7 +184,7 @@ class TFLiteKernel(Kernel):
             self._model.set_params(self._params)
 
     def describe(self) -> dict[str, Any]:
-        info: dict[str, Any] = {"runtime": RUNTIME.describe()}
+        info: dict[str, Any] = {"runtime": RUNTIME.describe(), "delegate": "xnnpack (runtime default)" if self.xnnpack else "none"}
         if self._model is not None:
             info["model"] = str(self._model.path)
             info["batch_size"] = self._model.batch_size

@@ -63,7 +63,15 @@ def find_runtime(candidates=CANDIDATES) -> Runtime:
 RUNTIME = find_runtime()
 
 
-def load_interpreter(model_path: str, num_threads: int = 1):
+def load_interpreter(model_path: str, num_threads: int = 1, default_delegates: bool = True):
     """An Interpreter for one model file. One thread: the board has one core, and the benchmarks
-    compare single-threaded kernels."""
-    return RUNTIME.interpreter_class(model_path=str(model_path), num_threads=num_threads)
+    compare single-threaded kernels.
+
+    ``default_delegates=True`` is what a stock runtime does out of the box (XNNPACK for float
+    models on x86 and ARM builds); False runs TFLite's own builtin kernels only (for comparison).
+    """
+    kwargs = {}
+    if not default_delegates:
+        resolver = importlib.import_module(RUNTIME.module).OpResolverType
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return RUNTIME.interpreter_class(model_path=str(model_path), num_threads=num_threads, **kwargs)
