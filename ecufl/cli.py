@@ -248,6 +248,8 @@ def data_check(data_dir):
 _EXTENSIONS = [
     "ecufl.bench:bench",
     "ecufl.kernels.tflite.cli:tflite",
+    "ecufl.fleet.deploy.cli:deploy",
+    "ecufl.kernels.arm.cli:calibrate",
 ]
 
 
