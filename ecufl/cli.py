@@ -129,6 +129,8 @@ def train(kernel, layers, epochs, batch_size, lr, seed, init_path, scaled_init, 
         progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
     try:
         result, params = training.run(cfg, progress=progress)
+    except ValueError as e:  # a kernel refusing these layers / batch size / options before it trains
+        raise click.UsageError(str(e))
     finally:
         if bar:
             bar.stop()
