@@ -12,6 +12,7 @@
  * skip twice: pruned weights, and inputs that are zero (most MNIST pixels), in the forward
  * product, the weight gradient and the back-propagation. Skipping a weight whose gradient is 0
  * is exact: w - (float)0 * c == w. */
+#define _POSIX_C_SOURCE 200112L  /* posix_memalign */
 #include "int8_net.h"
 
 #include <math.h>

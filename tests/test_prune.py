@@ -1,0 +1,127 @@
+"""Magnitude pruning: masks, schedules, the kept mask, the sparse C path bit for bit, real bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecufl.kernels import EpochOrder, create, init_params
+from ecufl.kernels.prune import PruneOptions, PruneSchedule, check_sparsity, magnitude_mask, pruned_layers
+from test_int8 import assert_same_state, bits
+
+
+def test_magnitude_mask_drops_the_smallest_and_only_grows():
+    w = np.array([[0.5, -0.1, 0.3], [-2.0, 0.05, 0.2]], np.float32)
+    m1 = magnitude_mask(w, 0.5)
+    assert m1.tolist() == [[True, False, True], [True, False, False]]
+    w2 = np.where(m1, w, 0).astype(np.float32)
+    w2[0, 0] = 0.01  # now the smallest live weight
+    m2 = magnitude_mask(w2, 4 / 6, alive=m1)
+    assert not np.any(m2 & ~m1) and m2.sum() == 2 and not m2[0, 0]
+    assert magnitude_mask(w, 0.0).all()
+
+
+def test_sparsity_validation():
+    assert check_sparsity("0.9") == 0.9
+    for bad in (1.0, 1.5, -0.1, float("nan"), "x"):
+        with pytest.raises(ValueError, match="--prune"):
+            check_sparsity(bad)
+    with pytest.raises(ValueError, match="--prune-schedule"):
+        PruneOptions.from_options({"prune": 0.5, "prune_schedule": "sometimes"})
+    with pytest.raises(ValueError, match="needs --prune"):
+        PruneOptions.from_options({"prune_warmup": 2})
+    assert pruned_layers([784, 32, 16, 10]) == [0, 1] and pruned_layers([784, 10]) == []
+
+
+def test_schedule_events_do_not_depend_on_how_the_epoch_is_split():
+    def events(splits, opts):
+        sched = PruneSchedule(opts)
+        seen, pos = [], 0
+        for n in splits:
+            for start, stop, s in sched.segments(n, 1000, 10):
+                if s is not None:
+                    seen.append((pos + start, round(s, 9)))
+            pos += n
+        return seen
+
+    oneshot = PruneOptions(0.9)
+    assert events([3000], oneshot) == events([500, 500, 700, 1300], oneshot) == [(1000, 0.9)]
+    gradual = PruneOptions(0.8, "gradual", warmup=1, ramp=1)
+    e = events([3000], gradual)
+    assert e == events([10, 990, 20, 1980], gradual)
+    assert len(e) == 10 and e[-1] == (2000, 0.8) and e[0][0] == 1100
+    assert all(a[1] < b[1] for a, b in zip(e, e[1:]))  # rises monotonically
+    assert e[0][1] == pytest.approx(0.8 * (1 - 0.9**3))  # cubic (Zhu & Gupta)
+
+
+@pytest.mark.parametrize("kernel", ["int8-plain", "int8"])
+@pytest.mark.parametrize("schedule", ["oneshot", "gradual"])
+def test_pruned_c_bit_exact_with_numpy(kernel, schedule, mnist_train, mnist_test):
+    sizes = [784, 32, 16, 10]
+    n = 3000
+    images, labels = mnist_train.images[:n], mnist_train.labels[:n]
+    p = init_params(sizes, 4, dtype="float32")
+    order = EpochOrder(n, 4).next()
+    opts = dict(prune=0.75, prune_schedule=schedule, prune_warmup=0, prune_ramp=1)
+    ck, nk = create(kernel, p, **opts), create("int8-numpy", p, **opts)
+    for k in (ck, nk):
+        k.train(images, labels, order[:1230], 3.0, 10)
+        k.train(images, labels, order[1230:], 3.0, 10)
+        k.train(images, labels, order, 3.0, 10)  # second epoch with the mask kept
+    assert_same_state(ck, nk, mnist_test.images[:200])
+    d = ck.describe()
+    assert d["sparsity"] == pytest.approx(0.75, abs=1e-4) and d["prune_schedule"] == schedule
+    assert ck.weight_bytes() == nk.weight_bytes()
+
+
+def test_mask_is_kept_through_training_and_set_params(mnist_train):
+    p = init_params([784, 64, 10], 6, dtype="float32")
+    k = create("int8", p, prune=0.9, prune_warmup=0)
+    order = np.arange(2000, dtype=np.int32)
+    k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
+    w1 = k.get_params().weights[0]
+    dead = w1 == 0
+    assert dead.mean() == pytest.approx(0.9, abs=1e-3)
+    k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
+    assert np.all(k.get_params().weights[0][dead] == 0)
+    k.set_params(init_params([784, 64, 10], 7, dtype="float32"))  # dense weights from a server
+    assert np.all(k.get_params().weights[0][dead] == 0) and np.all(k.get_params().weights[0][~dead] != 0)
+    assert np.count_nonzero(k.get_params().weights[1]) == 640  # the output layer is never pruned
+
+
+def test_memory_is_the_sparse_footprint():
+    sizes = [784, 128, 10]
+    p = init_params(sizes, 1, dtype="float32")
+    dense = create("int8", p)
+    out = {}
+    for s in (0.5, 0.75, 0.9):
+        k = create("int8", p, prune=s, prune_warmup=0)
+        k.train(np.zeros((10, 784), np.uint8), np.zeros(10, np.uint8), np.arange(10, dtype=np.int32), 1.0, 10)
+        nnz = round((1 - s) * 784 * 128)
+        # CSC: int8 value + uint16 row index per kept weight, int32 column pointers; dense output layer
+        assert k.weight_bytes() == nnz * 3 + 785 * 4 + 2 * 128 + 8 + 1280 + 2 * 10 + 8
+        assert k.describe()["master_bytes"] == 4 * (nnz + 128 + 1280 + 10)
+        out[s] = k.weight_bytes()
+    assert out[0.9] < out[0.75] < dense.weight_bytes() < out[0.5]  # int8 CSC pays off above 2/3 sparsity
+
+
+def test_prune_accuracy_after_warmup(mnist_train, mnist_test):
+    """One dense epoch then 90% one-shot pruning and a second epoch: close to the unpruned net."""
+    p = init_params([784, 64, 10], 1, dtype="float32", scaled=True)
+    n = 20000
+    order = EpochOrder(n, 1)
+    dense, pruned = create("int8", p), create("int8", p, prune=0.9)
+    for _ in range(2):
+        o = order.next()
+        for k in (dense, pruned):
+            k.train(mnist_train.images[:n], mnist_train.labels[:n], o, 3.0, 10)
+    a_dense = dense.evaluate(mnist_test.images, mnist_test.labels).accuracy
+    a_pruned = pruned.evaluate(mnist_test.images, mnist_test.labels).accuracy
+    assert pruned.describe()["sparsity"] == pytest.approx(0.9, abs=1e-4)
+    assert a_pruned >= a_dense - 0.03, (a_dense, a_pruned)
+
+
+def test_float_kernels_refuse_prune_with_one_line():
+    from test_int8 import test_bad_input_one_line_exit_2 as run
+
+    run(["--kernel", "numpy", "--prune", "0.5"], "takes no option --prune")
