@@ -252,6 +252,10 @@ _EXTENSIONS = [
     "ecufl.kernels.tflite.cli:tflite",
     "ecufl.fleet.deploy.cli:deploy",
     "ecufl.kernels.arm.cli:calibrate",
+    "ecufl.fleet.cli:fleet",
+    "ecufl.fleet.cli:sim",
+    "ecufl.fleet.cli:scenario_group",
+    "ecufl.server.report:report",
 ]
 
 

@@ -1,0 +1,160 @@
+"""The ECU client: a Flower ClientApp (Message API) that trains HDRNN on its shard with one kernel.
+
+``train``: receive the global weights and the round's config, train ``local-epochs`` on this
+node's shard with its kernel (``client.runner``), reply with the weights (ArrayRecord), the
+FedAvg metrics (MetricRecord: num-examples, loss, accuracy, timings) and a RoundReport (serialised
+protobuf in the ConfigRecord ``report``). A client that cannot train (kernel not built here,
+unknown profile, bad node config) replies with a report whose ``error`` says why and no weights:
+the server logs it and the round goes on with the others.
+
+``evaluate``: loss and accuracy of the received weights on this node's shard (numpy reference).
+
+The client never imports the server; both share only ``ecufl.proto``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+import traceback
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+import ecufl
+from ecufl.client import runner, task
+from ecufl.kernels import KernelUnavailable, create
+from ecufl.proto import RoundReport, wire
+
+app = ClientApp()
+
+
+def _cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _process_age() -> float:
+    """Seconds since this process started (from /proc; 0 where there is no /proc)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _corrupt(record: ArrayRecord, mode: str, params) -> ArrayRecord:
+    """TEST HOOK (see ``task.corruption``): damage the reply the way a broken ECU might."""
+    if mode in ("nan", "inf"):
+        params.weights[0][0, 0] = np.nan if mode == "nan" else np.inf
+        return wire.params_to_record(params)
+    if mode == "shape":
+        params.weights[0] = params.weights[0][:, :-1]
+        return wire.params_to_record(params)
+    if mode == "dtype":
+        return wire.params_to_record(params, dtype="float64")
+    return record
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    started_at = time.time()
+    startup = _process_age()
+    cpu0 = _cpu_seconds()
+    config = dict(msg.content.config_records.get(wire.CONFIG, ConfigRecord()))
+    server_round = int(config.get("server-round", 0))
+    report = RoundReport(node_id=int(context.node_id), server_round=server_round, startup_seconds=startup,
+                         started_at=started_at, ecufl_version=ecufl.__version__, hostname=socket.gethostname(),
+                         pid=os.getpid())
+    try:
+        ident = task.identity(dict(context.node_config), config)
+        report.partition_id = ident.partition_id
+        report.num_partitions = ident.num_partitions
+        report.kernel = ident.kernel + (f":{ident.dtype}" if ident.dtype else "")
+        report.profile = ident.profile
+        sizes = [int(v) for v in str(config["layers"]).split("-")]
+        report.layers.extend(sizes)
+        report.lr = float(config["lr"])
+        report.batch_size = int(config["batch-size"])
+        report.local_epochs = int(config["local-epochs"])
+        seed = int(config["seed"])
+
+        arrays = msg.content.array_records[wire.ARRAYS]
+        report.bytes_received = arrays.count_bytes()
+        global_params = wire.record_to_params(arrays)
+
+        train_set, load_seconds = task.training_set()
+        indices, split_seconds = task.shard(train_set.labels, ident, seed, float(config.get("split-alpha", 0.0)),
+                                            int(config.get("train-limit", 0)))
+        report.data_seconds = load_seconds + split_seconds
+        report.samples = len(indices)
+
+        job = runner.TrainJob(kernel=ident.kernel, dtype=ident.dtype, profile=ident.profile, params=global_params,
+                              shard=indices, lr=report.lr, batch_size=report.batch_size,
+                              epochs=report.local_epochs,
+                              order_seed=runner.order_seed(seed, ident.partition_id, server_round))
+        outcome = runner.run(job, train_set.images, train_set.labels)
+    except (KernelUnavailable, ValueError, KeyError) as e:
+        report.error = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
+        return _reply(msg, report, None, cpu0)
+    except Exception as e:  # noqa: BLE001 - any failure becomes this client's report, not a crash
+        report.error = f"{type(e).__name__}: {e} ({traceback.extract_tb(e.__traceback__)[-1].name})"
+        return _reply(msg, report, None, cpu0)
+
+    report.dtype = outcome.dtype
+    report.setup_seconds = outcome.setup_seconds
+    report.train_seconds = outcome.train_seconds
+    report.local_loss = outcome.local_loss
+    report.local_accuracy = outcome.local_accuracy
+    report.trainer = outcome.trainer
+    if outcome.arm_instructions is not None:
+        report.arm_instructions = outcome.arm_instructions
+    if outcome.board_seconds_projected is not None:
+        report.board_seconds_projected = outcome.board_seconds_projected
+
+    t0 = time.perf_counter()
+    record = wire.params_to_record(outcome.params)
+    fault = task.corruption(config, ident.partition_id)
+    if fault:
+        record = _corrupt(record, fault, outcome.params.astype(wire.TRANSPORT_DTYPE))
+    report.bytes_sent = record.count_bytes()
+    report.serialise_seconds = time.perf_counter() - t0  # the report's own bytes are added in _reply
+    return _reply(msg, report, record, cpu0)
+
+
+def _reply(msg: Message, report: RoundReport, record: ArrayRecord | None, cpu0: float) -> Message:
+    t0 = time.perf_counter()
+    report.cpu_seconds = _cpu_seconds() - cpu0
+    report.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report.finished_at = time.time()
+    metrics = MetricRecord({
+        wire.NUM_EXAMPLES: int(report.samples) if record is not None else 0,
+        "loss": float(report.local_loss), "accuracy": float(report.local_accuracy),
+        "train-seconds": float(report.train_seconds),
+    })
+    content = RecordDict({wire.METRICS: metrics})
+    if record is not None:
+        content[wire.ARRAYS] = record
+    report.serialise_seconds += time.perf_counter() - t0
+    content[wire.REPORT] = ConfigRecord({wire.REPORT_BYTES: report.SerializeToString()})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    config = dict(msg.content.config_records.get(wire.CONFIG, ConfigRecord()))
+    ident = task.identity(dict(context.node_config), config)
+    params = wire.record_to_params(msg.content.array_records[wire.ARRAYS])
+    train_set, _ = task.training_set()
+    indices, _ = task.shard(train_set.labels, ident, int(config["seed"]), float(config.get("split-alpha", 0.0)),
+                            int(config.get("train-limit", 0)))
+    kernel = create("numpy", params.astype("float64"), dtype="float64")
+    ev = kernel.evaluate(train_set.images[indices], train_set.labels[indices])
+    metrics = MetricRecord({wire.NUM_EXAMPLES: len(indices), "loss": ev.loss, "accuracy": ev.accuracy})
+    return Message(content=RecordDict({wire.METRICS: metrics}), reply_to=msg)

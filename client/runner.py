@@ -1,0 +1,94 @@
+"""Run one round of local training: (kernel, params, shard, hyper-parameters) -> (params, outcome).
+
+This is the one place where a client's training happens, so that a device profile can send the
+work elsewhere without the ClientApp changing: the profile ``host`` trains in this process with
+``ecufl.kernels.create``; an emulated or real i.MX6 profile registers a trainer of its own
+(``register_trainer``) that runs the same job in an external process (qemu-user, a board over
+SSH) and fills the board-specific fields of the outcome.
+
+Determinism: the sample order of every local epoch comes from ``EpochOrder`` seeded by
+``order_seed(run seed, partition, round)``, never from wall-clock or process state, so a round
+re-run after a server restart, or the same round trained by another kernel, sees the same order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ecufl.kernels import EpochOrder, Params, create, kernel_class
+
+
+@dataclass
+class TrainJob:
+    kernel: str
+    dtype: str | None  # None: the kernel's default arithmetic
+    profile: str
+    params: Params  # the global weights of this round
+    shard: np.ndarray  # indices into the MNIST training set
+    lr: float
+    batch_size: int
+    epochs: int
+    order_seed: int
+
+
+@dataclass
+class TrainOutcome:
+    params: Params
+    dtype: str
+    samples: int
+    setup_seconds: float
+    train_seconds: float
+    local_loss: float
+    local_accuracy: float
+    trainer: str
+    arm_instructions: int | None = None
+    board_seconds_projected: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def order_seed(seed: int, partition_id: int, server_round: int) -> int:
+    """A 32-bit seed for one client's epoch orders in one round, from (run seed, partition, round)."""
+    return int(np.random.SeedSequence([seed, partition_id, server_round]).generate_state(1)[0])
+
+
+def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> TrainOutcome:
+    """Profile ``host``: the kernel runs in this Python process."""
+    t0 = time.perf_counter()
+    cls = kernel_class(job.kernel)  # raises KernelUnavailable with a one-line reason
+    dtype = job.dtype or cls.dtypes[0]
+    kernel = create(job.kernel, job.params.astype(dtype), dtype=dtype)
+    setup = time.perf_counter() - t0
+    try:
+        order = EpochOrder(len(job.shard), job.order_seed)
+        t0 = time.perf_counter()
+        for _ in range(job.epochs):
+            kernel.train(images, labels, job.shard[order.next()], job.lr, job.batch_size)
+        train = time.perf_counter() - t0
+        ev = kernel.evaluate(images[job.shard], labels[job.shard])
+        params = kernel.get_params()
+    finally:
+        kernel.close()
+    return TrainOutcome(params=params, dtype=dtype, samples=len(job.shard), setup_seconds=setup,
+                        train_seconds=train, local_loss=ev.loss, local_accuracy=ev.accuracy,
+                        trainer="in-process")
+
+
+Trainer = Callable[[TrainJob, np.ndarray, np.ndarray], TrainOutcome]
+TRAINERS: dict[str, Trainer] = {"host": train_in_process}
+
+
+def register_trainer(profile: str, trainer: Trainer) -> None:
+    """Route jobs of ``profile`` to ``trainer`` (used by the emulated / board profiles)."""
+    TRAINERS[profile] = trainer
+
+
+def run(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> TrainOutcome:
+    trainer = TRAINERS.get(job.profile)
+    if trainer is None:
+        raise ValueError(f"device profile {job.profile!r} has no trainer here; profiles: {', '.join(TRAINERS)}")
+    return trainer(job, images, labels)

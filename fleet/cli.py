@@ -1,0 +1,247 @@
+"""``ecufl fleet up/run/status/down/overhead`` and ``ecufl sim``: the command line of the fleet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ecufl.fleet import launch, local
+from ecufl.scenarios.schema import ScenarioError, load
+
+STATE_OPTION = click.option("--state", "state_path", type=click.Path(file_okay=False),
+                            help="Fleet state folder (default: .fleet, or $ECUFL_FLEET_DIR).")
+RESULTS_OPTION = click.option("--results", "results_base", default="results", show_default=True,
+                              type=click.Path(file_okay=False), help="Where run folders are created.")
+
+
+def _console():
+    from ecufl.cli import console
+
+    return console
+
+
+def _scenario(path: str, **overrides):
+    try:
+        return load(path, **overrides)
+    except ScenarioError as e:
+        raise click.UsageError(str(e))
+
+
+def _csv(value: str, flag: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise click.UsageError(f"{flag}: expected a comma-separated list, got {value!r}")
+    return items
+
+
+def _check_kernels(kernels: list[str], flag: str) -> None:
+    from ecufl.scenarios.schema import _check_kernel
+
+    for k in kernels:
+        try:
+            _check_kernel(k)
+        except ValueError as e:
+            raise click.UsageError(f"{flag}: {e}")
+
+
+def _fail(e: Exception):
+    from ecufl.cli import Failure
+
+    return Failure(str(e))
+
+
+def _finish(folders: list[Path]) -> None:
+    """Write the report of what ran and say where it is."""
+    from ecufl.server import report
+
+    console = _console()
+    target = folders[0].parent if len(folders) > 1 else folders[0]
+    html = report.build(target)
+    report._wide(console).print(report.table(target))
+    console.print(f"results: {target}")
+    console.print(f"report:  {html}")
+
+
+@click.group()
+def fleet():
+    """A local fleet of real Flower processes (SuperLink + SuperNodes on loopback)."""
+
+
+@fleet.command("up")
+@click.option("--nodes", default=4, show_default=True, type=int, help="Number of SuperNodes (ECUs).")
+@click.option("--kernels", default="numpy", show_default=True,
+              help="Comma-separated kernels, cycled over the nodes (name or name:dtype).")
+@click.option("--profiles", default="host", show_default=True, help="Comma-separated device profiles, cycled.")
+@STATE_OPTION
+def fleet_up(nodes, kernels, profiles, state_path):
+    """Start one flower-superlink and NODES flower-supernode processes."""
+    if not 1 <= nodes <= 64:
+        raise click.UsageError(f"--nodes must be in 1..64 on one machine, got {nodes} (use `ecufl sim` beyond)")
+    kernel_list = _csv(kernels, "--kernels")
+    _check_kernels(kernel_list, "--kernels")
+    folder = local.state_dir(state_path)
+    try:
+        state = local.up(folder, nodes, kernel_list, _csv(profiles, "--profiles"))
+    except local.FleetError as e:
+        raise _fail(e)
+    _console().print(f"fleet up in {folder}: superlink on 127.0.0.1:{state.port}, "
+                     f"{nodes} nodes ({', '.join(n.kernel for n in state.nodes)})")
+
+
+@fleet.command("down")
+@STATE_OPTION
+def fleet_down(state_path):
+    """Stop every process of the fleet (process groups, superexec children included)."""
+    folder = local.state_dir(state_path)
+    stopped = local.down(folder)
+    _console().print(f"stopped {', '.join(stopped)}" if stopped else f"no fleet running in {folder}")
+
+
+@fleet.command("status")
+@STATE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def fleet_status(state_path, as_json):
+    """Show the fleet's processes and whether they are alive."""
+    st = local.status(local.state_dir(state_path))
+    if as_json:
+        click.echo(json.dumps(st))
+        return
+    console = _console()
+    if "superlink" not in st:
+        console.print(f"no fleet in {st['folder']}")
+        return
+    sl = st["superlink"]
+    console.print(f"superlink pid {sl['pid']} on 127.0.0.1:{st['port']}: "
+                  f"{'up' if sl['healthy'] else 'alive' if sl['alive'] else 'DOWN'}")
+    for n in st["nodes"]:
+        console.print(f"  node {n['partition']}: pid {n['pid']} port {n['port']} kernel {n['kernel']} "
+                      f"profile {n['profile']}: {'alive' if n['alive'] else 'DOWN'}")
+
+
+@fleet.command("run")
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False))
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this results folder from its last checkpoint.")
+@click.option("--keep", is_flag=True, help="Leave a fleet this command started running afterwards.")
+@STATE_OPTION
+@RESULTS_OPTION
+def fleet_run(scenario, resume_dir, keep, state_path, results_base):
+    """Run SCENARIO on the local fleet (started to fit it if none is up) and write its report."""
+    console = _console()
+    folder = local.state_dir(state_path)
+    if resume_dir:
+        return _resume(Path(resume_dir), folder, keep)
+    if not scenario:
+        raise click.UsageError("give a SCENARIO file (or --resume RESULTS_DIR)")
+    sc = _scenario(scenario)
+    if sc.engine == "simulation":
+        return _run_sim(sc, Path(results_base))
+    started = False
+    state = local.FleetState.load(folder)
+    try:
+        if state is None or not local.procs.alive(state.superlink_pid):
+            kernels = sc.node_kernels() or ["numpy"]
+            console.print(f"starting a fleet of {sc.nodes} nodes in {folder}")
+            state = local.up(folder, sc.nodes, kernels, sc.profiles or [sc.profile])
+            started = True
+        folders = launch.run_scenario(sc, Path(results_base), fleet=state, echo=console.print)
+    except local.FleetError as e:
+        raise _fail(e)
+    finally:
+        if started and not keep:
+            local.down(folder)
+    _finish(folders)
+
+
+def _resume(results: Path, folder: Path, keep: bool) -> None:
+    console = _console()
+    try:
+        spec = json.loads((results / "spec.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise click.UsageError(f"--resume {results}: no readable spec.json ({e})")
+    if not (results / "checkpoint.npz").exists():
+        raise click.UsageError(f"--resume {results}: no checkpoint.npz to continue from")
+    started = False
+    try:
+        if spec.get("engine") == "simulation":
+            launch.run_simulation(spec, results, resume=True, echo=console.print)
+        else:
+            state = local.FleetState.load(folder)
+            if state is None or not local.procs.alive(state.superlink_pid):
+                state = local.up(folder, spec["nodes"], spec["kernels"] or ["numpy"], spec.get("profiles"))
+                started = True
+            launch.run_deployment(state, spec, results, resume=True, echo=console.print)
+    except local.FleetError as e:
+        raise _fail(e)
+    finally:
+        if started and not keep:
+            local.down(folder)
+    _finish([results])
+
+
+def _run_sim(sc, results_base: Path) -> None:
+    try:
+        folders = launch.run_scenario(sc, results_base, echo=_console().print)
+    except local.FleetError as e:
+        raise _fail(e)
+    _finish(folders)
+
+
+@fleet.command("overhead")
+@click.option("--nodes", "node_counts", default="4,16", show_default=True, help="Fleet sizes to measure.")
+@click.option("--engines", default="deployment,simulation", show_default=True)
+@click.option("--rounds", default=3, show_default=True, type=int)
+@click.option("--samples", default=200, show_default=True, type=int, help="Training samples per node.")
+@STATE_OPTION
+@RESULTS_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_base, as_json):
+    """Measure the fleet's own overhead per round: wall time minus the slowest client's train time."""
+    from ecufl.fleet import overhead
+
+    counts = [int(v) for v in _csv(node_counts, "--nodes")]
+    engine_list = _csv(engines, "--engines")
+    for e in engine_list:
+        if e not in ("deployment", "simulation"):
+            raise click.UsageError(f"--engines: expected deployment and/or simulation, got {e!r}")
+    try:
+        rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
+                                Path(results_base), echo=_console().print)
+    except local.FleetError as e:
+        raise _fail(e)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        _console().print(overhead.table(rows))
+
+
+@click.command("sim")
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--nodes", type=int, help="Override the scenario's number of nodes.")
+@click.option("--rounds", type=int, help="Override the scenario's number of rounds.")
+@RESULTS_OPTION
+def sim(scenario, nodes, rounds, results_base):
+    """Run SCENARIO in Flower's simulation engine (Ray): the same apps, virtual SuperNodes."""
+    sc = _scenario(scenario, engine="simulation", nodes=nodes, rounds=rounds)
+    _run_sim(sc, Path(results_base))
+
+
+@click.group("scenario")
+def scenario_group():
+    """Scenario files."""
+
+
+@scenario_group.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def scenario_check(files):
+    """Validate scenario files; print what each would run."""
+    for f in files:
+        sc = _scenario(f)
+        spec = sc.run_spec()
+        from collections import Counter
+
+        mix = ", ".join(f"{n}x {k}" for k, n in Counter(spec["kernels"]).items()) or "each node its own"
+        _console().print(f"{f}: ok: {sc.engine}, {sc.nodes} nodes, {sc.rounds} rounds, kernels {mix}"
+                         + (f"; shootout of {', '.join(sc.shootout.kernels)}" if sc.shootout else ""))

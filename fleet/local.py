@@ -1,0 +1,172 @@
+"""A local fleet: one ``flower-superlink`` and N ``flower-supernode`` processes on loopback.
+
+Everything about a fleet lives in one state folder (default ``.fleet/``, or ``--state`` /
+``ECUFL_FLEET_DIR``):
+
+    state.json          what runs: pids (process-group leaders), ports, each node's config
+    flwr-home/          FLWR_HOME of every process and of the ``flwr`` CLI (config.toml)
+    app/                the Flower App folder ``flwr run`` submits
+    logs/               superlink.log, node-0.log, ...
+    superlink.db        the SuperLink's state (SQLite)
+
+Each SuperNode gets its own port and node config: ``partition-id``, ``num-partitions``,
+``kernel`` (``name`` or ``name:dtype``) and ``profile``. The SuperLink runs with
+``--disable-runtime-dependency-installation`` (no ``uv sync`` per run: ecufl is installed here).
+The Fleet API of flwr 1.42 is HTTP (FastAPI/uvicorn) on the SuperLink's one port; it is insecure
+(plain text) because it never leaves 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ecufl.fleet import flwr_app, procs
+
+CONNECTION = "ecufl-fleet"
+
+
+class FleetError(RuntimeError):
+    pass
+
+
+def state_dir(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get("ECUFL_FLEET_DIR") or ".fleet").resolve()
+
+
+@dataclass
+class Node:
+    partition: int
+    kernel: str
+    profile: str
+    port: int
+    pid: int
+    log: str
+
+
+@dataclass
+class FleetState:
+    folder: str
+    port: int
+    superlink_pid: int
+    nodes: list[Node] = field(default_factory=list)
+    started_at: float = 0.0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.folder)
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.path / "flwr-home"
+
+    @property
+    def app(self) -> Path:
+        return self.path / "app"
+
+    def env(self) -> dict[str, str]:
+        return procs.flower_env(self.flwr_home)
+
+    def save(self) -> None:
+        (self.path / "state.json").write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> "FleetState | None":
+        try:
+            d = json.loads((folder / "state.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        d["nodes"] = [Node(**n) for n in d.get("nodes", [])]
+        return cls(**d)
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1.0).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def node_config(partition: int, nodes: int, kernel: str, profile: str) -> str:
+    return f'partition-id={partition} num-partitions={nodes} kernel="{kernel}" profile="{profile}"'
+
+
+def start_node(state: FleetState, partition: int, nodes: int, kernel: str, profile: str) -> Node:
+    port = procs.free_port()
+    log = state.path / "logs" / f"node-{partition}.log"
+    pid = procs.start([procs.tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{state.port}",
+                       "--port", str(port), "--node-config", node_config(partition, nodes, kernel, profile)],
+                      state.env(), log, state.path)
+    return Node(partition, kernel, profile, port, pid, str(log))
+
+
+def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None = None,
+       timeout: float = 120.0) -> FleetState:
+    """Start a SuperLink and ``nodes`` SuperNodes; kernels/profiles are cycled over the nodes."""
+    current = FleetState.load(folder)
+    if current and procs.alive(current.superlink_pid):
+        raise FleetError(f"a fleet is already up in {folder} ({len(current.nodes)} nodes); `ecufl fleet down` first")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "superlink.db").unlink(missing_ok=True)  # a fresh fleet starts with a fresh SuperLink
+    port = procs.free_port()
+    state = FleetState(str(folder), port, 0, started_at=time.time())
+    flwr_app.write_app(state.app)
+    flwr_app.write_connection(state.flwr_home, CONNECTION, port)
+    state.superlink_pid = procs.start(
+        [procs.tool("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+         "--disable-runtime-dependency-installation", "--database", str(folder / "superlink.db")],
+        state.env(), folder / "logs" / "superlink.log", folder)
+    state.save()
+    end = time.monotonic() + timeout
+    while not healthy(port):
+        if not procs.alive(state.superlink_pid):
+            raise FleetError(f"flower-superlink exited at start; see {folder / 'logs' / 'superlink.log'}")
+        if time.monotonic() > end:
+            down(folder)
+            raise FleetError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
+        time.sleep(0.3)
+    profiles = profiles or ["host"]
+    for i in range(nodes):
+        state.nodes.append(start_node(state, i, nodes, kernels[i % len(kernels)], profiles[i % len(profiles)]))
+        state.save()
+    return state
+
+
+def down(folder: Path) -> list[str]:
+    """Stop every process of the fleet (nodes first, then the SuperLink); returns what was stopped."""
+    state = FleetState.load(folder)
+    if state is None:
+        return []
+    stopped = []
+    for node in state.nodes:
+        if procs.alive(node.pid) or procs.descendants(node.pid):
+            stopped.append(f"node {node.partition} (pid {node.pid})")
+        procs.stop(node.pid)
+    if procs.alive(state.superlink_pid) or procs.descendants(state.superlink_pid):
+        stopped.append(f"superlink (pid {state.superlink_pid})")
+    procs.stop(state.superlink_pid)
+    (folder / "state.json").unlink(missing_ok=True)
+    return stopped
+
+
+def status(folder: Path) -> dict:
+    state = FleetState.load(folder)
+    if state is None:
+        return {"up": False, "folder": str(folder)}
+    return {
+        "up": procs.alive(state.superlink_pid), "folder": str(folder), "port": state.port,
+        "superlink": {"pid": state.superlink_pid, "alive": procs.alive(state.superlink_pid), "healthy": healthy(state.port)},
+        "nodes": [asdict(n) | {"alive": procs.alive(n.pid)} for n in state.nodes],
+    }
+
+
+def require(folder: Path) -> FleetState:
+    state = FleetState.load(folder)
+    if state is None or not procs.alive(state.superlink_pid):
+        raise FleetError(f"no fleet is up in {folder}; start one with `ecufl fleet up`")
+    return state

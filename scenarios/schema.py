@@ -1,0 +1,210 @@
+"""Scenario files: one TOML file describes one federated run (or one per kernel, for a shootout).
+
+The schema is a pydantic model with ``extra="forbid"`` and strict types, so an unknown key, a
+wrong type or an impossible value stops everything before a process starts, with one line that
+names the file, the key and what was expected (``ScenarioError``).
+
+    name = "quickstart"            # default: the file's stem
+    engine = "deployment"          # deployment (real SuperLink + SuperNodes) | simulation (Ray)
+    nodes = 4                      # fleet size (ECUs)
+    rounds = 3
+    seed = 1                       # initial weights, shards, client sampling, epoch orders
+    fraction = 1.0                 # fraction of the clients asked to train each round
+    round_timeout = 120.0          # seconds the server waits for replies in one round
+    layers = [784, 30, 10]
+    lr = 3.0
+    batch_size = 10
+    local_epochs = 1
+    train_limit = 0                # split only the first N training samples (0: all 60,000)
+    kernel = "numpy"               # one kernel for all nodes, or
+    kernels = ["numpy", "c|numpy:float32", ...]   # one per node; "a|b": a if built here, else b
+    profile = "host"               # device profile for all nodes, or profiles = [...] per node
+    [split]
+    kind = "iid"                   # iid | dirichlet
+    alpha = 0.5                    # dirichlet only: smaller = more label skew
+    [shootout]
+    kernels = ["numpy", "c", ...]  # run the same scenario once per kernel (all nodes on that kernel)
+    [test_hooks]                   # TEST HOOKS for the fault tests; never in real scenarios
+    corrupt = { "1" = "nan" }      # partition id -> nan | inf | shape | dtype
+
+A kernel is a registry name (``ecufl kernels``) with an optional ``:float32``/``:float64``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ecufl.kernels import KERNELS, available
+
+MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
+FAULTS = ("nan", "inf", "shape", "dtype")
+
+
+class ScenarioError(ValueError):
+    """One line: file, key, expectation."""
+
+
+def _check_kernel(spec: str) -> str:
+    for alternative in spec.split("|"):
+        name, _, dtype = alternative.strip().partition(":")
+        if name not in KERNELS:
+            raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(KERNELS)}")
+        if dtype and dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype after ':' must be float32 or float64, got {dtype!r}")
+    return spec
+
+
+Kernel = Annotated[str, Field(min_length=1)]
+
+
+class Split(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: Literal["iid", "dirichlet"] = "iid"
+    alpha: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _alpha(self) -> "Split":
+        if self.kind == "dirichlet" and self.alpha is None:
+            raise ValueError("kind = 'dirichlet' needs alpha > 0")
+        if self.kind == "iid" and self.alpha is not None:
+            raise ValueError("alpha is only for kind = 'dirichlet'")
+        return self
+
+
+class Shootout(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kernels: list[Kernel] = Field(min_length=1)
+
+    _names = field_validator("kernels")(lambda cls, v: [_check_kernel(k) for k in v])
+
+
+class TestHooks(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    corrupt: dict[str, Literal["nan", "inf", "shape", "dtype"]] = {}
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
+    description: str = ""
+    engine: Literal["deployment", "simulation"] = "deployment"
+    nodes: int = Field(ge=1, le=10_000)
+    rounds: int = Field(ge=1, le=10_000)
+    seed: int = Field(default=1, ge=0, le=2**32 - 1)
+    fraction: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False)
+    round_timeout: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+    layers: list[int] = Field(default=[784, 30, 10], min_length=2)
+    lr: float = Field(default=3.0, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(default=10, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    train_limit: int = Field(default=0, ge=0, le=60_000)
+    kernel: Kernel | None = None
+    kernels: list[Kernel] | None = None
+    profile: str = "host"
+    profiles: list[str] | None = None
+    split: Split = Split()
+    shootout: Shootout | None = None
+    test_hooks: TestHooks = TestHooks()
+
+    @field_validator("kernel")
+    @classmethod
+    def _kernel(cls, v: str | None) -> str | None:
+        return None if v is None else _check_kernel(v)
+
+    @field_validator("kernels")
+    @classmethod
+    def _kernels(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [_check_kernel(k) for k in v]
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int]) -> list[int]:
+        if v[0] != 784 or v[-1] != 10 or min(v) < 1:
+            raise ValueError(f"layers must start with 784, end with 10 and be positive, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _fleet(self) -> "Scenario":
+        if self.kernel is not None and self.kernels is not None:
+            raise ValueError("give either kernel (all nodes) or kernels (one per node), not both")
+        if self.kernels is not None and len(self.kernels) != self.nodes:
+            raise ValueError(f"kernels has {len(self.kernels)} entries for nodes = {self.nodes}")
+        if self.profiles is not None and len(self.profiles) != self.nodes:
+            raise ValueError(f"profiles has {len(self.profiles)} entries for nodes = {self.nodes}")
+        if self.train_limit and self.train_limit < self.nodes:
+            raise ValueError(f"train_limit = {self.train_limit} leaves some of the {self.nodes} nodes without data")
+        if self.engine == "deployment" and self.nodes > MAX_DEPLOYMENT_NODES:
+            raise ValueError(f"engine = 'deployment' runs at most {MAX_DEPLOYMENT_NODES} nodes as processes "
+                             "on one machine; use engine = 'simulation'")
+        for pid in self.test_hooks.corrupt:
+            if not pid.isdigit() or int(pid) >= self.nodes:
+                raise ValueError(f"test_hooks.corrupt: partition {pid!r} is not in 0..{self.nodes - 1}")
+        return self
+
+    # -- what the fleet hands to the server -------------------------------------------------------
+    def node_kernels(self, kernel: str | None = None, have: list[str] | None = None) -> list[str]:
+        """One concrete kernel per node ("a|b" resolved against the kernels built here).
+
+        Empty when the scenario names no kernel: each node then uses its own node config."""
+        if kernel is not None:
+            specs = [kernel] * self.nodes
+        elif self.kernels is not None:
+            specs = self.kernels
+        elif self.kernel is not None:
+            specs = [self.kernel] * self.nodes
+        else:
+            return []
+        have = available() if have is None else have
+        out = []
+        for spec in specs:
+            options = [s.strip() for s in spec.split("|")]
+            pick = next((o for o in options if o.partition(":")[0] in have), options[-1])
+            out.append(pick)
+        return out
+
+    def run_spec(self, kernel: str | None = None) -> dict[str, Any]:
+        """The plain dict the server reads (``spec.json``)."""
+        return {
+            "name": self.name + (f"-{kernel.replace(':', '-')}" if kernel else ""),
+            "nodes": self.nodes, "layers": self.layers, "rounds": self.rounds, "lr": self.lr,
+            "batch_size": self.batch_size, "local_epochs": self.local_epochs, "seed": self.seed,
+            "fraction": self.fraction, "alpha": self.split.alpha or 0.0, "train_limit": self.train_limit,
+            "kernels": self.node_kernels(kernel), "profiles": self.profiles or [self.profile] * self.nodes,
+            "round_timeout": self.round_timeout, "engine": self.engine, "test_corrupt": dict(self.test_hooks.corrupt),
+        }
+
+
+def _where(err: dict[str, Any]) -> str:
+    parts = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    return ".".join(parts)
+
+
+def load(path: str | Path, **overrides: Any) -> Scenario:
+    """Read and validate a scenario file; raise ScenarioError with one line on anything wrong."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{path}: not valid TOML ({e})") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw.setdefault("name", path.stem)
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = _where(err)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = "" if err["type"] in ("missing", "extra_forbidden") or not key else f" (got {err.get('input')!r})"
+        more = f" [+{e.error_count() - 1} more]" if e.error_count() > 1 else ""
+        raise ScenarioError(f"{path}: {key or 'scenario'}: {msg}{got}{more}") from None

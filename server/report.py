@@ -1,0 +1,260 @@
+"""``ecufl report RESULTS_DIR``: report.html (self-contained, matplotlib plots inlined as PNG) and a
+rich table in the terminal, from a run's rounds.csv / clients.csv.
+
+RESULTS_DIR is one run (it holds rounds.csv) or a folder of runs (a kernel shootout: one sub-folder
+per kernel); runs are then compared side by side.
+
+A client's round, as the server saw it (``reply_seconds``: round start -> its reply at the server),
+is split into: startup (process start -> handler; a fresh process per message in deployment),
+data (MNIST load + shard), setup (kernel + weights), train, serialise, and wait (the rest:
+transport, queueing, polling sleeps).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+PARTS = ["startup_seconds", "data_seconds", "setup_seconds", "train_seconds", "serialise_seconds"]
+
+
+class ReportError(ValueError):
+    pass
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def runs_in(folder: Path) -> list[Path]:
+    folder = Path(folder)
+    if (folder / "rounds.csv").exists():
+        return [folder]
+    runs = sorted(p for p in folder.iterdir() if (p / "rounds.csv").exists()) if folder.is_dir() else []
+    if not runs:
+        raise ReportError(f"{folder}: no rounds.csv here or in its sub-folders (not a results folder)")
+    return runs
+
+
+def _f(v: str | None) -> float:
+    try:
+        return float(v) if v not in (None, "") else 0.0
+    except ValueError:
+        return 0.0
+
+
+def kernel_label(row: dict[str, str]) -> str:
+    k = row.get("kernel") or "?"
+    if ":" not in k and row.get("dtype"):
+        k = f"{k}:{row['dtype']}"
+    return k
+
+
+def collect(folder: Path) -> dict[str, Any]:
+    runs = runs_in(folder)
+    out: dict[str, Any] = {"folder": Path(folder), "runs": []}
+    for run in runs:
+        rounds = _read(run / "rounds.csv")
+        clients = _read(run / "clients.csv")
+        out["runs"].append({"name": run.name if len(runs) > 1 else Path(folder).name, "path": run,
+                            "rounds": rounds, "clients": clients})
+    return out
+
+
+def per_kernel(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per kernel (over every run, round and client): means of the time parts, peak memory, counts."""
+    acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    errors: dict[str, int] = defaultdict(int)
+    for run in data["runs"]:
+        for row in run["clients"]:
+            k = kernel_label(row)
+            if row.get("accepted") != "1":
+                errors[k] += 1
+                continue
+            parts = {p: _f(row.get(p)) for p in PARTS}
+            reply = _f(row.get("reply_seconds"))
+            for p, v in parts.items():
+                acc[k][p].append(v)
+            acc[k]["wait_seconds"].append(max(0.0, reply - sum(parts.values())))
+            acc[k]["reply_seconds"].append(reply)
+            acc[k]["peak_rss_bytes"].append(_f(row.get("peak_rss_bytes")))
+            acc[k]["samples"].append(_f(row.get("samples")))
+            acc[k]["local_accuracy"].append(_f(row.get("local_accuracy")))
+            acc[k]["cpu_seconds"].append(_f(row.get("cpu_seconds")))
+            acc[k]["bytes_sent"].append(_f(row.get("bytes_sent")))
+    out = {}
+    for k in sorted(set(acc) | set(errors)):
+        a = acc.get(k, {})
+        n = len(a.get("train_seconds", []))
+        mean = {p: (statistics.fmean(v) if v else 0.0) for p, v in a.items()}
+        train = a.get("train_seconds", [])
+        samples = a.get("samples", [])
+        out[k] = {"replies": n, "errors": errors.get(k, 0), **mean,
+                  "peak_rss_bytes": max(a.get("peak_rss_bytes", [0])),
+                  "samples_per_second": (sum(samples) / sum(train)) if train and sum(train) > 0 else 0.0}
+    return out
+
+
+# --- plots -----------------------------------------------------------------------------------------
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def plots(data: dict[str, Any], kernels: dict[str, dict[str, Any]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run in data["runs"]:
+        xs = [int(r["round"]) for r in run["rounds"]]
+        ys = [_f(r["test_accuracy"]) for r in run["rounds"]]
+        ax.plot(xs, ys, marker="o", label=run["name"])
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (global model)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    figs["Accuracy per round"] = _png(fig)
+
+    names = list(kernels)
+    parts = PARTS + ["wait_seconds"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bottom = [0.0] * len(names)
+    for p in parts:
+        vals = [kernels[k].get(p, 0.0) for k in names]
+        ax.bar(names, vals, bottom=bottom, label=p.replace("_seconds", ""))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel("seconds per client round (mean)")
+    ax.legend(fontsize=8, ncol=3)
+    ax.tick_params(axis="x", rotation=20)
+    figs["Round time per kernel: startup / data / setup / train / serialise / wait"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, [kernels[k]["peak_rss_bytes"] / 2**20 for k in names], color="tab:purple")
+    ax.set_ylabel("peak RSS of the client process (MiB)")
+    ax.tick_params(axis="x", rotation=20)
+    figs["Peak memory per kernel"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in data["runs"]:
+        for row in run["clients"]:
+            if row.get("accepted") == "1":
+                series[kernel_label(row)][int(row["round"])].append(_f(row["train_seconds"]))
+    for k, by_round in sorted(series.items()):
+        xs = sorted(by_round)
+        ax.plot(xs, [statistics.fmean(by_round[x]) for x in xs], marker="o", label=k)
+    ax.set_xlabel("round")
+    ax.set_ylabel("train seconds (mean over clients)")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    figs["Training seconds per round per kernel"] = _png(fig)
+    return figs
+
+
+# --- output ----------------------------------------------------------------------------------------
+KERNEL_COLUMNS = ["kernel", "client-rounds", "errors", "samples/s", "train s", "setup s", "data s", "startup s",
+                  "serialise s", "wait s", "peak RSS MiB", "local acc"]
+
+
+def kernel_rows(kernels: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [[k, str(v["replies"]), str(v["errors"]), f"{v['samples_per_second']:,.0f}",
+             f"{v.get('train_seconds', 0):.3f}", f"{v.get('setup_seconds', 0):.3f}", f"{v.get('data_seconds', 0):.3f}",
+             f"{v.get('startup_seconds', 0):.2f}", f"{v.get('serialise_seconds', 0):.4f}",
+             f"{v.get('wait_seconds', 0):.2f}", f"{v['peak_rss_bytes'] / 2**20:.0f}",
+             f"{v.get('local_accuracy', 0):.4f}"] for k, v in kernels.items()]
+
+
+def table(folder: Path):
+    from rich.table import Table
+
+    data = collect(folder)
+    kernels = per_kernel(data)
+    finals = ", ".join(f"{r['name']}: {_f(r['rounds'][-1]['test_accuracy']):.4f} after round {r['rounds'][-1]['round']}"
+                       for r in data["runs"] if r["rounds"])
+    t = Table(title=f"ecufl report: {Path(folder).name}", caption=f"global test accuracy: {finals}")
+    for c in KERNEL_COLUMNS:
+        t.add_column(c, justify="left" if c == "kernel" else "right")
+    for row in kernel_rows(kernels):
+        t.add_row(*row)
+    return t
+
+
+def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def build(folder: Path) -> Path:
+    """Write ``report.html`` into ``folder``; returns its path."""
+    folder = Path(folder)
+    data = collect(folder)
+    kernels = per_kernel(data)
+    figs = plots(data, kernels)
+    sections = [f"<h1>ecufl report: {html.escape(folder.name)}</h1>",
+                "<h2>Kernels</h2>", _html_table(KERNEL_COLUMNS, kernel_rows(kernels))]
+    for title, png in figs.items():
+        sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
+    for run in data["runs"]:
+        cols = ["round", "clients_asked", "clients_replied", "clients_accepted", "test_accuracy", "test_loss",
+                "wall_seconds", "slowest_train_seconds", "overhead_seconds", "aggregate_seconds"]
+        rows = [[(f"{_f(r.get(c)):.4f}" if c not in ("round", "clients_asked", "clients_replied", "clients_accepted")
+                  else r.get(c, "")) for c in cols] for r in run["rounds"]]
+        sections.append(f"<h2>Rounds: {html.escape(run['name'])}</h2>" + _html_table(cols, rows))
+        rejected = [[r["round"], r["node_id"], r["partition_id"], r["kernel"], r["reject_reason"]]
+                    for r in run["clients"] if r.get("accepted") != "1"]
+        if rejected:
+            sections.append("<h3>Rejected or failed replies</h3>"
+                            + _html_table(["round", "node", "partition", "kernel", "reason"], rejected))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;"
+             "text-align:right;font-size:13px}th{background:#eee}img{max-width:100%}")
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>ecufl report {html.escape(folder.name)}"
+           f"</title><style>{style}</style></head><body>{''.join(sections)}"
+           f"<p><small>From {html.escape(str(folder))}; split of a client's round: {html.escape(__doc__.split('is split into:')[1].strip())}"
+           "</small></p></body></html>")
+    out = folder / "report.html"
+    out.write_text(doc)
+    return out
+
+
+def _wide(console):
+    """The console itself on a terminal; a wide one when piped (CI logs), so columns are not cut."""
+    from rich.console import Console
+
+    return console if console.is_terminal else Console(width=160)
+
+
+@click.command("report")
+@click.argument("results_dir", type=click.Path(file_okay=False))
+def report(results_dir):
+    """Write RESULTS_DIR/report.html (plots, tables) and print the per-kernel table."""
+    from ecufl.cli import console
+
+    try:
+        out = build(Path(results_dir))
+    except ReportError as e:
+        raise click.UsageError(str(e))
+    _wide(console).print(table(Path(results_dir)))
+    console.print(f"report: {out}")
