@@ -1,0 +1,83 @@
+"""``ecufl calibrate``: fit the Cortex-A9 cycle table on a real board (see calibrate.py)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command()
+@click.option("--board", help="The board over SSH: user@host or user@host:port.")
+@click.option("--qemu", "use_qemu", is_flag=True,
+              help="Run the loops under qemu-arm here instead (tests the procedure; not A9 timing).")
+@click.option("--profile", "profile_name", default="imx6", show_default=True,
+              help="Device profile whose clock is used when the board exposes no cpufreq.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Calibration file to write (default: ~/.config/ecufl/a9-calibration.json for --board).")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), help="known_hosts file (default: ~/.ssh/known_hosts).")
+@click.option("--identity", type=click.Path(dir_okay=False), help="Private key for the board.")
+@click.option("--repeats", default=3, show_default=True, type=int, help="Runs per loop and length; the fastest counts.")
+@click.option("--iterations", default="100000,1000000", show_default=True,
+              help="The two loop lengths whose time difference is measured.")
+@click.option("--loops", "loop_names", help="Comma-separated subset of the loops (default: all).")
+@click.option("--remote-wrapper", default="", hidden=True,
+              help="Command prefix on the board (tests: an x86 sshd runs the loops through qemu-arm).")
+@click.option("--json", "as_json", is_flag=True)
+def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats, iterations,
+              loop_names, remote_wrapper, as_json):
+    """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
+    from ecufl.cli import Failure, console
+
+    from . import calibrate as cal
+    from . import profiles
+    from .costmodel import TABLE, default_calibration_path
+    from .count import EmulationError
+    from .microbench import BuildError
+
+    if bool(board) == bool(use_qemu):
+        raise click.UsageError("give exactly one of --board user@HOST and --qemu")
+    try:
+        profile = profiles.get(profile_name)
+    except profiles.UnknownProfile as e:
+        raise click.UsageError(f"--profile: {e}")
+    if not profile.emulated:
+        raise click.UsageError(f"--profile: {profile_name} has no clock; use an i.MX6 profile")
+    if repeats < 1:
+        raise click.UsageError(f"--repeats must be at least 1, got {repeats}")
+    try:
+        n1, n2 = (int(v) for v in iterations.split(","))
+        if not 0 < n1 < n2:
+            raise ValueError
+    except ValueError:
+        raise click.UsageError(f"--iterations: expected two increasing positive integers like 100000,1000000, got {iterations!r}")
+    loops = None
+    if loop_names:
+        loops = [v.strip() for v in loop_names.split(",") if v.strip()]
+        unknown = [v for v in loops if v not in cal.CALIBRATION_LOOPS]
+        if unknown or not loops:
+            raise click.UsageError(f"--loops: unknown loop {', '.join(unknown) or '(none)'}; loops: {', '.join(cal.CALIBRATION_LOOPS)}")
+    if use_qemu and not out:
+        raise click.UsageError("--qemu measures qemu, not a board: give --out so it never replaces your board calibration")
+    try:
+        target = (cal.QemuBoard() if use_qemu else
+                  cal.SSHBoard(board, known_hosts=known_hosts, identity=identity, wrapper=remote_wrapper))
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    try:
+        result = cal.calibrate(target, profile, loops=loops, iterations=(n1, n2), repeats=repeats)
+    except (cal.CalibrationFailed, EmulationError, BuildError) as e:
+        raise Failure(str(e))
+    path = result.write(out or default_calibration_path())
+    if as_json:
+        click.echo(json.dumps(result.to_dict() | {"out": str(path)}))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"A9 cycles per instruction, {result.board} at {result.clock_hz / 1e6:.0f} MHz ({result.clock_source})")
+    for col in ("class", "fitted", "TRM table"):
+        t.add_column(col, justify="right")
+    for k, v in sorted(result.cycles.items()):
+        t.add_row(k, f"{v:.2f}", f"{TABLE[k][0]:g}" if k in TABLE else "-")
+    console.print(t)
+    console.print(f"rms relative residual {result.residual_rms:.1%}; calibration written to {path}")

@@ -1,0 +1,41 @@
+"""Device profiles: the boards a node can pretend to be (clock for projected time, memory limit).
+
+``host`` means no projection: the node trains natively and reports x86 time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    clock_hz: float | None     # None: no projection (host)
+    memory_bytes: int | None   # None: no limit
+    summary: str
+
+    @property
+    def emulated(self) -> bool:
+        return self.clock_hz is not None
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in [
+    Profile("imx6", 1.0e9, 1024 * MiB, "NXP i.MX6, one Cortex-A9 core at 1 GHz, 1 GB"),
+    Profile("imx6-792", 792e6, 512 * MiB, "NXP i.MX6, one Cortex-A9 core at 792 MHz, 512 MB"),
+    Profile("imx6-1200", 1.2e9, 1024 * MiB, "NXP i.MX6, one Cortex-A9 core at 1.2 GHz, 1 GB"),
+    Profile("host", None, None, "this machine, native x86 kernels, no projection"),
+]}
+
+
+class UnknownProfile(ValueError):
+    pass
+
+
+def get(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfile(f"unknown device profile {name!r}; profiles: {', '.join(PROFILES)}") from None
