@@ -1,0 +1,99 @@
+"""Scenario files: the shipped ones validate; bad ones stop with one line naming file, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, ecufl_cmd
+from ecufl.scenarios.schema import ScenarioError, load
+
+GOOD = """\
+nodes = 4
+rounds = 3
+kernels = ["numpy", "c|numpy:float32", "eigen|numpy:float32", "tflite|numpy"]
+[split]
+kind = "dirichlet"
+alpha = 0.5
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", ["quickstart", "kernel-shootout", "noniid", "sim-100"])
+def test_shipped_scenarios_validate(name):
+    sc = load(ROOT / "scenarios" / f"{name}.toml")
+    assert sc.name == name
+    spec = sc.run_spec()
+    assert spec["nodes"] == sc.nodes and spec["layers"][0] == 784
+
+
+def test_quickstart_is_four_mixed_ecus_three_rounds():
+    sc = load(ROOT / "scenarios" / "quickstart.toml")
+    assert (sc.nodes, sc.rounds, sc.engine) == (4, 3, "deployment")
+    assert len(set(sc.node_kernels())) >= 2  # mixed, whatever is built here
+
+
+def test_kernel_alternatives_resolve_against_what_is_built(tmp_path):
+    sc = load(write(tmp_path, GOOD))
+    assert sc.node_kernels(have=["numpy"]) == ["numpy", "numpy:float32", "numpy:float32", "numpy"]
+    assert sc.node_kernels(have=["numpy", "c", "eigen", "tflite"]) == ["numpy", "c", "eigen", "tflite"]
+    spec = sc.run_spec()
+    assert spec["alpha"] == 0.5 and spec["profiles"] == ["host"] * 4
+
+
+@pytest.mark.parametrize("text,key,expect", [
+    ("nodes = 4\nrounds = 3\nlearning_rate = 0.1\n", "learning_rate", "unknown key"),
+    ('nodes = "4"\nrounds = 3\n', "nodes", "valid integer"),
+    ("nodes = 4\nrounds = 3\nlr = -1.0\n", "lr", "greater than 0"),
+    ("nodes = 4\nrounds = 0\n", "rounds", "greater than or equal to 1"),
+    ("nodes = 4\nrounds = 3\nfraction = 1.5\n", "fraction", "less than or equal to 1"),
+    ("nodes = 4\nrounds = 3\nlayers = [100, 10]\n", "layers", "start with 784"),
+    ("nodes = 4\nrounds = 3\nengine = \"cloud\"\n", "engine", "'deployment' or 'simulation'"),
+    ("nodes = 4\nrounds = 3\nkernel = \"cuda\"\n", "kernel", "unknown kernel 'cuda'"),
+    ("nodes = 4\nrounds = 3\nkernels = [\"numpy\"]\n", "scenario", "kernels has 1 entries for nodes = 4"),
+    ("nodes = 4\nrounds = 3\n[split]\nkind = \"dirichlet\"\n", "split", "needs alpha > 0"),
+    ("nodes = 4\nrounds = 3\n[split]\nkind = \"iid\"\nalpha = 0.1\n", "split", "only for kind = 'dirichlet'"),
+    ("nodes = 4\nrounds = 3\n[split]\nkind = \"dirichlet\"\nalpha = -2.0\n", "split.alpha", "greater than 0"),
+    ("nodes = 100\nrounds = 3\n", "scenario", "use engine = 'simulation'"),
+    ("nodes = 4\nrounds = 3\n[test_hooks]\ncorrupt = {\"7\" = \"nan\"}\n", "scenario", "partition '7'"),
+    ("rounds = 3\n", "nodes", "Field required"),
+])
+def test_bad_scenario_names_file_key_and_expectation(tmp_path, text, key, expect):
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as e:
+        load(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{path}: {key}:"), msg
+    assert expect in msg, msg
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ScenarioError, match=r"s\.toml: not valid TOML"):
+        load(write(tmp_path, "nodes = = 4"))
+    with pytest.raises(ScenarioError, match="no such scenario file"):
+        load(tmp_path / "missing.toml")
+
+
+def test_cli_bad_scenario_exits_2_and_starts_nothing(tmp_path):
+    path = write(tmp_path, "nodes = 4\nrounds = 3\nbatch_size = 0\n")
+    state = tmp_path / "fleet-state"
+    proc = subprocess.run([*ecufl_cmd(), "fleet", "run", str(path), "--state", str(state), "--results",
+                           str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: batch_size:" in lines[0] and "greater than or equal to 1" in lines[0]
+    assert not state.exists() and not (tmp_path / "results").exists()  # nothing started
+
+
+def test_cli_scenario_check(tmp_path):
+    proc = subprocess.run([*ecufl_cmd(), "scenario", "check", str(ROOT / "scenarios" / "quickstart.toml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ok: deployment, 4 nodes, 3 rounds" in proc.stdout
