@@ -206,8 +206,9 @@ async def start(c: Conn, manifests: dict[str, str]) -> None:
         await c.run(f"{sudo}install -m 0644 {q(unit)} /etc/systemd/system/{svc}.service && "
                     f"{sudo}systemctl daemon-reload && {sudo}systemctl enable --now {svc}", what="systemctl start")
     else:
-        await c.run(f"cd / && setsid {q(R)}/current/bin/ecufl-supervise {q(unit)} {q(R)}/run "
-                    "</dev/null >/dev/null 2>&1 &", what="starting the supervisor")
+        # In a subshell that exits at once, with no fd left on the SSH channel (else the session hangs).
+        await c.run(f"cd / && (setsid {q(R)}/current/bin/ecufl-supervise {q(unit)} {q(R)}/run "
+                    "</dev/null >/dev/null 2>&1 &)", what="starting the supervisor", timeout=30)
     for _ in range(20):
         await asyncio.sleep(0.25)
         st = await running(c)

@@ -66,9 +66,9 @@ async def pin_host_key(name: str, b: Board, known_hosts: Path, log=print) -> Non
         f"{key.get_fingerprint('sha256')} in {known_hosts} (trust on first use)")
 
 
-def _why(e: BaseException) -> str:
+def _why(e: BaseException, timeout: float = CONNECT_TIMEOUT) -> str:
     if isinstance(e, asyncio.TimeoutError):
-        return f"no answer within {CONNECT_TIMEOUT:.0f} s"
+        return f"no answer within {timeout:.0f} s"
     return (str(e) or type(e).__name__).strip().splitlines()[0]
 
 
@@ -82,7 +82,7 @@ class Conn:
         try:
             r = await asyncio.wait_for(self.conn.run(cmd, check=False), timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as e:
-            raise BoardError(self.name, f"connection lost during {what or cmd.split()[0]} ({_why(e)})")
+            raise BoardError(self.name, f"connection lost during {what or cmd.split()[0]} ({_why(e, timeout)})")
         res = Result(r.exit_status if r.exit_status is not None else 255, str(r.stdout or ""), str(r.stderr or ""))
         if check and res.rc != 0:
             detail = (res.err.strip() or res.out.strip() or f"exit {res.rc}").splitlines()[-1]
