@@ -266,3 +266,18 @@ def test_export_without_tensorflow_says_how_to_install_it(tmp_path):
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1 and "pip install 'ecufl[export]'" in r.stderr
     assert not out.exists()
+
+
+def test_cli_bench_runs_and_reports_every_column(mnist_dir):
+    import json
+
+    r = subprocess.run(ecufl_cmd() + ["tflite", "bench", "--configs", "784-2-10,784-8-10", "--samples", "205",
+                                      "--repeats", "1", "--json", "--data-dir", str(mnist_dir)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [row["config"] for row in out["rows"]] == ["784-2-10", "784-8-10"]
+    for row in out["rows"]:
+        assert row["samples"] == 205 and row["ratio"] == pytest.approx(row["tflite_epoch_s"] / row["numpy_epoch_s"])
+        assert min(row["invoke_us"], row["step_us"], row["public_call_us"], row["numpy_step_us"]) > 0
+    assert out["empty_invoke_us"] > 0

@@ -7,9 +7,11 @@ For each layer config, in one process and one run (ratios are what to read on a 
 - the time of the interpreter's ``Invoke`` alone per step (inputs already set), and the time of
   a full step through the public ``SignatureRunner`` call (resize, allocate, set, invoke, copy
   outputs), against the kernel's direct path;
-- the fixed per-step cost of the interpreter: the intercept of a least-squares line through
-  (FLOPs per step, Invoke time) over the configs (the slope is the arithmetic).
-Medians of ``repeats`` runs.
+- the fixed cost of one Invoke: a subgraph without arithmetic (``empty_invoke_us``), and for
+  reference a least-squares line through (FLOPs per step, Invoke time) over the configs (its
+  intercept is only meaningful on a quiet machine: the kernels are not linear in FLOPs).
+Epoch times: medians of ``repeats`` interleaved runs; per-step micro-timings: minimum of
+``repeats`` interleaved loops.
 """
 
 from __future__ import annotations
@@ -77,9 +79,14 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
             plain = TFLiteKernel(params, xnnpack=False)
             for k in (ref, fast, plain):
                 epoch(k)  # open the models, allocate, warm the caches before timing
-            t_np = _median_time(lambda: epoch(ref), repeats)
-            t_tfl = _median_time(lambda: epoch(fast), repeats)
-            t_plain = _median_time(lambda: epoch(plain), repeats)
+            # Interleaved, so that load from other processes falls on all three alike.
+            times: dict[str, list[float]] = {"numpy": [], "tflite": [], "plain": []}
+            for _ in range(repeats):
+                for key, k in (("numpy", ref), ("tflite", fast), ("plain", plain)):
+                    t0 = time.perf_counter()
+                    epoch(k)
+                    times[key].append(time.perf_counter() - t0)
+            t_np, t_tfl, t_plain = (statistics.median(times[key]) for key in ("numpy", "tflite", "plain"))
 
             # One mini-batch, set once; then Invoke alone, and the public runner call.
             model = fast._model
@@ -103,9 +110,14 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
                 for _ in range(n_inv):
                     sig.runner(x=x, y=y, lr_over_m=step)
 
-            t_inv = _median_time(invokes, repeats) / n_inv
-            t_step = _median_time(direct_steps, repeats) / n_inv
-            t_pub = _median_time(public_steps, repeats) / n_inv
+            # Micro-timings: interleaved, and the minimum (the cost without interference), as timeit does.
+            micro: dict[str, list[float]] = {"invoke": [], "direct": [], "public": []}
+            for _ in range(repeats):
+                for key, fn in (("invoke", invokes), ("direct", direct_steps), ("public", public_steps)):
+                    t0 = time.perf_counter()
+                    fn()
+                    micro[key].append((time.perf_counter() - t0) / n_inv)
+            t_inv, t_step, t_pub = (min(micro[key]) for key in ("invoke", "direct", "public"))
             n_steps = -(-len(labels) // batch_size)
             rows.append(OverheadRow(
                 config="-".join(map(str, sizes)), batch_size=batch_size, samples=len(labels),
@@ -116,6 +128,27 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
             for k in (ref, fast, plain):
                 k.close()
     return rows
+
+
+def empty_invoke_us(repeats: int = 5, n: int = 20000) -> float:
+    """Invoke of a subgraph with no arithmetic: ``get_weights`` of the smallest shipped model
+    (9 ops: CALL_ONCE, 4 VAR_HANDLE, 4 READ_VARIABLE of 1,600 floats in all). The interpreter's
+    fixed cost of one invoke from Python, per-op dispatch included."""
+    from . import catalog
+    from .kernel import _Model
+    from ..prng import init_params
+
+    model = _Model(catalog.find_model((784, 2, 10), 10), [784, 2, 10])
+    model.set_params(init_params([784, 2, 10], 1, dtype="float32"))
+    sig = model.get
+    sig()
+    wrapper, sub = sig.wrapper, sig.subgraph
+
+    def invokes():
+        for _ in range(n):
+            wrapper.Invoke(sub)
+
+    return min(_median_time(invokes, 1) for _ in range(repeats)) / n * 1e6
 
 
 def intercept_us(rows: Sequence[OverheadRow], field: str = "invoke_us") -> tuple[float, float]:

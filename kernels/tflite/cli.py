@@ -125,7 +125,7 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
     from ecufl import data as mnist
     from ecufl.cli import console
 
-    from .bench import as_dicts, intercept_us, measure
+    from .bench import as_dicts, empty_invoke_us, intercept_us, measure
 
     sizes_list = [_layers(c.replace("-", ",")) for c in configs.split(",") if c.strip()]
     _batch(batch_size)
@@ -134,10 +134,12 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
     train = mnist.load("train", data_dir)
     rows = measure(sizes_list, batch_size, train.images, train.labels, samples=samples, repeats=repeats)
     fit = intercept_us(rows) if len(rows) >= 2 else (float("nan"), float("nan"))
+    empty = empty_invoke_us(repeats)
     if as_json:
-        click.echo(json.dumps({"rows": as_dicts(rows), "invoke_intercept_us": fit[0], "invoke_ns_per_flop": fit[1]}))
+        click.echo(json.dumps({"rows": as_dicts(rows), "empty_invoke_us": empty, "invoke_intercept_us": fit[0],
+                               "invoke_ns_per_flop": fit[1]}))
         return
-    t = Table(title=f"TFLite vs numpy float32, batch {batch_size}, {samples:,} samples, median of {repeats}")
+    t = Table(title=f"TFLite vs numpy float32, batch {batch_size}, {samples:,} samples, {repeats} repeats")
     for col in ("config", "numpy s", "tflite s", "ratio", "no-xnn s", "step", "Invoke", "call", "np step", "kFLOP"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in rows:
@@ -145,7 +147,8 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
                   f"{r.tflite_plain_epoch_s:.3f}", f"{r.step_us:.1f}", f"{r.invoke_us:.1f}",
                   f"{r.public_call_us:.1f}", f"{r.numpy_step_us:.1f}", f"{r.flops_per_step / 1e3:,.0f}")
     console.print(t)
-    console.print("times per step in us; step = the kernel's direct path, Invoke = the interpreter alone, "
-                  "call = SignatureRunner.__call__; no-xnn = without the XNNPACK delegate")
-    console.print(f"Invoke time = {fit[0]:.1f} us + {fit[1]:.3f} ns/FLOP (least squares over the configs): "
-                  f"the intercept is the interpreter's fixed cost per step")
+    console.print("epoch times (s): medians; times per step (us): minima. step = the kernel's direct path, "
+                  "Invoke = the interpreter alone, call = SignatureRunner.__call__, np step = numpy float32 per "
+                  "mini-batch; no-xnn = TFLite without the XNNPACK delegate; ratio = tflite / numpy epoch time")
+    console.print(f"Invoke of a subgraph without arithmetic (get_weights, 784-2-10, 9 ops): {empty:.2f} us; "
+                  f"least-squares fit over the configs: Invoke = {fit[0]:.1f} us + {fit[1]:.3f} ns/FLOP")
