@@ -102,9 +102,12 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
                 for _ in range(n_inv):
                     wrapper.Invoke(sub)
 
+            run = sig.bind("x", "y", "lr_over_m")
+            run(x, y, step)
+
             def direct_steps():
                 for _ in range(n_inv):
-                    sig(outputs=(), x=x, y=y, lr_over_m=step)
+                    run(x, y, step)
 
             def public_steps():
                 for _ in range(n_inv):
