@@ -249,6 +249,7 @@ def data_check(data_dir):
 # --- sub-command groups owned by other packages ----------------------------------------------------
 _EXTENSIONS = [
     "ecufl.bench:bench",
+    "ecufl.bench_int8:bench",  # adds `ecufl bench prune` to the same group
     "ecufl.kernels.tflite.cli:tflite",
     "ecufl.fleet.deploy.cli:deploy",
     "ecufl.kernels.arm.cli:calibrate",

@@ -42,6 +42,7 @@ KERNELS: dict[str, KernelSpec] = {
         KernelSpec("int8", "int8", "Int8Kernel", "CMSIS-NN-style int8 training, optimised (SIMD) path", _REINSTALL),
         KernelSpec("int8-plain", "int8", "Int8PlainKernel", "CMSIS-NN-style int8 training, plain C path", _REINSTALL),
         KernelSpec("int8-numpy", "int8", "Int8NumpyKernel", "int8 integer arithmetic in numpy (the int8 truth)", "pip install numpy"),
+        KernelSpec("c-sparse", "int8.pruned_c", "PrunedCKernel", "C float32 with CSC-pruned hidden layers (--prune)", _REINSTALL),
     ]
 }
 

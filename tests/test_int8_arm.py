@@ -52,8 +52,8 @@ def write_job(path: Path, sizes, params, images, labels, order, lr, batch, masks
         f.write(np.ascontiguousarray(labels, np.uint8).tobytes())
         f.write(np.ascontiguousarray(order, np.int32).tobytes())
         f.write(struct.pack("<i", len(masks)))
-        for layer, after, mask in masks:
-            f.write(struct.pack("<ii", layer, after))
+        for layer, after, block, mask in masks:
+            f.write(struct.pack("<iii", layer, after, block))
             f.write(np.ascontiguousarray(mask, np.uint8).tobytes())
 
 
@@ -86,11 +86,11 @@ def test_cortex_a9_bit_exact_with_numpy(arm_binaries, path, prune, mnist_train, 
     order = EpochOrder(n, 9).next()
     nk = create("int8-numpy", p)
     masks = []
-    if prune:  # dense for 600 samples, then both hidden matrices pruned to 80%, as the schedule does
+    if prune:  # dense for 600 samples, then both hidden matrices pruned to 80% in 8-row blocks
         nk.train(images, labels, order[:600], 3.0, 10)
         for l in (0, 1):
-            m = magnitude_mask(nk.get_params().weights[l], 0.8)
-            masks.append((l, 600, m))
+            m = magnitude_mask(nk.get_params().weights[l], 0.8, block=8)
+            masks.append((l, 600, 8, m))
             nk.masks[l] = m
         nk._apply_masks()
         nk.train(images, labels, order[600:], 3.0, 10)
@@ -108,7 +108,7 @@ def test_cortex_a9_bit_exact_with_numpy(arm_binaries, path, prune, mnist_train, 
     for l in range(3):
         assert np.array_equal(wq[l], nk.net.wq[l]) and maxabs[l] == nk.net.maxabs[l]
     if prune:
-        assert np.count_nonzero(arrays[0]) == round(0.2 * 784 * 32)
+        assert np.count_nonzero(arrays[0]) == 8 * (4 * 784 - round(0.8 * 4 * 784))  # whole 8-row blocks
 
 
 def test_neon_build_uses_the_neon_integer_instructions(arm_binaries):

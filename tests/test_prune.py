@@ -21,6 +21,17 @@ def test_magnitude_mask_drops_the_smallest_and_only_grows():
     assert magnitude_mask(w, 0.0).all()
 
 
+def test_block_mask_keeps_whole_blocks():
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((32, 50)).astype(np.float32)
+    m = magnitude_mask(w, 0.75, block=8)
+    blocks = m.reshape(4, 8, 50)
+    assert np.all(blocks.all(axis=1) == blocks.any(axis=1)) and blocks.all(axis=1).sum() == 50
+    score = np.abs(w.astype(np.float64)).reshape(4, 8, 50).sum(axis=1)
+    assert score[blocks.all(axis=1)].min() >= score[~blocks.all(axis=1)].max()
+    assert magnitude_mask(w[:30], 0.5, block=8).sum() == 30 * 25  # 30 rows: single weights
+
+
 def test_sparsity_validation():
     assert check_sparsity("0.9") == 0.9
     for bad in (1.0, 1.5, -0.1, float("nan"), "x"):
@@ -28,6 +39,8 @@ def test_sparsity_validation():
             check_sparsity(bad)
     with pytest.raises(ValueError, match="--prune-schedule"):
         PruneOptions.from_options({"prune": 0.5, "prune_schedule": "sometimes"})
+    with pytest.raises(ValueError, match="--prune-block"):
+        PruneOptions.from_options({"prune": 0.5, "prune_block": 4})
     with pytest.raises(ValueError, match="needs --prune"):
         PruneOptions.from_options({"prune_warmup": 2})
     assert pruned_layers([784, 32, 16, 10]) == [0, 1] and pruned_layers([784, 10]) == []
@@ -55,14 +68,14 @@ def test_schedule_events_do_not_depend_on_how_the_epoch_is_split():
 
 
 @pytest.mark.parametrize("kernel", ["int8-plain", "int8"])
-@pytest.mark.parametrize("schedule", ["oneshot", "gradual"])
-def test_pruned_c_bit_exact_with_numpy(kernel, schedule, mnist_train, mnist_test):
+@pytest.mark.parametrize("schedule, block", [("oneshot", 8), ("gradual", 8), ("gradual", 1)])
+def test_pruned_c_bit_exact_with_numpy(kernel, schedule, block, mnist_train, mnist_test):
     sizes = [784, 32, 16, 10]
     n = 3000
     images, labels = mnist_train.images[:n], mnist_train.labels[:n]
     p = init_params(sizes, 4, dtype="float32")
     order = EpochOrder(n, 4).next()
-    opts = dict(prune=0.75, prune_schedule=schedule, prune_warmup=0, prune_ramp=1)
+    opts = dict(prune=0.75, prune_schedule=schedule, prune_warmup=0, prune_ramp=1, prune_block=block)
     ck, nk = create(kernel, p, **opts), create("int8-numpy", p, **opts)
     for k in (ck, nk):
         k.train(images, labels, order[:1230], 3.0, 10)
@@ -97,12 +110,15 @@ def test_memory_is_the_sparse_footprint():
     for s in (0.5, 0.75, 0.9):
         k = create("int8", p, prune=s, prune_warmup=0)
         k.train(np.zeros((10, 784), np.uint8), np.zeros(10, np.uint8), np.arange(10, dtype=np.int32), 1.0, 10)
-        nnz = round((1 - s) * 784 * 128)
-        # CSC: int8 value + uint16 row index per kept weight, int32 column pointers; dense output layer
-        assert k.weight_bytes() == nnz * 3 + 785 * 4 + 2 * 128 + 8 + 1280 + 2 * 10 + 8
+        nnz = 8 * round((1 - s) * 784 * 16)  # kept 8-row blocks
+        # block-CSC: int8 values, one uint16 row index per block, int32 column pointers; dense output layer
+        assert k.weight_bytes() == nnz + 2 * nnz // 8 + 785 * 4 + 2 * 128 + 8 + 1280 + 2 * 10 + 8
         assert k.describe()["master_bytes"] == 4 * (nnz + 128 + 1280 + 10)
         out[s] = k.weight_bytes()
-    assert out[0.9] < out[0.75] < dense.weight_bytes() < out[0.5]  # int8 CSC pays off above 2/3 sparsity
+    assert out[0.9] < out[0.75] < out[0.5] < dense.weight_bytes()
+    single = create("int8", p, prune=0.5, prune_warmup=0, prune_block=1)
+    single.train(np.zeros((10, 784), np.uint8), np.zeros(10, np.uint8), np.arange(10, dtype=np.int32), 1.0, 10)
+    assert single.weight_bytes() > dense.weight_bytes()  # one uint16 index per int8 weight: worse than dense
 
 
 def test_prune_accuracy_after_warmup(mnist_train, mnist_test):

@@ -5,7 +5,8 @@
  * JOB (little-endian): int32 n_sizes, int32 sizes[n_sizes], int32 n_images, int32 n_order,
  *   int32 batch, float64 lr, float32 params [w1 b1 w2 b2 ...], uint8 images[n_images * sizes[0]],
  *   uint8 labels[n_images], int32 order[n_order], int32 n_masks, then per mask: int32 layer,
- *   int32 after (samples of order trained before the mask is applied), uint8 mask[n_out * n_in].
+ *   int32 after (samples of order trained before the mask is applied), int32 block (1 or 8 rows),
+ *   uint8 mask[n_out * n_in].
  * OUT: float32 params (same order), then per layer int8 wq[n_out * n_in] and float32 maxabs.
  * Errors: one line on stderr, exit 1 (bad file) or 2 (bad usage). */
 #include <stdio.h>
@@ -59,11 +60,12 @@ int main(int argc, char **argv) {
     if (!net) { fprintf(stderr, "int8_check: %s\n", i8_last_error()); return 1; }
     int n_masks = take_int("n_masks"), done = 0;
     for (int k = 0; k <= n_masks; k++) {
-        int layer = -1, after = n_order;
+        int layer = -1, after = n_order, block = 1;
         uint8_t *mask = NULL;
         if (k < n_masks) {
             layer = take_int("mask layer");
             after = take_int("mask after");
+            block = take_int("mask block");
             if (layer < 0 || layer + 1 >= ns || after < done || after > n_order) {
                 fprintf(stderr, "int8_check: bad mask header (layer %d, after %d)\n", layer, after);
                 return 1;
@@ -75,7 +77,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         done = after;
-        if (mask && i8_set_mask(net, layer, mask) != 0) { fprintf(stderr, "int8_check: %s\n", i8_last_error()); return 1; }
+        if (mask && i8_set_mask(net, layer, mask, block) != 0) { fprintf(stderr, "int8_check: %s\n", i8_last_error()); return 1; }
         free(mask);
     }
     fclose(job);

@@ -38,13 +38,27 @@ typedef struct {
     /* dense storage (n_out x ld), or NULL when sparse */
     float *w;
     int8_t *wq;
-    /* CSC storage when pruned */
-    int sparse, nnz;
-    int32_t *colptr;  /* n_in + 1 */
-    uint16_t *row;    /* nnz output rows */
+    /* CSC storage when pruned, in blocks of `block` consecutive output rows (1 or 8) */
+    int sparse, nnz, block;
+    int32_t *colptr;  /* n_in + 1, in weights */
+    uint16_t *row;    /* nnz / block: first output row of each kept block */
     float *wv;        /* nnz float32 masters */
     int8_t *wqv;      /* nnz int8 */
 } layer_t;
+
+/* 8 int32 as one value (GCC/Clang vector extensions: one AVX2 register, two NEON q registers). */
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int8_t v8b __attribute__((vector_size(8)));
+typedef int16_t v8h __attribute__((vector_size(16)));
+static inline v8i load8i(const int32_t *p) { v8i v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8i(int32_t *p, v8i v) { memcpy(p, &v, sizeof v); }
+static inline v8i widen8b(const int8_t *p) { v8b v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
+static inline v8i widen8h(const int16_t *p) { v8h v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
+
+/* Output row of the k-th kept weight of a pruned layer. */
+static inline int row_of(const layer_t *L, int k) {
+    return L->block == 1 ? L->row[k] : L->row[k / L->block] + k % L->block;
+}
 
 struct i8_net {
     int n_layers;     /* weight layers */
@@ -233,7 +247,7 @@ int i8_set_params(i8_net *n, const float *const *params) {
         memcpy(L->b, b, sizeof(float) * L->n_out);
         if (L->sparse) {  /* keep the mask: only the kept positions take the new values */
             for (int i = 0; i < L->n_in; i++)
-                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) L->wv[k] = w[(long)L->row[k] * L->n_in + i];
+                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) L->wv[k] = w[(long)row_of(L, k) * L->n_in + i];
         } else {
             for (int j = 0; j < L->n_out; j++)
                 memcpy(L->w + (long)j * L->ld, w + (long)j * L->n_in, sizeof(float) * L->n_in);
@@ -251,7 +265,7 @@ int i8_get_params(const i8_net *n, float *const *params) {
         if (L->sparse) {
             memset(w, 0, sizeof(float) * (size_t)L->n_out * L->n_in);
             for (int i = 0; i < L->n_in; i++)
-                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) w[(long)L->row[k] * L->n_in + i] = L->wv[k];
+                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) w[(long)row_of(L, k) * L->n_in + i] = L->wv[k];
         } else {
             for (int j = 0; j < L->n_out; j++)
                 memcpy(w + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
@@ -260,16 +274,23 @@ int i8_get_params(const i8_net *n, float *const *params) {
     return 0;
 }
 
-int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
+int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
     layer_t *L = &n->L[l];
     long size = (long)L->n_out * L->n_in;
+    if (block != 1 && block != 8) return fail("block %d: 1 or 8 rows", block);
+    if (L->n_out % block) return fail("block %d does not divide the %d outputs of layer %d", block, L->n_out, l);
+    for (int j0 = 0; j0 < L->n_out; j0 += block)  /* a block is kept or pruned as a whole */
+        for (int i = 0; i < L->n_in; i++)
+            for (int r = 1; r < block; r++)
+                if (!mask[(long)(j0 + r) * L->n_in + i] != !mask[(long)j0 * L->n_in + i])
+                    return fail("mask of layer %d is not made of whole %d-row blocks", l, block);
     float *dense = malloc(sizeof(float) * (size_t)size);  /* pruning is rare: not in the step loop */
     if (!dense) return fail("out of memory");
     if (L->sparse) {
         memset(dense, 0, sizeof(float) * (size_t)size);
         for (int i = 0; i < L->n_in; i++)
-            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) dense[(long)L->row[k] * L->n_in + i] = L->wv[k];
+            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) dense[(long)row_of(L, k) * L->n_in + i] = L->wv[k];
     } else {
         for (int j = 0; j < L->n_out; j++)
             memcpy(dense + (long)j * L->n_in, L->w + (long)j * L->ld, sizeof(float) * L->n_in);
@@ -278,7 +299,7 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
     free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
     L->colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
-    L->row = zalloc(sizeof(uint16_t) * (nnz ? nnz : 1));
+    L->row = zalloc(sizeof(uint16_t) * (nnz ? nnz / block : 1));
     L->wv = zalloc(sizeof(float) * I8_LD(nnz));
     L->wqv = zalloc(I8_LD(nnz));
     if (!L->colptr || !L->row || !L->wv || !L->wqv) { free(dense); return fail("out of memory"); }
@@ -286,8 +307,13 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask) {
     for (int i = 0; i < L->n_in; i++) {
         L->colptr[i] = (int32_t)k;
         for (int j = 0; j < L->n_out; j++)
-            if (mask[(long)j * L->n_in + i]) { L->row[k] = (uint16_t)j; L->wv[k] = dense[(long)j * L->n_in + i]; k++; }
+            if (mask[(long)j * L->n_in + i]) {
+                if (j % block == 0) L->row[k / block] = (uint16_t)j;
+                L->wv[k] = dense[(long)j * L->n_in + i];
+                k++;
+            }
     }
+    L->block = block;
     L->colptr[L->n_in] = (int32_t)k;
     L->nnz = (int)nnz;
     free(dense);
@@ -344,7 +370,14 @@ static void sparse_forward(const i8_net *n, const layer_t *L, int m, int32_t *ac
             const int i = nz_i[t];
             const int32_t x = nz_x[t];
             const int k1 = colptr[i + 1];
-            for (int k = colptr[i]; k < k1; k++) as[row[k]] += x * wqv[k];
+            if (L->block == 8) {  /* whole blocks of 8 rows: a loop the compiler vectorises */
+                for (int k = colptr[i]; k < k1; k += 8) {
+                    int32_t *ab = as + row[k / 8];
+                    store8i(ab, load8i(ab) + x * widen8b(wqv + k));
+                }
+            } else {
+                for (int k = colptr[i]; k < k1; k++) as[row[k]] += x * wqv[k];
+            }
         }
     }
 }
@@ -361,12 +394,18 @@ static float sparse_update(i8_net *n, layer_t *L, const int16_t *dq, float c) {
     for (int i = 0; i < L->n_in; i++) {
         const int k0 = colptr[i], nk = colptr[i + 1] - k0;
         if (c_ptr[i] == c_ptr[i + 1] || nk == 0) continue;
-        const uint16_t *restrict rows = L->row + k0;
+        const uint16_t *restrict rows = L->row + (L->block == 1 ? k0 : 0);
         for (int k = 0; k < nk; k++) g[k] = 0;
         for (int t = c_ptr[i]; t < c_ptr[i + 1]; t++) {
             const int16_t *restrict d = dq + (long)c_s[t] * n_out;
             const int32_t x = c_x[t];
-            for (int k = 0; k < nk; k++) g[k] += x * d[rows[k]];
+            if (L->block == 8) {
+                const uint16_t *restrict brows = L->row + k0 / 8;
+                for (int kb = 0; kb < nk / 8; kb++)
+                    store8i(g + 8 * kb, load8i(g + 8 * kb) + x * widen8h(d + brows[kb]));
+            } else {
+                for (int k = 0; k < nk; k++) g[k] += x * d[rows[k]];
+            }
         }
         float *restrict wv = L->wv + k0;
         for (int k = 0; k < nk; k++) {
@@ -451,7 +490,7 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
                     const int16_t *ds = n->dq + (long)s * L->n_out;
                     for (int i = 0; i < L->n_in; i++) {
                         int32_t sum = 0;
-                        for (int kk = L->colptr[i]; kk < L->colptr[i + 1]; kk++) sum += ds[L->row[kk]] * L->wqv[kk];
+                        for (int kk = L->colptr[i]; kk < L->colptr[i + 1]; kk++) sum += ds[row_of(L, kk)] * L->wqv[kk];
                         er[i] = sum;
                     }
                 }
@@ -536,7 +575,7 @@ int i8_get_quantised(const i8_net *n, int l, int8_t *wq, float *maxabs) {
     }
     if (L->sparse)
         for (int i = 0; i < L->n_in; i++)
-            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) wq[(long)L->row[k] * L->n_in + i] = L->wqv[k];
+            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) wq[(long)row_of(L, k) * L->n_in + i] = L->wqv[k];
     *maxabs = L->maxabs;
     return 0;
 }
@@ -561,7 +600,7 @@ long i8_weight_bytes(const i8_net *n) {
     long b = 0;
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
-        b += L->sparse ? (long)L->nnz * 3 + 4L * (L->n_in + 1) : (long)L->n_out * L->n_in;
+        b += L->sparse ? (long)L->nnz + 2L * (L->nnz / L->block) + 4L * (L->n_in + 1) : (long)L->n_out * L->n_in;
         b += 2L * L->n_out + 8;  /* int16 biases, m0 and r */
     }
     return b;

@@ -29,8 +29,9 @@ int i8_evaluate(i8_net *net, const uint8_t *images, const uint8_t *labels, int n
                 double *loss, int *correct);
 
 /* Prune weight layer l to the entries where mask (n_out x n_in, 1 = keep) is set: the layer
- * switches to CSR storage and keeps that mask for the rest of training. */
-int i8_set_mask(i8_net *net, int layer, const uint8_t *mask);
+ * switches to CSC storage (by input column, in blocks of `block` = 1 or 8 consecutive output
+ * rows, which the mask must respect) and keeps that mask for the rest of training. */
+int i8_set_mask(i8_net *net, int layer, const uint8_t *mask, int block);
 
 /* Inspection for the bit-exactness tests: the int8 weights (dense n_out x n_in, 0 where pruned)
  * and maxabs of layer l; the q7 activations of every layer and the last z for n samples. */

@@ -1,9 +1,8 @@
-"""The int8 kernels' common Python side: options, the pruning schedule, and the numpy kernel.
+"""The int8 kernels' common Python side, and the numpy int8 kernel.
 
-Every int8 kernel (numpy, C plain, C SIMD) runs the scheme of ``reference.py``. This module owns
-what is the same for all of them: option checking (``prune``, ``prune_schedule``, ...), cutting
-each ``train`` call at the pruning events of ``prune.PruneSchedule``, computing masks from the
-float32 masters (``prune.magnitude_mask``) and reporting bits / sparsity / weight bytes.
+Every int8 kernel (numpy, C plain, C SIMD) runs the scheme of ``reference.py``; pruning (options,
+schedule, masks) comes from ``prune.PrunableKernel``; this module adds the int8 bounds and the
+bits / weight bytes / master bytes that the reports show.
 """
 
 from __future__ import annotations
@@ -12,72 +11,29 @@ from typing import Any
 
 import numpy as np
 
-from ..base import EvalResult, Kernel
+from ..base import EvalResult
 from ..params import Params
-from ..prune import PruneOptions, PruneSchedule, sparse_bytes, magnitude_mask, pruned_layers
+from ..prune import PrunableKernel, sparse_bytes
 from . import reference as ref
 
 
-class Int8Base(Kernel):
-    """Options and pruning for the int8 kernels; subclasses implement the ``_`` methods."""
+class Int8Base(PrunableKernel):
+    """The int8 kernels' shared Python side; subclasses implement ``_train`` and ``_apply_masks``."""
 
     dtypes = ("float32",)  # the master weights (and get/set_params) are float32; arithmetic is int8
     path = "numpy"
 
-    @classmethod
-    def check_options(cls, dtype: str | None = None, **options: Any) -> str:
-        rest = dict(options)
-        PruneOptions.from_options(rest)  # raises ValueError naming --prune...
-        return super().check_options(dtype, **rest)
-
-    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
-        super().__init__(params, dtype=dtype, **options)
-        prune = PruneOptions.from_options(dict(options))
-        if prune is not None and not pruned_layers(self.sizes):
-            raise ValueError(f"--prune: layers {self.sizes} have no hidden layer to prune")
-        self.schedule = PruneSchedule(prune) if prune else None
-        self.masks: list[np.ndarray | None] = [None] * (len(self.sizes) - 1)
-
-    # -- subclass interface -------------------------------------------------------------------
-    def _train(self, xq_images: np.ndarray, labels: np.ndarray, order: np.ndarray, lr: float, bs: int) -> None:
-        raise NotImplementedError
-
-    def _apply_masks(self) -> None:
-        raise NotImplementedError
-
-    # -- Kernel -------------------------------------------------------------------------------
     def train(self, images, labels, order, lr, batch_size) -> None:
         ref.check_bounds(self.sizes, batch_size)
-        order = np.ascontiguousarray(order, dtype=np.int32)
-        segments = (self.schedule.segments(len(order), len(images), batch_size) if self.schedule
-                    else [(0, len(order), None)])
-        for start, stop, sparsity in segments:
-            if sparsity is not None:
-                self.prune_to(sparsity)
-            if stop > start:
-                self._train(images, labels, order[start:stop], lr, batch_size)
-
-    def prune_to(self, sparsity: float) -> None:
-        """Magnitude-prune every hidden weight matrix to ``sparsity`` (masks only grow)."""
-        master = self.get_params().weights
-        for l in pruned_layers(self.sizes):
-            self.masks[l] = magnitude_mask(master[l], sparsity, self.masks[l])
-        self._apply_masks()
-
-    def sparsity(self) -> float:
-        """Fraction of the prunable (hidden) weights that are pruned."""
-        layers = pruned_layers(self.sizes)
-        total = sum(self.sizes[l] * self.sizes[l + 1] for l in layers)
-        dead = sum(int(np.count_nonzero(~self.masks[l])) for l in layers if self.masks[l] is not None)
-        return dead / total if total else 0.0
+        super().train(images, labels, order, lr, batch_size)
 
     def weight_bytes(self) -> int:
-        """The int8 model: int8 weights (CSC with uint16 row indices where pruned), int16 biases,
+        """The int8 model: int8 weights (block-CSC where pruned, see prune.py), int16 biases,
         one float32 scale per matrix. The float32 master is reported separately (master_bytes)."""
         n = 0
         for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             mask = self.masks[l]
-            n += sparse_bytes(mask, 1) if mask is not None else n_in * n_out
+            n += sparse_bytes(mask, 1, self.mask_block(l)) if mask is not None else n_in * n_out
             n += 2 * n_out + 8  # int16 biases, requantisation m0 and r
         return n
 
@@ -91,11 +47,8 @@ class Int8Base(Kernel):
         return n
 
     def describe(self) -> dict[str, Any]:
-        info = {"bits": 8, "path": self.path, "sparsity": round(self.sparsity(), 6),
-                "weight_bytes": self.weight_bytes(), "master_bytes": self.master_bytes()}
-        if self.schedule:
-            info.update(self.schedule.describe())
-        return info
+        return {"bits": 8, "path": self.path, "weight_bytes": self.weight_bytes(),
+                "master_bytes": self.master_bytes(), **super().describe()}
 
 
 class Int8NumpyKernel(Int8Base):

@@ -28,7 +28,7 @@ int i8_get_params(const i8_net *net, float *const *params);
 int i8_train(i8_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
              const int32_t *order, int n, double lr, int batch_size);
 int i8_evaluate(i8_net *net, const uint8_t *images, const uint8_t *labels, int n, double *loss, int *correct);
-int i8_set_mask(i8_net *net, int layer, const uint8_t *mask);
+int i8_set_mask(i8_net *net, int layer, const uint8_t *mask, int block);
 int i8_get_quantised(const i8_net *net, int layer, int8_t *wq, float *maxabs);
 int i8_forward_trace(i8_net *net, const uint8_t *images, int n, uint8_t *const *acts, int32_t *z);
 long i8_weight_bytes(const i8_net *net);
@@ -103,7 +103,7 @@ class _NativeInt8(Int8Base):
         for l, mask in enumerate(self.masks):
             if mask is not None:
                 m = np.ascontiguousarray(mask, dtype=np.uint8)
-                self._check(self._lib.i8_set_mask(self._net, l, ffi.from_buffer("uint8_t[]", m)))
+                self._check(self._lib.i8_set_mask(self._net, l, ffi.from_buffer("uint8_t[]", m), self.mask_block(l)))
 
     def evaluate(self, images, labels) -> EvalResult:
         images = np.ascontiguousarray(images, dtype=np.uint8)

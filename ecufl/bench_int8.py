@@ -1,0 +1,191 @@
+"""``ecufl bench prune``: float32 C against int8, dense and pruned, trained for several epochs.
+
+The table of issue 7: for each layer config, test accuracy after ``--epochs`` epochs (full MNIST,
+lr 3, batch 10, seed 1: the book's run), time per epoch and the weight memory the kernel reports
+(``Kernel.weight_bytes``: int8 values + indices for int8, float32 for float kernels; the int8
+kernels' float32 training masters are shown separately), for float C vs int8 and sparsity
+0/50/75/90%.
+
+How it measures:
+- every row runs in a fresh subprocess (``python -m ecufl.bench_int8 --worker``), single-threaded
+  (OMP/OPENBLAS/MKL_NUM_THREADS=1 and threadpoolctl), from the same initial weights and the same
+  epoch orders (``init_params`` / ``EpochOrder`` of the seed);
+- pruning is one-shot after a dense warm-up epoch (``prune.py``), so a pruned row's time per epoch
+  is the median over the epochs after pruning, and a dense row's the median over all epochs;
+- rows are run in rounds (every kernel once per round, ``--rounds``) and each row reports its
+  best round, so a burst of load on this shared machine hits every kernel alike;
+- ratios (``x float C``) are to the dense float C row of the same config in the same run:
+  ``c`` (issue 5's optimised kernel) where it is built, else ``c-sparse`` at 0% (the float C
+  pruning path of this package, unpruned).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from ecufl.bench import bench  # the `ecufl bench` group: this module adds `prune` to it
+
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+DEFAULT_CONFIGS = "784-32-10,784-128-10"
+DEFAULT_SPARSITIES = "0.5,0.75,0.9"
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    from ecufl import data as mnist
+    from ecufl.kernels import EpochOrder, create, init_params
+
+    sizes = [int(v) for v in spec["config"].split("-")]
+    train, test = mnist.load("train"), mnist.load("test")
+    params = init_params(sizes, spec["seed"], dtype="float32")
+    order = EpochOrder(len(train), spec["seed"])
+    opts = {"prune": spec["prune"]} if spec["prune"] else {}
+    seconds = []
+    with threadpool_limits(1):
+        k = create(spec["kernel"], params, dtype="float32", **opts)
+        for _ in range(spec["epochs"]):
+            idx = order.next()
+            t0 = time.perf_counter()
+            k.train(train.images, train.labels, idx, spec["lr"], spec["batch_size"])
+            seconds.append(time.perf_counter() - t0)
+        ev = k.evaluate(test.images, test.labels)
+        info = k.describe()
+        wbytes = k.weight_bytes()
+        k.close()
+    timed = seconds[1:] if spec["prune"] and len(seconds) > 1 else seconds  # after the warm-up epoch
+    return {**spec, "accuracy": ev.accuracy, "epoch_seconds": seconds, "seconds_per_epoch": statistics.median(timed),
+            "weight_bytes": wbytes, "bits": info.get("bits", 32), "sparsity": info.get("sparsity", 0.0),
+            "master_bytes": info.get("master_bytes"), "path": info.get("path", "")}
+
+
+def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = dict(os.environ, **SINGLE_THREAD_ENV)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ecufl.bench_int8", "--worker", json.dumps(spec)],
+                              capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {**spec, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plan(configs: list[str], sparsities: list[float], with_c: bool, with_numpy: bool) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    if with_numpy:
+        rows.append(("numpy", 0.0))
+    if with_c:
+        rows.append(("c", 0.0))
+    rows += [("c-sparse", 0.0)] + [("c-sparse", s) for s in sparsities]
+    rows += [("int8", 0.0)] + [("int8", s) for s in sparsities]
+    return rows
+
+
+@bench.command("prune")
+@click.option("--configs", default=DEFAULT_CONFIGS, show_default=True, help="Comma-separated layer configs.")
+@click.option("--sparsities", default=DEFAULT_SPARSITIES, show_default=True, help="Comma-separated pruning targets.")
+@click.option("--epochs", default=5, show_default=True, type=int)
+@click.option("--rounds", default=1, show_default=True, type=int, help="Runs per row; the best is kept.")
+@click.option("--lr", default=3.0, show_default=True, type=float)
+@click.option("--batch-size", default=10, show_default=True, type=int)
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--no-numpy", is_flag=True, help="Leave out the numpy float32 reference row.")
+@click.option("--timeout", default=1800.0, show_default=True, type=float, help="Seconds per row.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--markdown", is_flag=True)
+def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, no_numpy, timeout, as_json, markdown):
+    """Accuracy, time per epoch and weight bytes: float C vs int8, dense and pruned (issue 7's table)."""
+    from ecufl.cli import console, fmt_bytes
+    from ecufl.kernels import available
+    from ecufl.kernels.prune import check_sparsity
+
+    try:
+        cfgs = [c.strip() for c in configs.split(",") if c.strip()]
+        for c in cfgs:
+            s = [int(v) for v in c.split("-")]
+            if len(s) < 3 or s[0] != 784 or s[-1] != 10 or min(s) < 1:
+                raise ValueError(f"--configs: expected configs like 784-32-10 with a hidden layer, got {c!r}")
+        sps = [check_sparsity(v, "--sparsities") for v in sparsities.split(",") if v.strip()]
+    except ValueError as e:
+        raise click.UsageError(str(e).replace("invalid literal for int() with base 10", "--configs: not a number"))
+    if epochs < 1 or rounds < 1 or batch_size < 1 or not lr > 0:
+        raise click.UsageError("--epochs, --rounds and --batch-size must be >= 1 and --lr positive")
+    have = set(available())
+    for k in ("int8", "c-sparse"):
+        if k not in have:
+            raise click.UsageError(f"kernel {k!r} is not built here; reinstall ecufl with `pip install .`")
+    rows = plan(cfgs, [s for s in sps if s > 0], "c" in have, not no_numpy)
+    specs = [dict(kernel=k, prune=s, config=c, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+             for c in cfgs for k, s in rows]
+    results: dict[int, dict[str, Any]] = {}
+    with console.status("") as status:
+        for r in range(rounds):
+            for i, spec in enumerate(specs):
+                status.update(f"round {r + 1}/{rounds}, {i + 1}/{len(specs)}: {spec['kernel']} "
+                              f"{spec['config']} prune {spec['prune']}")
+                out = run_worker(spec, timeout)
+                best = results.get(i)
+                if best is None or ("error" in best and "error" not in out) or (
+                        "error" not in out and "error" not in best and out["seconds_per_epoch"] < best["seconds_per_epoch"]):
+                    results[i] = out
+    out_rows = [results[i] for i in range(len(specs))]
+    for c in cfgs:
+        base = next((r for r in out_rows if r["config"] == c and r["kernel"] == ("c" if "c" in have else "c-sparse")
+                     and not r["prune"] and "error" not in r), None)
+        for r in out_rows:
+            if r["config"] == c and "error" not in r and base:
+                r["speedup_vs_float_c"] = base["seconds_per_epoch"] / r["seconds_per_epoch"]
+                r["accuracy_vs_float_c"] = r["accuracy"] - base["accuracy"]
+                r["memory_vs_float_c"] = base["weight_bytes"] / r["weight_bytes"]
+                r["float_c_baseline"] = base["kernel"]
+    if as_json:
+        click.echo(json.dumps({"rows": out_rows, "how": __doc__.split("How it measures:")[1].strip()}, indent=1))
+        return
+    headers = ["config", "kernel", "bits", "sparsity", f"acc. {epochs} ep.", "vs float C", "s/epoch", "x float C",
+               "weights", "x smaller"]
+    table = []
+    for r in out_rows:
+        name = r["kernel"] + (f" --prune {r['prune']:g}" if r["prune"] else "")
+        if "error" in r:
+            table.append([r["config"], name, "error: " + r["error"]] + [""] * 7)
+            continue
+        table.append([r["config"], name, str(r["bits"]), f"{100 * r['sparsity']:.0f}%", f"{100 * r['accuracy']:.2f}%",
+                      f"{100 * r.get('accuracy_vs_float_c', 0):+.2f}", f"{r['seconds_per_epoch']:.3f}",
+                      f"{r.get('speedup_vs_float_c', 0):.2f}", fmt_bytes(r["weight_bytes"]),
+                      f"{r.get('memory_vs_float_c', 0):.2f}"])
+    base_name = "c" if "c" in have else "c-sparse (unpruned)"
+    note = (f"float C baseline: {base_name}; lr {lr}, batch {batch_size}, seed {seed}; pruning one-shot after "
+            f"1 dense epoch, s/epoch of pruned rows = median of the epochs after pruning")
+    if markdown:
+        click.echo("| " + " | ".join(headers) + " |")
+        click.echo("|" + "---|" * len(headers))
+        for row in table:
+            click.echo("| " + " | ".join(row) + " |")
+        click.echo(f"\n{note}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="ecufl bench prune: float C vs int8, dense and pruned", caption=note)
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("config", "kernel") else "right")
+    for row in table:
+        t.add_row(*row)
+    (console if console.is_terminal else Console(width=200)).print(t)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(json.loads(sys.argv[2]))))
+    else:
+        bench_prune()
