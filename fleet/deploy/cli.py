@@ -271,3 +271,107 @@ def main() -> None:  # pragma: no cover - convenience for `python -m ecufl.fleet
     from ecufl.cli import main as ecufl_main
 
     ecufl_main(["deploy", *sys.argv[1:]])
+
+
+# --- the SuperLink of the deployed fleet -----------------------------------------------------------
+@deploy.group()
+def superlink():
+    """The deployed fleet's SuperLink (TLS + SuperNode authentication unless --insecure)."""
+
+
+@superlink.command("start")
+@click.option("--insecure", is_flag=True, help="Plaintext, no node authentication (must match `push --insecure`).")
+@click.pass_context
+def superlink_start(ctx, insecure):
+    """Start flower-superlink on the inventory's address and register every board's node key."""
+    from ecufl.cli import Failure
+
+    from . import superlink as sl
+
+    inv = _inv(ctx.parent)
+    pushed = _security(inv)
+    if pushed and pushed.get("insecure") != insecure:
+        raise click.UsageError(
+            "the boards were pushed " + ("with" if pushed["insecure"] else "without") + " --insecure: start the "
+            "SuperLink the same way (or push again)")
+    try:
+        st = sl.start(inv, insecure=insecure)
+        _say(f"superlink: running on {st['host']}:{st['port']} (pid {st['pid']}, "
+             + ("INSECURE: plaintext, no node authentication)" if insecure else "TLS, SuperNode authentication)"))
+        if not insecure:
+            for name, node_id in sl.register(inv, list(inv.boards)).items():
+                _say(f"superlink: board {name}'s node key registered (node id {node_id})")
+    except sl.SuperLinkError as e:
+        raise Failure(str(e))
+
+
+@superlink.command("stop")
+@click.pass_context
+def superlink_stop(ctx):
+    """Stop the SuperLink and its children."""
+    from . import superlink as sl
+
+    inv = _inv(ctx.parent)
+    _say("superlink: stopped" if sl.stop(inv) else "superlink: was not running")
+
+
+@superlink.command("register")
+@click.argument("boards", nargs=-1)
+@click.pass_context
+def superlink_register(ctx, boards):
+    """Register boards' node keys with the running SuperLink (start does it for all boards)."""
+    from ecufl.cli import Failure
+
+    from . import superlink as sl
+
+    inv = _inv(ctx.parent)
+    try:
+        for name, node_id in sl.register(inv, _pick(inv, boards)).items():
+            _say(f"superlink: board {name}'s node key registered (node id {node_id})")
+    except sl.SuperLinkError as e:
+        raise Failure(str(e))
+
+
+# --- a run on the deployed fleet ---------------------------------------------------------------------
+@deploy.command("run")
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--results", "results_base", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Where run folders are created.")
+@click.pass_context
+def run_cmd(ctx, scenario, results_base):
+    """Run SCENARIO (engine = deployment, one node per board) on the deployed fleet; write its report."""
+    from ecufl.cli import Failure
+    from ecufl.fleet import flwr_app, launch
+    from ecufl.fleet.cli import _finish, _scenario
+    from ecufl.fleet.local import FleetError
+
+    from . import superlink as sl
+
+    inv = _inv(ctx)
+    sc = _scenario(scenario)
+    if sc.engine != "deployment":
+        raise click.UsageError(f"{scenario}: engine = {sc.engine!r}; a deployed fleet runs engine = 'deployment'")
+    if sc.nodes != len(inv.boards):
+        raise click.UsageError(f"{scenario}: nodes = {sc.nodes}, but the inventory has {len(inv.boards)} boards")
+    st = sl.state(inv)
+    if not st:
+        raise Failure("no SuperLink running for this inventory: `ecufl deploy superlink start` first")
+    d = sl.folder(inv)
+    spec = sc.run_spec()
+    results = launch.new_results_dir(Path(results_base).resolve(), sc.name)
+    spec_path = launch.write_spec(results, spec)
+    env = sl.env(inv)
+    try:
+        run_id = flwr_app.run(d / "app", sl.CONNECTION, env, d, {"run-spec": str(spec_path), "resume": False})
+    except flwr_app.FlowerError as e:
+        raise Failure(str(e))
+    (results / "flower-runs.txt").write_text(f"{run_id} deployed {inv.fleet.superlink}\n")
+    _say(f"run {run_id} on {len(inv.boards)} boards via {inv.fleet.superlink} "
+         f"({'INSECURE' if st['insecure'] else 'TLS + node authentication'})")
+    try:
+        launch.follow(results, spec["rounds"], lambda: flwr_app.status(run_id, sl.CONNECTION, env, d),
+                      300 + spec["rounds"] * (spec["round_timeout"] + 60), _say, str(d / "superlink.log"))
+    except FleetError as e:
+        flwr_app.stop(run_id, sl.CONNECTION, env, d)
+        raise Failure(str(e))
+    _finish([results])
