@@ -46,7 +46,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     sizes = [int(v) for v in spec["config"].split("-")]
     train, test = mnist.load("train"), mnist.load("test")
-    params = init_params(sizes, spec["seed"], dtype="float32")
+    params = init_params(sizes, spec["seed"], dtype="float32", scaled=spec.get("scaled_init", False))
     order = EpochOrder(len(train), spec["seed"])
     opts = {"prune": spec["prune"]} if spec["prune"] else {}
     seconds = []
@@ -99,11 +99,13 @@ def plan(configs: list[str], sparsities: list[float], with_c: bool, with_numpy: 
 @click.option("--lr", default=3.0, show_default=True, type=float)
 @click.option("--batch-size", default=10, show_default=True, type=int)
 @click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--scaled-init", is_flag=True, help="Initial weights divided by sqrt(n_in) (network2.py).")
 @click.option("--no-numpy", is_flag=True, help="Leave out the numpy float32 reference row.")
 @click.option("--timeout", default=1800.0, show_default=True, type=float, help="Seconds per row.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--markdown", is_flag=True)
-def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, no_numpy, timeout, as_json, markdown):
+def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, scaled_init, no_numpy, timeout, as_json,
+                markdown):
     """Accuracy, time per epoch and weight bytes: float C vs int8, dense and pruned (issue 7's table)."""
     from ecufl.cli import console, fmt_bytes
     from ecufl.kernels import available
@@ -125,7 +127,8 @@ def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, no_nu
         if k not in have:
             raise click.UsageError(f"kernel {k!r} is not built here; reinstall ecufl with `pip install .`")
     rows = plan(cfgs, [s for s in sps if s > 0], "c" in have, not no_numpy)
-    specs = [dict(kernel=k, prune=s, config=c, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    specs = [dict(kernel=k, prune=s, config=c, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                  scaled_init=scaled_init)
              for c in cfgs for k, s in rows]
     results: dict[int, dict[str, Any]] = {}
     with console.status("") as status:
@@ -164,7 +167,8 @@ def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, no_nu
                       f"{r.get('speedup_vs_float_c', 0):.2f}", fmt_bytes(r["weight_bytes"]),
                       f"{r.get('memory_vs_float_c', 0):.2f}"])
     base_name = "c" if "c" in have else "c-sparse (unpruned)"
-    note = (f"float C baseline: {base_name}; lr {lr}, batch {batch_size}, seed {seed}; pruning one-shot after "
+    note = (f"float C baseline: {base_name}; lr {lr}, batch {batch_size}, seed {seed}"
+            f"{', scaled init' if scaled_init else ''}; pruning one-shot after "
             f"1 dense epoch, s/epoch of pruned rows = median of the epochs after pruning")
     if markdown:
         click.echo("| " + " | ".join(headers) + " |")

@@ -141,3 +141,66 @@ def test_float_kernels_refuse_prune_with_one_line():
     from test_int8 import test_bad_input_one_line_exit_2 as run
 
     run(["--kernel", "numpy", "--prune", "0.5"], "takes no option --prune")
+
+
+# --- the float32 C kernel's pruning path (c-sparse) ------------------------------------------------
+class MaskedNumpy:
+    """The float32 numpy reference with masks applied to the gradients: the truth for c-sparse."""
+
+    def __init__(self, params):
+        from ecufl.kernels.reference import NumpyKernel
+
+        self.k = NumpyKernel(params, dtype="float32")
+        self.masks = [None] * len(params.weights)
+
+    def set_masks(self, masks):
+        self.masks = masks
+        for l, m in enumerate(masks):
+            if m is not None:
+                self.k.w[l][~m] = 0
+
+    def train(self, images, labels, order, lr, bs):
+        for c in range(0, len(order), bs):
+            idx = order[c : c + bs]
+            x = images[idx].astype(np.float32) / np.float32(255)
+            gw, gb = self.k.gradients(x, np.eye(10, dtype=np.float32)[labels[idx]])
+            step = np.float32(lr / len(idx))
+            for l, m in enumerate(self.masks):
+                g = gw[l] * step
+                if m is not None:
+                    g[~m] = 0
+                self.k.w[l] -= g
+                self.k.b[l] -= gb[l] * step
+
+
+@pytest.mark.parametrize("block", [8, 1])
+def test_c_sparse_matches_masked_float_reference(block, mnist_train, mnist_test):
+    """Float arithmetic, so the float tolerance of kernels/README.md (1e-4 after an epoch of 10,000)."""
+    sizes = [784, 32, 16, 10]
+    p = init_params(sizes, 2, dtype="float32")
+    order = EpochOrder(len(mnist_train), 2).next()[:10000]
+    ck = create("c-sparse", p, prune=0.75, prune_warmup=0, prune_block=block)
+    ck.train(mnist_train.images, mnist_train.labels, order[:10], 3.0, 10)  # prunes at step 0, then trains
+    ref = MaskedNumpy(p)
+    ref.set_masks(ck.masks)
+    ref.train(mnist_train.images, mnist_train.labels, order[:10], 3.0, 10)
+    ck.train(mnist_train.images, mnist_train.labels, order[10:], 3.0, 10)
+    ref.train(mnist_train.images, mnist_train.labels, order[10:], 3.0, 10)
+    got = ck.get_params()
+    for l, (a, b) in enumerate(zip(got.flat(), ref.k.get_params().flat())):
+        assert np.max(np.abs(a - b)) < 1e-4, f"array {l}"
+    assert np.all(got.weights[0][~ck.masks[0]] == 0) and np.all(got.weights[1][~ck.masks[1]] == 0)
+    acc_c = ck.evaluate(mnist_test.images, mnist_test.labels).accuracy
+    acc_r = ref.k.evaluate(mnist_test.images, mnist_test.labels).accuracy
+    assert abs(acc_c - acc_r) <= 0.002
+    assert ck.weight_bytes() < p.nbytes() / 2 and ck.describe()["sparsity"] == pytest.approx(0.75, abs=1e-3)
+
+
+def test_c_sparse_unpruned_matches_numpy_float32(mnist_train):
+    p = init_params([784, 30, 10], 1, dtype="float32")
+    order = EpochOrder(len(mnist_train), 1).next()[:10000]
+    a, b = create("numpy", p, dtype="float32"), create("c-sparse", p)
+    for k in (a, b):
+        k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
+    for x, y in zip(a.get_params().flat(), b.get_params().flat()):
+        assert np.max(np.abs(x - y)) < 1e-4
