@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,12 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 class EmulationError(RuntimeError):
     """One line saying what went wrong under emulation (missing qemu/plugin, crash, limit)."""
+
+
+class MemoryLimitExceeded(EmulationError):
+    def __init__(self, message: str, limit_bytes: int):
+        super().__init__(message)
+        self.limit_bytes = limit_bytes
 
 
 def plugin_path() -> Path:
@@ -78,7 +84,7 @@ class Run:
     stdout: str
     stderr: str
     counts: Counts
-    peak_rss_bytes: int  # of the qemu process: guest memory plus qemu's own
+    peak_rss_bytes: int  # of the qemu process (guest memory plus qemu's own ~16 MB), 10 ms samples
     extra: dict = field(default_factory=dict)
 
 
@@ -94,8 +100,26 @@ def _describe_exit(rc: int, stderr: str) -> str:
     return f"exit status {rc}" + (f": {last[-1].strip()}" if last else "")
 
 
-def _wait(proc: subprocess.Popen, stdin: bytes | None, timeout: float | None):
-    """Collect output and this child's own rusage (os.wait4: peak RSS of this run only)."""
+def _memory(pid: int) -> tuple[int, int]:
+    """(resident, peak resident) bytes of a live process; (0, 0) once it is gone."""
+    found = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    found[line[:5]] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return found.get("VmRSS", 0), found.get("VmHWM", 0)
+
+
+def _wait(proc: subprocess.Popen, stdin: bytes | None, timeout: float | None, rss_limit: int | None):
+    """Collect output, exit status and peak resident memory of the child.
+
+    Peak memory is the kernel's VmHWM of the qemu process, sampled every 10 ms (rusage's
+    ru_maxrss would include the forked Python image before exec). With ``rss_limit``, a watchdog polls the process's resident memory every 10 ms and kills it
+    when it exceeds the limit: the profile's memory, enforced on the guest.
+    """
     chunks: dict[str, bytes] = {}
 
     def read(name: str, pipe) -> None:
@@ -111,32 +135,47 @@ def _wait(proc: subprocess.Popen, stdin: bytes | None, timeout: float | None):
             proc.stdin.close()
         except BrokenPipeError:
             pass
-    timed_out = threading.Event()
+    timed_out, over_limit, done = threading.Event(), threading.Event(), threading.Event()
+    deadline = time.monotonic() + timeout if timeout else None
+    highest = [0]
 
-    def kill() -> None:
-        timed_out.set()
-        proc.kill()
+    def watch() -> None:
+        while not done.wait(0.01):
+            rss, hwm = _memory(proc.pid)
+            highest[0] = max(highest[0], hwm)
+            if rss_limit is not None and rss > rss_limit:
+                over_limit.set()
+                proc.kill()
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                timed_out.set()
+                proc.kill()
+                return
 
-    timer = threading.Timer(timeout, kill) if timeout else None
-    if timer:
-        timer.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if timer:
-        timer.cancel()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status, _ = os.wait4(proc.pid, 0)
+    done.set()
+    watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     for t in readers:
         t.join()
-    return chunks["out"], chunks["err"], proc.returncode, usage.ru_maxrss * 1024, timed_out.is_set()
+    return (chunks["out"], chunks["err"], proc.returncode, highest[0],
+            timed_out.is_set(), over_limit.is_set())
 
 
 def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, ...], *,
         env: dict[str, str] | None = None, cwd: str | Path | None = None,
-        address_space_bytes: int | None = None, timeout: float | None = None,
+        rss_limit_bytes: int | None = None, timeout: float | None = None,
         stdin: bytes | None = None, check: bool = True) -> Run:
     """Run ``binary args`` under qemu-arm -cpu cortex-a9, counting inside ``functions``.
 
     ``env`` is the guest's whole environment (default: empty, so the environment block is
-    the same for every run). ``address_space_bytes`` sets RLIMIT_AS on the qemu process.
+    the same for every run). ``rss_limit_bytes`` kills the run when the qemu process's resident
+    memory exceeds it (raising MemoryLimitExceeded). Not RLIMIT_AS: qemu-arm 7.2 reserves the
+    whole 4 GiB guest address space at start (``-R`` below that asserts, ARM's commpage sits
+    at 0xffff0000), so guest allocations never grow qemu's address space, and qemu ignores a
+    guest's own setrlimit(RLIMIT_AS).
     """
     binary = Path(binary)
     if not binary.is_file():
@@ -151,19 +190,18 @@ def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, .
         plugin_arg = ",".join([str(plugin), *g.plugin_args(), f"out={out}"])
         cmd = [qemu, "-cpu", CPU, "-plugin", plugin_arg, str(binary), *args]
 
-        def limit() -> None:
-            if address_space_bytes is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
-
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or {},
-                                    cwd=cwd, preexec_fn=limit)
+                                    cwd=cwd)
         except OSError as e:
             raise EmulationError(f"cannot start {qemu}: {e.strerror}") from None
-        stdout, stderr, rc, peak, timed_out = _wait(proc, stdin, timeout)
+        stdout, stderr, rc, peak, timed_out, over = _wait(proc, stdin, timeout, rss_limit_bytes)
         if timed_out:
             raise EmulationError(f"{binary.name} did not finish within {timeout:.0f} s under emulation")
+        if over:
+            raise MemoryLimitExceeded(f"{binary.name} exceeded its memory limit: resident memory above "
+                                      f"{rss_limit_bytes / 2**20:.1f} MiB (qemu's own included)", rss_limit_bytes)
         text_out, text_err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
         if check and rc != 0:
             raise EmulationError(f"{binary.name} failed under qemu-arm -cpu {CPU}: {_describe_exit(rc, text_err)}")
