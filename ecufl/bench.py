@@ -158,8 +158,13 @@ def bench():
 @click.option("--timeout", default=900.0, show_default=True, type=float, help="Seconds per row.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--markdown", is_flag=True, help="Print a markdown table.")
+@click.option("--target", default="host", show_default=True,
+              help="Also project each kernel's ARM build onto a device profile (imx6, imx6-792, imx6-1200): "
+                   "exact instruction counts under qemu-arm x the Cortex-A9 cost model (kernels/arm).")
+@click.option("--arm-samples", default=2000, show_default=True, type=int,
+              help="Samples counted per projected row (two subsets, extrapolated to an epoch).")
 def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook_limit, timeout, as_json,
-                  markdown):
+                  markdown, target, arm_samples):
     """Time one epoch per kernel and config; ratios to the numpy reference from the same run."""
     from ecufl.cli import console, fmt_bytes
     from ecufl.kernels import KERNELS, available
@@ -185,6 +190,19 @@ def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook
     if repeats < 1:
         raise click.UsageError(f"--repeats must be >= 1, got {repeats}")
 
+    if target != "host":
+        from ecufl.kernels.arm import emulate, profiles
+
+        try:
+            profiles.get(target)
+        except profiles.UnknownProfile as e:
+            raise click.UsageError(f"--target: {e}")
+        if arm_samples < 2:
+            raise click.UsageError(f"--arm-samples must be >= 2, got {arm_samples}")
+        missing = emulate.have_toolchain()
+        if missing:
+            raise click.UsageError(f"--target {target}: {missing}")
+
     peak = gemm_peak_gflops()
     rows: list[BenchRow] = []
     specs = [dict(kernel=k, config=c, batch_size=b, repeats=1 if k == "textbook" else repeats, lr=lr, seed=seed,
@@ -202,6 +220,17 @@ def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook
         d["ratio_to_numpy"] = r.samples_per_second / base if base and not r.error else None
         d["percent_of_gemm_peak"] = 100 * r.gflops / peak if not r.error else None
         out.append(d)
+    if target != "host":  # projected Cortex-A9 rows beside the x86 ones (kernels/arm/bench.py)
+        from ecufl.kernels.arm.bench import arm_bench_rows
+        from ecufl.kernels.arm.emulate import TRAINERS
+
+        with console.status("") as status:
+            a9 = arm_bench_rows([k for k in kernels if k in TRAINERS], cfgs, target, batch_sizes=tuple(sizes_bs),
+                                samples=arm_samples, seed=seed, lr=lr, timeout=timeout,
+                                progress=lambda i, n, what: status.update(f"[{i}/{n}] {target}: {what}"))
+        by_key = {(r["kernel"], r["config"], r["batch_size"]): r for r in a9}
+        for d in out:
+            d["target"] = by_key.get((d["kernel"], d["config"], d["batch_size"]))
     if as_json:
         click.echo(json.dumps({"gemm_peak_gflops": peak, "rows": out, "how": __doc__.split("How it measures")[1].strip()}, indent=1))
         return
@@ -221,6 +250,15 @@ def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook
         ])
     note = (f"single-thread float32 GEMM peak of this machine: {peak:.1f} GFLOP/s; "
             f"* = accuracy after a partial epoch of {textbook_limit} samples")
+    if target != "host":
+        headers += [f"{target} s/epoch", f"{target} GFLOP/s", "% NEON peak"]
+        for d, row in zip(out, table):
+            a = d["target"]
+            row += (["-", "-", "-"] if a is None else [f"error: {a['error']}", "", ""] if a["error"] else
+                    [f"{a['projected_seconds_per_epoch']:.2f}", f"{a['projected_gflops']:.2f}",
+                     f"{a['percent_of_neon_peak']:.1f}"])
+        note += (f"; {target}: projected single Cortex-A9 core from exact ARM instruction counts "
+                 f"(qemu-arm -cpu cortex-a9, kernels/arm/COSTMODEL.md), NEON peak 4 FLOP/cycle")
     if markdown:
         click.echo("| " + " | ".join(headers) + " |")
         click.echo("|" + "---|" * len(headers))
