@@ -69,9 +69,8 @@ def _run_each(inv: Inventory, names: list[str], action, *, pin: bool = True) -> 
     async def all_():
         await asyncio.gather(*(one(n) for n in names))
 
-    # pin first-contact keys one board at a time so that known_hosts is appended without races
     asyncio.run(all_())
-    return results
+    return {n: results[n] for n in names}  # inventory order, not completion order
 
 
 def _exit(results: dict[str, object]) -> None:

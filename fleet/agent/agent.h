@@ -1,0 +1,48 @@
+/* ecufl-agent: a small static native agent that trains HDRNN for a remote ClientApp.
+ *
+ * One file per idea:
+ *   agent_main.c   configuration, the accept loop, one line of log per event
+ *   agent_tls.c    OpenSSL server context with mandatory client certificates; framed messages
+ *   agent_data.c   the board's MNIST training set (IDX files, gzip or plain) held as uint8
+ *   agent_train.c  TrainRequest -> C kernel (kernels/common/ecufl_kernel.h) -> TrainReply
+ * Messages are protobuf (proto/agent.proto, protobuf-c); training data never leaves the board.
+ */
+#ifndef ECUFL_AGENT_H
+#define ECUFL_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+
+typedef struct {
+    char listen_host[128];
+    int listen_port;
+    char ca[512], cert[512], key[512];
+    char data[512];
+    char node[64];
+} agent_config;
+
+typedef struct {
+    uint8_t *images; /* n * 784 */
+    uint8_t *labels; /* n */
+    int n;
+} agent_dataset;
+
+int agent_config_load(const char *path, agent_config *cfg, char *err, size_t errlen);
+
+SSL_CTX *agent_tls_context(const agent_config *cfg, char *err, size_t errlen);
+/* Read one framed message (4-byte big-endian length + bytes) into a malloc'd buffer; returns its
+ * length, 0 when the peer closed cleanly, -1 on error. Messages above max_len are refused. */
+long agent_read_frame(SSL *ssl, uint8_t **out, size_t max_len);
+int agent_write_frame(SSL *ssl, const uint8_t *buf, size_t len);
+const char *agent_tls_error(void);
+
+int agent_dataset_load(const char *dir, agent_dataset *ds, char *err, size_t errlen);
+
+/* Serve one serialised TrainRequest; returns a malloc'd serialised TrainReply in *reply. */
+int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t *req, size_t req_len,
+                 uint8_t **reply, size_t *reply_len);
+
+void agent_log(const char *fmt, ...);
+
+#endif

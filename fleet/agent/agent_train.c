@@ -1,0 +1,187 @@
+/* agent_train.c: one TrainRequest -> the C kernel -> one TrainReply with a RoundReport.
+ *
+ * The kernel is the project's C kernel through its C ABI (kernels/common/ecufl_kernel.h), linked
+ * statically; the network is created per request at the request's layer sizes and freed after.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "agent.pb-c.h"
+#include "ecufl_kernel.h"
+
+#define MAX_BATCH 4096
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double wall(void) {
+    struct timeval t;
+    gettimeofday(&t, NULL);
+    return t.tv_sec + t.tv_usec * 1e-6;
+}
+
+static double cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
+}
+
+static uint64_t peak_rss_bytes(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (uint64_t)u.ru_maxrss * 1024; /* Linux: KiB */
+}
+
+static int reply_error(const char *msg, uint8_t **out, size_t *out_len) {
+    Ecufl__TrainReply rep = ECUFL__TRAIN_REPLY__INIT;
+    rep.error = (char *)msg;
+    *out_len = ecufl__train_reply__get_packed_size(&rep);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (!*out) return -1;
+    ecufl__train_reply__pack(&rep, *out);
+    agent_log("refused a request: %s", msg);
+    return 0;
+}
+
+static int check_order(const int32_t *idx, size_t n, int limit) {
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= limit) return -1;
+    return 0;
+}
+
+int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t *req_buf, size_t req_len,
+                 uint8_t **out, size_t *out_len) {
+    char msg[256];
+    double t_start = wall(), cpu0 = cpu_seconds(), t0 = now();
+    Ecufl__TrainRequest *req = ecufl__train_request__unpack(NULL, req_len, req_buf);
+    if (!req) return reply_error("TrainRequest does not parse", out, out_len);
+    int rc = -1;
+    ecufl_net *net = NULL;
+    float **arrays = NULL;
+    int n_sizes = (int)req->n_layers;
+    int sizes[ECUFL_MAX_SIZES];
+    if (n_sizes < 2 || n_sizes > ECUFL_MAX_SIZES) {
+        snprintf(msg, sizeof msg, "layers: need 2..%d sizes, got %d", ECUFL_MAX_SIZES, n_sizes);
+        goto error;
+    }
+    for (int i = 0; i < n_sizes; i++) sizes[i] = (int)req->layers[i];
+    if (sizes[0] != 784) { snprintf(msg, sizeof msg, "layers: the input must be 784, got %d", sizes[0]); goto error; }
+    if (req->n_params != (size_t)(2 * (n_sizes - 1))) {
+        snprintf(msg, sizeof msg, "params: expected %d arrays, got %zu", 2 * (n_sizes - 1), req->n_params);
+        goto error;
+    }
+    if (req->batch_size < 1 || req->batch_size > MAX_BATCH || !(req->lr > 0)) {
+        snprintf(msg, sizeof msg, "batch_size %u / lr %g out of range", req->batch_size, req->lr);
+        goto error;
+    }
+    if (check_order(req->order, req->n_order, ds->n) || check_order(req->eval_order, req->n_eval_order, ds->n)) {
+        snprintf(msg, sizeof msg, "order: an index is outside 0..%d (the board holds %d samples)", ds->n - 1, ds->n);
+        goto error;
+    }
+    arrays = calloc(req->n_params, sizeof *arrays);
+    for (size_t a = 0; a < req->n_params; a++) {
+        int l = (int)a / 2;
+        size_t want = (a % 2 == 0 ? (size_t)sizes[l + 1] * sizes[l] : (size_t)sizes[l + 1]) * sizeof(float);
+        if (req->params[a].len != want) {
+            snprintf(msg, sizeof msg, "params[%zu]: %zu bytes, expected %zu", a, req->params[a].len, want);
+            goto error;
+        }
+        arrays[a] = malloc(want); /* aligned copy: the wire bytes need not be float-aligned */
+        memcpy(arrays[a], req->params[a].data, want);
+    }
+    char kerr[256] = "";
+    net = ecufl_net_create(n_sizes, sizes, (int)req->batch_size, kerr, sizeof kerr);
+    if (!net) { snprintf(msg, sizeof msg, "kernel: %s", kerr); goto error; }
+    if (ecufl_net_set_params(net, (const float *const *)arrays)) {
+        snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error;
+    }
+    double setup = now() - t0;
+    t0 = now();
+    if (req->n_order && ecufl_net_train(net, ds->images, ds->labels, ds->n, req->order, (int)req->n_order,
+                                        req->lr, (int)req->batch_size)) {
+        snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error;
+    }
+    double train = now() - t0;
+    double loss = 0;
+    int correct = 0;
+    if (req->n_eval_order) {
+        /* evaluate() takes the first n images: gather the eval samples into a scratch copy */
+        size_t n = req->n_eval_order;
+        uint8_t *im = malloc(n * 784), *lb = malloc(n);
+        for (size_t i = 0; i < n; i++) {
+            memcpy(im + i * 784, ds->images + (size_t)req->eval_order[i] * 784, 784);
+            lb[i] = ds->labels[req->eval_order[i]];
+        }
+        int e = ecufl_net_evaluate(net, im, lb, (int)n, &loss, &correct);
+        free(im);
+        free(lb);
+        if (e) { snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error; }
+    }
+    if (ecufl_net_get_params(net, arrays)) { snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error; }
+
+    t0 = now();
+    Ecufl__TrainReply rep = ECUFL__TRAIN_REPLY__INIT;
+    Ecufl__RoundReport rr = ECUFL__ROUND_REPORT__INIT;
+    ProtobufCBinaryData *outp = calloc(req->n_params, sizeof *outp);
+    for (size_t a = 0; a < req->n_params; a++) {
+        outp[a].data = (uint8_t *)arrays[a];
+        outp[a].len = req->params[a].len;
+    }
+    rep.n_params = req->n_params;
+    rep.params = outp;
+    char hostname[64] = "";
+    gethostname(hostname, sizeof hostname - 1);
+    rr.partition_id = req->partition_id;
+    rr.num_partitions = req->num_partitions;
+    rr.server_round = req->server_round;
+    rr.kernel = "c";
+    rr.dtype = "float32";
+    rr.n_layers = req->n_layers;
+    rr.layers = req->layers;
+    rr.samples = (uint32_t)req->n_order;
+    rr.batch_size = req->batch_size;
+    rr.lr = req->lr;
+    rr.setup_seconds = setup;
+    rr.train_seconds = train;
+    rr.local_loss = req->n_eval_order ? loss : 0;
+    rr.local_accuracy = req->n_eval_order ? (double)correct / req->n_eval_order : 0;
+    rr.ecufl_version = "agent-0.1.0";
+    rr.hostname = hostname;
+    rr.pid = (uint32_t)getpid();
+    rr.trainer = (char *)cfg->node;
+    rr.started_at = t_start;
+    rr.cpu_seconds = cpu_seconds() - cpu0;
+    rr.peak_rss_bytes = peak_rss_bytes();
+    rr.serialise_seconds = now() - t0;
+    rr.finished_at = wall();
+    rep.report = &rr;
+    *out_len = ecufl__train_reply__get_packed_size(&rep);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (*out) {
+        ecufl__train_reply__pack(&rep, *out);
+        rc = 0;
+    }
+    free(outp);
+    agent_log("round %u: trained %zu samples (%d-...-%d, batch %u) in %.3f s, peak RSS %.1f MiB", req->server_round,
+              req->n_order, sizes[0], sizes[n_sizes - 1], req->batch_size, train, rr.peak_rss_bytes / 1048576.0);
+    goto done;
+error:
+    rc = reply_error(msg, out, out_len);
+done:
+    if (net) ecufl_net_destroy(net);
+    if (arrays) {
+        for (size_t a = 0; a < req->n_params; a++) free(arrays[a]);
+        free(arrays);
+    }
+    ecufl__train_request__free_unpacked(req, NULL);
+    return rc;
+}

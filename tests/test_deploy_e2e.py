@@ -1,0 +1,193 @@
+"""A secured deployed fleet end to end (root): four netns boards in supernode mode run quickstart.
+
+`ecufl deploy` builds and pushes the x86_64 bundle, starts the SuperNodes (ecufl-supervise), starts
+the SuperLink with TLS and SuperNode authentication and registers the boards' keys, then runs
+scenarios/quickstart.toml on the boards. One board's SuperNode is killed mid-run: its supervisor
+restarts it and the run goes on. Then the security checks: a SuperNode whose key is not registered
+is refused, a plaintext SuperNode and a plaintext request are refused by the TLS SuperLink. Finally
+rollback and remove, and nothing is left (the lab's teardown checks the namespaces).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from netns import Lab, new_prefix
+from test_deploy_netns import board_toml, deploy, errors, inventory, status
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.fail("the deploy tests need root (network namespaces, sshd); CI runs as root")
+    lab = Lab(new_prefix() + "e", tmp_path_factory.mktemp("lab"), n=4)
+    try:
+        yield lab.up()
+    finally:
+        left = lab.down()
+        assert left == [], f"namespaces left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def fleet(lab, tmp_path_factory, mnist_dir):
+    """Built, pushed (secure), started, SuperLink up with the keys registered."""
+    from ecufl.fleet.deploy.bundle import build_wheel
+
+    work = tmp_path_factory.mktemp("fleet")
+    state = work / "state"
+    boards = [board_toml(b.name, b.addr, lab.client_key, b.dir / "opt" / "ecufl", data=str(mnist_dir))
+              for b in lab.boards]
+    inv = inventory(lab, work / "inv.toml", boards, state)
+    wheel = Path(os.environ["ECUFL_DEPLOY_WHEEL"]) if os.environ.get("ECUFL_DEPLOY_WHEEL") else build_wheel(work / "w")
+    r = deploy(lab, inv, "build", "--wheel", str(wheel))
+    assert r.returncode == 0, r.stderr
+    r = deploy(lab, inv, "push")
+    assert r.returncode == 0, r.stderr
+    r = deploy(lab, inv, "start")
+    assert r.returncode == 0, r.stderr
+    r = deploy(lab, inv, "superlink", "start", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("node key registered") == 4 and "TLS, SuperNode authentication" in r.stdout
+    try:
+        yield {"inv": inv, "state": state, "work": work, "wheel": wheel}
+    finally:
+        deploy(lab, inv, "superlink", "stop")
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_tls_end_to_end_in_process_arguments(lab, fleet):
+    sl = json.loads((fleet["state"] / "superlink" / "state.json").read_text())
+    args = cmdline(sl["pid"])
+    for flag in ("--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile", "--enable-supernode-auth"):
+        assert flag in args
+    assert "--insecure" not in args
+    for b in lab.boards:
+        nodes = [c for c in lab.cmdlines(b) if "flower-supernode" in c]
+        assert len(nodes) == 1, nodes
+        assert "--root-certificates" in nodes[0] and "--auth-supernode-private-key" in nodes[0]
+        assert "--insecure" not in nodes[0]
+
+
+def test_quickstart_across_boards_survives_a_killed_node(lab, fleet, tmp_path):
+    results = tmp_path / "results"
+    env = dict(os.environ)
+    run = lab.gw_popen(*deploy_cmd(fleet["inv"]), "run", str(ROOT / "scenarios" / "quickstart.toml"),
+                       "--results", str(results), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # wait for round 2, then kill board b4's SuperNode (its supervisor brings it back)
+        victim = lab.boards[3]
+        child_file = victim.dir / "opt" / "ecufl" / "run" / "ecufl-supernode.child"
+        deadline = time.time() + 900
+        killed = False
+        while time.time() < deadline and run.poll() is None and not killed:
+            prog = list(results.glob("*/progress.jsonl"))
+            if prog:
+                events = [json.loads(ln) for ln in prog[0].read_text().splitlines() if ln.strip()]
+                if any(e["event"] == "round-start" and e["round"] == 2 for e in events):
+                    os.kill(int(child_file.read_text()), 9)
+                    killed = True
+            time.sleep(0.5)
+        assert killed, "round 2 never started"
+        out, err = run.communicate(timeout=1200)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err
+    folder = next(results.iterdir())
+    rows = list(csv.DictReader(open(folder / "clients.csv")))
+    rounds = list(csv.DictReader(open(folder / "rounds.csv")))
+    assert len(rounds) == 3
+    # every board replied in round 1 and 3; per-client rows carry the boards' node ids
+    registered = json.loads((fleet["state"] / "superlink" / "registered.json").read_text())
+    by_round = {r: {row["node_id"] for row in rows if row["round"] == str(r) and row["accepted"] == "1"} for r in (1, 3)}
+    assert by_round[1] == {str(v) for v in registered.values()}, (by_round, registered)
+    assert len(by_round[3]) >= 3
+    assert float(rounds[-1]["test_accuracy"]) > 0.90, rounds[-1]
+    st = status(lab, fleet["inv"])
+    assert st["b4"]["running"] and st["b4"]["restarts"] >= 1
+
+
+def deploy_cmd(inv: Path) -> list[str]:
+    from conftest import ecufl_cmd
+
+    return [*ecufl_cmd(), "deploy", "-i", str(inv)]
+
+
+def superlink_log(fleet) -> str:
+    return (fleet["state"] / "superlink" / "superlink.log").read_text(errors="replace")
+
+
+def wait_for(pred, timeout=60.0, step=0.5) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_unregistered_node_key_is_refused(lab, fleet):
+    b3 = lab.boards[2]
+    nodes = fleet["state"] / "pki" / "nodes"
+    for f in nodes.glob("b3.*"):  # b3 gets a key the SuperLink has never seen
+        f.unlink()
+    mark = len(superlink_log(fleet))
+    assert deploy(lab, fleet["inv"], "push", "b3").returncode == 0
+    assert deploy(lab, fleet["inv"], "start", "b3").returncode == 0
+    refused = f'{b3.addr}:'
+    assert wait_for(lambda: any(refused in ln and "activate-node" in ln and " 412" in ln
+                                for ln in superlink_log(fleet)[mark:].splitlines()), 90), superlink_log(fleet)[mark:][-2000:]
+    assert not any(refused in ln and "activate-node" in ln and " 200" in ln
+                   for ln in superlink_log(fleet)[mark:].splitlines())
+
+
+def test_plaintext_is_refused(lab, fleet):
+    b2 = lab.boards[1]
+    # a raw plaintext HTTP request to the TLS port gets no HTTP answer; the same over TLS does
+    probe = ("import httpx,sys\n"
+             f"try:\n r = httpx.get('http://{lab.gw_addr}:9092/health', timeout=5); print('plain', r.status_code)\n"
+             "except httpx.HTTPError as e: print('plain refused', type(e).__name__)\n"
+             f"r = httpx.get('https://{lab.gw_addr}:9092/health', timeout=5, verify=sys.argv[1]); print('tls', r.status_code)\n")
+    r = lab.gw(str(Path(os.sys.executable)), "-c", probe, str(fleet["state"] / "pki" / "ca.pem"))
+    assert "plain refused" in r.stdout and "tls 200" in r.stdout, r.stdout + r.stderr
+    # a SuperNode configured for plaintext never gets in
+    mark = len(superlink_log(fleet))
+    assert deploy(lab, fleet["inv"], "push", "--insecure", "b2").returncode == 0
+    assert deploy(lab, fleet["inv"], "start", "b2").returncode == 0
+    time.sleep(20)
+    logs = deploy(lab, fleet["inv"], "logs", "b2", "-n", "40").stdout
+    assert "Starting insecure channel" in logs and "Connection attempt failed" in logs, logs
+    assert not any(f"{b2.addr}:" in ln and " 200" in ln for ln in superlink_log(fleet)[mark:].splitlines())
+    # and the SuperLink refuses to start plaintext against boards pushed with TLS (and vice versa)
+    r = deploy(lab, fleet["inv"], "superlink", "start")
+    assert r.returncode == 2 and "pushed with --insecure" in errors(r)[0]
+
+
+def test_rollback_and_remove_leave_nothing(lab, fleet):
+    r = deploy(lab, fleet["inv"], "build", "--wheel", str(fleet["wheel"]))
+    assert r.returncode == 0
+    assert deploy(lab, fleet["inv"], "push").returncode == 0
+    st = status(lab, fleet["inv"])
+    assert all(s["previous"] for s in st.values())
+    r = deploy(lab, fleet["inv"], "rollback")
+    assert r.returncode == 0, r.stderr
+    r = deploy(lab, fleet["inv"], "remove")
+    assert r.returncode == 0, r.stderr
+    for b in lab.boards:
+        assert not (b.dir / "opt" / "ecufl").exists()
+        assert all(c.startswith(("/usr/sbin/sshd", "sshd:")) for c in lab.cmdlines(b)), lab.cmdlines(b)
+    shutil.rmtree(fleet["work"] / "w", ignore_errors=True)
