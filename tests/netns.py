@@ -134,6 +134,16 @@ class Lab:
         r = sh("ip", "netns", "pids", ns, check=False)
         return [int(p) for p in r.stdout.split()]
 
+    def cmdlines(self, b: Board) -> list[str]:
+        """Command lines of the processes in a board's namespace (ps would list the whole machine)."""
+        out = []
+        for p in self.pids(b.ns):
+            try:
+                out.append(Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+            except OSError:
+                pass
+        return out
+
     def kill_ns(self, ns: str) -> None:
         for _ in range(20):
             pids = self.pids(ns)
