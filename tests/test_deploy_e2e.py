@@ -76,6 +76,8 @@ def test_tls_end_to_end_in_process_arguments(lab, fleet):
         assert flag in args
     assert "--insecure" not in args
     for b in lab.boards:
+        # the supervisor may be between two starts of the SuperNode (it exits when turned away)
+        assert wait_for(lambda: any("flower-supernode" in c for c in lab.cmdlines(b)), 60)
         nodes = [c for c in lab.cmdlines(b) if "flower-supernode" in c]
         assert len(nodes) == 1, nodes
         assert "--root-certificates" in nodes[0] and "--auth-supernode-private-key" in nodes[0]

@@ -3,8 +3,8 @@
  * One SGD step on m samples (see reference.py for the scales):
  *   input    a0 = (254 p + 255) / 510                          (q7, 0..127)
  *   forward  acc = a_prev . wq (int32), z = sat16(requant(acc) + bq), a = LUT[clamp(z)]
- *   output   d = (a - 127 y) a (127 - a), dq = q15(d)
- *   layer l  (last to first) e = dq . wq_l (old int8 weights), dq_prev = q15(q15(e) a (127 - a));
+ *   output   d = (a - 127 y) DLUT[z], dq = q15(d)     (DLUT: sigmoid' in Q16, see reference.py)
+ *   layer l  (last to first) e = dq . wq_l (old int8 weights), dq_prev = q15(q15(e) DLUT[z_prev]);
  *            w_l -= (float)(dq^T a_prev) * c_w, b_l -= (float)sum(dq) * c_b  (float32 masters)
  *   then     every layer is requantised from its new maxabs.
  * Dense layers run the inner loops of int8_ops.h (plain or SIMD, chosen at build time). Pruned
@@ -26,6 +26,7 @@
 
 #define A_ONE 127
 #define LUT_HALF 2048
+#define DLUT_HALF 4096
 #define MAX_BATCH 512
 
 typedef struct {
@@ -66,6 +67,7 @@ struct i8_net {
     layer_t L[15];
     int cap;          /* samples the buffers below hold */
     uint8_t *act[16]; /* act[l]: cap x ld(l) q7 activations, zero padded; act[0] = inputs */
+    uint16_t *zi[16]; /* zi[l]: cap x ld(l+1) derivative-LUT index of layer l's z */
     int32_t *acc;     /* cap x max n: accumulators, errors before q15 */
     int32_t *z;       /* cap x n_out of the last layer */
     int16_t *dq, *dq2;/* cap x max n: q15 errors of the current / previous layer */
@@ -169,7 +171,7 @@ static int q15(const int32_t *x, long n, int16_t *out) {
 
 /* ---- buffers ------------------------------------------------------------------------------- */
 static void free_buffers(i8_net *n) {
-    for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
+    for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; free(n->zi[l]); n->zi[l] = NULL; }
     free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed);
     free(n->nz_ptr); free(n->nz_i); free(n->nz_x); free(n->c_ptr); free(n->c_s); free(n->c_x); free(n->g);
     n->acc = n->z = n->nz_ptr = n->c_ptr = n->g = NULL; n->dq = n->dq2 = n->packed = NULL;
@@ -183,7 +185,8 @@ static int ensure_capacity(i8_net *n, int m) {
     int cap = m < 64 ? 64 : m;
     int cap2 = (cap + 1) / 2 * 2;
     for (int l = 0; l <= n->n_layers; l++)
-        if (!(n->act[l] = zalloc((size_t)cap2 * I8_LD(n->sizes[l])))) goto oom;
+        if (!(n->act[l] = zalloc((size_t)cap2 * I8_LD(n->sizes[l]))) ||
+            !(n->zi[l] = zalloc((size_t)cap * 2 * I8_LD(n->sizes[l])))) goto oom;
     if (!(n->acc = zalloc((size_t)cap * n->maxld * 4)) ||
         !(n->z = zalloc((size_t)cap * n->sizes[n->n_layers] * 4)) ||
         !(n->dq = zalloc((size_t)cap * n->maxld * 2)) || !(n->dq2 = zalloc((size_t)cap * n->maxld * 2)) ||
@@ -453,6 +456,8 @@ static void forward(i8_net *n, int m) {
                 z = z > 32767 ? 32767 : z < -32768 ? -32768 : z;
                 if (last) n->z[s * L->n_out + j] = (int32_t)z;
                 int64_t zc = z > LUT_HALF - 1 ? LUT_HALF - 1 : z < -LUT_HALF ? -LUT_HALF : z;
+                int64_t zd = z > DLUT_HALF - 1 ? DLUT_HALF - 1 : z < -DLUT_HALF ? -DLUT_HALF : z;
+                n->zi[l][(long)s * ldn + j] = (uint16_t)(zd + DLUT_HALF);
                 n->act[l + 1][(long)s * ldn + j] = (uint8_t)ecufl_int8_sigmoid_lut[zc + LUT_HALF];
             }
     }
@@ -465,10 +470,10 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
     for (int s = 0; s < m; s++)
         for (int j = 0; j < n_out; j++) {
             int32_t a = n->act[nl][(long)s * ldo + j], y = labels[idx[s]] == j ? A_ONE : 0;
-            n->acc[s * n_out + j] = (a - y) * a * (A_ONE - a);
+            n->acc[s * n_out + j] = (a - y) * (int32_t)ecufl_int8_sigmoid_derivative_lut[n->zi[nl - 1][(long)s * ldo + j]];
         }
     int k = q15(n->acc, (long)m * n_out, n->dq);
-    double s_d = ldexp(1.0, k) / 2048383.0;  /* 127^3 */
+    double s_d = ldexp(1.0, k) / 8323072.0;  /* 127 * 65536 */
     float new_maxabs[15];
     for (int l = nl - 1; l >= 0; l--) {
         layer_t *L = &n->L[l];
@@ -499,11 +504,11 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
             const int ldp = I8_LD(L->n_in);
             for (int s = 0; s < m; s++)
                 for (int i = 0; i < L->n_in; i++) {
-                    int32_t a = n->act[l][(long)s * ldp + i];
-                    e[s * L->n_in + i] = (int32_t)n->dq2[s * L->n_in + i] * (a * (A_ONE - a));
+                    int32_t ds = ecufl_int8_sigmoid_derivative_lut[n->zi[l - 1][(long)s * ldp + i]];
+                    e[s * L->n_in + i] = (int32_t)n->dq2[s * L->n_in + i] * ds;  /* < 2^15 * 2^14 */
                 }
             int k2 = q15(e, (long)m * L->n_in, n->dq2);
-            s_prev = s_d * (double)L->maxabs / 127.0 * ldexp(1.0, k1 + k2) / 16129.0;
+            s_prev = s_d * (double)L->maxabs / 127.0 * ldexp(1.0, k1 + k2) / 65536.0;
         }
         const float c_w = (float)(lr / (double)m * s_d / 127.0);
         const float c_b = (float)(lr / (double)m * s_d);

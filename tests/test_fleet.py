@@ -1,0 +1,227 @@
+"""The federated loop on real Flower processes: one flower-superlink and flower-supernode processes
+on loopback, driven through the ``ecufl`` command line. Slow (minutes): deployment rounds carry
+Flower's polling sleeps and a fresh ClientApp process per message.
+
+One fleet of 4 nodes is shared by the tests of this module (the scenario's kernels override the
+nodes' own); the node-killing test has a fleet of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, ecufl_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def ecufl(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*ecufl_cmd(), *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ecufl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def results_of(proc: subprocess.CompletedProcess) -> Path:
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("results: "))
+    return Path(line.removeprefix("results: ").strip())
+
+
+def scenario(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def events(results: Path) -> list[dict]:
+    path = results / "progress.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for_event(results_base: Path, pred, timeout: float) -> Path:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for run in results_base.glob("*"):
+            if any(pred(e) for e in events(run)):
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"no matching progress event in {results_base} within {timeout} s")
+
+
+def pids_of(state: Path) -> list[int]:
+    st = json.loads((state / "state.json").read_text())
+    return [st["superlink_pid"]] + [n["pid"] for n in st["nodes"]]
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def family(pid: int) -> list[int]:
+    from ecufl.fleet.procs import descendants
+
+    return [pid] + descendants(pid)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, mnist_dir):
+    state = tmp_path_factory.mktemp("fleet") / "state"
+    ecufl("fleet", "up", "--nodes", "4", "--kernels", "numpy,numpy:float32", "--state", str(state), timeout=180)
+    pids = pids_of(state)
+    families = [p for pid in pids for p in family(pid)]
+    yield state
+    ecufl("fleet", "down", "--state", str(state), check=False)
+    time.sleep(0.5)
+    assert not [p for p in families if alive(p)], "processes of the fleet outlived `fleet down`"
+
+
+SMALL = """\
+nodes = 4
+rounds = {rounds}
+seed = 11
+train_limit = 2000
+layers = [784, 16, 10]
+kernels = ["numpy", "numpy:float32", "numpy:float32", "numpy"]
+round_timeout = 90.0
+"""
+
+
+def test_status_lists_live_nodes(fleet):
+    st = json.loads(ecufl("fleet", "status", "--state", str(fleet), "--json").stdout)
+    assert st["up"] and st["superlink"]["healthy"]
+    assert [n["partition"] for n in st["nodes"]] == [0, 1, 2, 3] and all(n["alive"] for n in st["nodes"])
+    assert len({n["port"] for n in st["nodes"]} | {st["port"]}) == 5  # own port per process
+    assert (fleet / "flwr-home" / "config.toml").exists()
+
+
+def test_quickstart_end_to_end(fleet, tmp_path):
+    """The README's scenario: 4 ECUs with mixed kernels, 3 rounds, > 90 % test accuracy."""
+    proc = ecufl("fleet", "run", str(ROOT / "scenarios" / "quickstart.toml"), "--state", str(fleet),
+                 "--results", str(tmp_path), timeout=900)
+    res = results_of(proc)
+    spec = json.loads((res / "spec.json").read_text())
+    rounds = rows(res / "rounds.csv")
+    assert [int(r["round"]) for r in rounds] == [0, 1, 2, 3]
+    assert float(rounds[-1]["test_accuracy"]) > 0.90
+    clients = rows(res / "clients.csv")
+    for rnd in (1, 2, 3):
+        got = sorted((int(c["partition_id"]), c["kernel"]) for c in clients if int(c["round"]) == rnd)
+        assert got == list(enumerate(spec["kernels"])), f"round {rnd}: {got}"  # a row per client per round
+        assert all(c["accepted"] == "1" and float(c["train_seconds"]) > 0 for c in clients if int(c["round"]) == rnd)
+    assert len(set(spec["kernels"])) >= 2  # mixed kernels
+    assert (res / "final.npz").exists() and (res / "checkpoints" / "round-003.npz").exists()
+    assert (res / "report.html").exists() and f"report:  {res / 'report.html'}" in proc.stdout
+    assert "round 3/3" in proc.stdout  # progress was shown
+
+
+def test_bad_replies_are_rejected_and_the_round_goes_on(fleet, tmp_path):
+    sc = scenario(tmp_path, "faults", SMALL.format(rounds=1)
+                  + '[test_hooks]\ncorrupt = { "1" = "nan", "2" = "shape", "3" = "dtype" }\n')
+    res = results_of(ecufl("fleet", "run", str(sc), "--state", str(fleet), "--results", str(tmp_path / "r"),
+                           timeout=600))
+    rounds = rows(res / "rounds.csv")
+    assert [(r["clients_replied"], r["clients_accepted"]) for r in rounds[1:]] == [("4", "1")]
+    assert float(rounds[-1]["test_accuracy"]) > float(rounds[0]["test_accuracy"])  # partition 0 still trained
+    clients = rows(res / "clients.csv")
+    reasons = {int(c["partition_id"]): c["reject_reason"] for c in clients}
+    assert reasons[0] == ""
+    assert reasons[1].startswith("NaN/Inf in w1")
+    assert reasons[2].startswith("wrong shape: w1 is (16, 783)")
+    assert reasons[3].startswith("wrong dtype: w1 is float64")
+    node_ids = {int(c["partition_id"]): c["node_id"] for c in clients}
+    log = (res / "server.log").read_text()
+    for p in (1, 2, 3):  # logged with the node id
+        assert f"rejected the reply of node {node_ids[p]} (partition {p}" in log
+
+
+def _final(res: Path):
+    from ecufl import weights
+
+    return weights.load(res / "final.npz")[0].flat()
+
+
+def test_server_stopped_after_round_2_resumes_to_identical_weights(fleet, tmp_path):
+    """Also: the simulation engine, same scenario, ends with the very same weights."""
+    sc = scenario(tmp_path, "resume", SMALL.format(rounds=4))
+    whole = results_of(ecufl("fleet", "run", str(sc), "--state", str(fleet), "--results", str(tmp_path / "a"),
+                             timeout=900))
+
+    # the same run, with its ServerApp process killed once round 2 is checkpointed
+    base = tmp_path / "b"
+    cli = subprocess.Popen([*ecufl_cmd(), "fleet", "run", str(sc), "--state", str(fleet), "--results", str(base)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        res = wait_for_event(base, lambda e: e["event"] == "round-end" and e["round"] == 2, 600)
+        superlink = pids_of(fleet)[0]
+        servers = [p for p in family(superlink) if b"flwr-serverapp" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert servers, "no flwr-serverapp process found"
+        for p in servers:
+            os.kill(p, signal.SIGKILL)
+        try:
+            out, err = cli.communicate(timeout=90)  # the CLI notices that the run ended without finishing
+        except subprocess.TimeoutExpired:
+            cli.send_signal(signal.SIGINT)
+            out, err = cli.communicate(timeout=60)
+        assert cli.returncode != 0
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert not (res / "final.npz").exists()
+    assert max(int(r["round"]) for r in rows(res / "rounds.csv")) in (2, 3)
+
+    ecufl("fleet", "run", "--resume", str(res), "--state", str(fleet), timeout=900)
+    assert [int(r["round"]) for r in rows(res / "rounds.csv")] == [0, 1, 2, 3, 4]  # no round counted twice
+    assert len(rows(res / "clients.csv")) == 16
+    for a, b in zip(_final(whole), _final(res)):
+        assert np.array_equal(a, b)  # bit for bit
+
+    sim = results_of(ecufl("sim", str(sc), "--results", str(tmp_path / "s"), timeout=600))
+    assert json.loads((sim / "summary.json").read_text())["engine"] == "simulation"
+    for a, b in zip(_final(whole), _final(sim)):
+        assert np.array_equal(a, b)
+
+
+def test_supernode_killed_mid_round(fleet, tmp_path):
+    """Last test of the module: it kills node 3 of the shared fleet."""
+    sc = scenario(tmp_path, "kill", SMALL.format(rounds=2).replace("round_timeout = 90.0", "round_timeout = 20.0"))
+    base = tmp_path / "r"
+    cli = subprocess.Popen([*ecufl_cmd(), "fleet", "run", str(sc), "--state", str(fleet), "--results", str(base)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_event(base, lambda e: e["event"] == "round-start" and e["round"] == 1, 300)
+        from ecufl.fleet.procs import kill_now
+
+        kill_now(pids_of(fleet)[4])  # node 3: SuperNode, its SuperExec and any ClientApp, at once
+        out, err = cli.communicate(timeout=600)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 0, err[-2000:]
+    res = results_of(subprocess.CompletedProcess([], 0, out, err))
+    rounds = rows(res / "rounds.csv")
+    assert [int(r["round"]) for r in rounds] == [0, 1, 2]  # the run went on
+    r1 = rounds[1]
+    assert (r1["clients_asked"], r1["clients_replied"], r1["clients_accepted"]) == ("4", "3", "3")
+    assert float(r1["wall_seconds"]) >= 20.0  # completed after the round timeout
+    assert sorted(int(c["partition_id"]) for c in rows(res / "clients.csv") if c["round"] == "1") == [0, 1, 2]
+    assert int(rounds[2]["clients_accepted"]) == 3
+    st = json.loads(ecufl("fleet", "status", "--state", str(fleet), "--json").stdout)
+    assert [n["alive"] for n in st["nodes"]] == [True, True, True, False]
