@@ -43,6 +43,8 @@ KERNELS: dict[str, KernelSpec] = {
         KernelSpec("int8-plain", "int8", "Int8PlainKernel", "CMSIS-NN-style int8 training, plain C path", _REINSTALL),
         KernelSpec("int8-numpy", "int8", "Int8NumpyKernel", "int8 integer arithmetic in numpy (the int8 truth)", "pip install numpy"),
         KernelSpec("c-sparse", "int8.pruned_c", "PrunedCKernel", "C float32 with CSC-pruned hidden layers (--prune)", _REINSTALL),
+        KernelSpec("remote", "remote", "RemoteAgentKernel", "the native ecufl agent on a board, over mutual TLS",
+                   "`ecufl deploy` an agent-mode board (its SuperNode gets ECUFL_REMOTE_AGENT)"),
     ]
 }
 

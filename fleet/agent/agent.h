@@ -31,9 +31,10 @@ typedef struct {
 int agent_config_load(const char *path, agent_config *cfg, char *err, size_t errlen);
 
 SSL_CTX *agent_tls_context(const agent_config *cfg, char *err, size_t errlen);
-/* Read one framed message (4-byte big-endian length + bytes) into a malloc'd buffer; returns its
- * length, 0 when the peer closed cleanly, -1 on error. Messages above max_len are refused. */
-long agent_read_frame(SSL *ssl, uint8_t **out, size_t max_len);
+/* Read one framed message (4-byte big-endian length + bytes) into a malloc'd buffer *out of *len
+ * bytes; returns 1 for a message, 0 when the peer closed cleanly, -1 on error or a message above
+ * max_len. */
+int agent_read_frame(SSL *ssl, uint8_t **out, size_t *len, size_t max_len);
 int agent_write_frame(SSL *ssl, const uint8_t *buf, size_t len);
 const char *agent_tls_error(void);
 

@@ -129,13 +129,13 @@ static void serve(SSL_CTX *ctx, int fd, const char *peer, const agent_dataset *d
     agent_log("client %s (%s) connected", peer, cn);
     for (;;) {
         uint8_t *req = NULL, *rep = NULL;
-        size_t rep_len = 0;
-        long n = agent_read_frame(ssl, &req, MAX_REQUEST);
-        if (n <= 0) {
-            if (n < 0) agent_log("client %s: bad frame or lost connection", peer);
+        size_t req_len = 0, rep_len = 0;
+        int got = agent_read_frame(ssl, &req, &req_len, MAX_REQUEST);
+        if (got <= 0) {
+            if (got < 0) agent_log("client %s: bad frame or lost connection", peer);
             break;
         }
-        int rc = agent_handle(ds, cfg, req, (size_t)n, &rep, &rep_len);
+        int rc = agent_handle(ds, cfg, req, req_len, &rep, &rep_len);
         free(req);
         if (rc || agent_write_frame(ssl, rep, rep_len)) {
             free(rep);

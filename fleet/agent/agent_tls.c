@@ -47,7 +47,7 @@ static int read_all(SSL *ssl, uint8_t *buf, size_t n) {
     return 1;
 }
 
-long agent_read_frame(SSL *ssl, uint8_t **out, size_t max_len) {
+int agent_read_frame(SSL *ssl, uint8_t **out, size_t *len_out, size_t max_len) {
     uint8_t hdr[4];
     int r = read_all(ssl, hdr, 4);
     if (r <= 0) return r;
@@ -57,7 +57,8 @@ long agent_read_frame(SSL *ssl, uint8_t **out, size_t max_len) {
     if (!buf) return -1;
     if (len && read_all(ssl, buf, len) != 1) { free(buf); return -1; }
     *out = buf;
-    return (long)len;
+    *len_out = len;
+    return 1;
 }
 
 int agent_write_frame(SSL *ssl, const uint8_t *buf, size_t len) {

@@ -35,10 +35,24 @@ static double cpu_seconds(void) {
     return u.ru_utime.tv_sec + u.ru_utime.tv_usec * 1e-6 + u.ru_stime.tv_sec + u.ru_stime.tv_usec * 1e-6;
 }
 
+/* VmHWM of /proc/self/status: the peak RSS of this program's own address space. getrusage's
+ * ru_maxrss is not used: Linux carries it across fork+exec, so it would report the peak of
+ * whatever process started the agent (a 150 MB Python, say) instead of the agent's. */
 static uint64_t peak_rss_bytes(void) {
-    struct rusage u;
-    getrusage(RUSAGE_SELF, &u);
-    return (uint64_t)u.ru_maxrss * 1024; /* Linux: KiB */
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "VmHWM: %llu kB", &kib) == 1) break;
+        fclose(f);
+    }
+    if (!kib) {
+        struct rusage u;
+        getrusage(RUSAGE_SELF, &u);
+        kib = (unsigned long long)u.ru_maxrss;
+    }
+    return (uint64_t)kib * 1024;
 }
 
 static int reply_error(const char *msg, uint8_t **out, size_t *out_len) {

@@ -1,0 +1,156 @@
+"""The native board agent (fleet/agent) on loopback: mutual TLS, protobuf, the C kernel.
+
+The agent is built with CMake from the source tree (static, OpenSSL + protobuf-c), given
+certificates from the fleet CA (ecufl.fleet.deploy.certs) and the MNIST training set of ECUFL_DATA,
+and driven by the `remote` kernel (kernels/remote.py) exactly as a ClientApp would.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def agent_bin(tmp_path_factory) -> Path:
+    build = tmp_path_factory.mktemp("agent-build")
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    r = subprocess.run(["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build), *gen], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    exe = build / "ecufl-agent"
+    assert "statically linked" in subprocess.run(["file", str(exe)], capture_output=True, text=True).stdout
+    return exe
+
+
+@pytest.fixture(scope="module")
+def agent(agent_bin, tmp_path_factory, mnist_dir):
+    from ecufl.fleet.deploy.certs import PKI
+
+    d = tmp_path_factory.mktemp("agent")
+    pki = PKI(d / "state")
+    ca = pki.ensure_ca()
+    pem, key = pki.agent_server("board", "127.0.0.1")
+    cpem, ckey = pki.agent_client()
+    port = free_port()
+    conf = d / "agent.conf"
+    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {mnist_dir}\nnode = board\n")
+    log = open(d / "agent.log", "w")
+    proc = subprocess.Popen([str(agent_bin), "--config", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while "serving TLS" not in (d / "agent.log").read_text():
+        assert proc.poll() is None and time.time() < deadline, (d / "agent.log").read_text()
+        time.sleep(0.1)
+    endpoint = d / "endpoint.json"
+    endpoint.write_text(json.dumps({"node": "board", "address": f"127.0.0.1:{port}", "ca": str(ca),
+                                    "cert": str(cpem), "key": str(ckey)}))
+    try:
+        yield {"port": port, "endpoint": endpoint, "log": d / "agent.log", "ca": ca, "dir": d, "pki": pki, "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def remote(agent):
+    os.environ["ECUFL_REMOTE_AGENT"] = str(agent["endpoint"])
+    try:
+        import ecufl.kernels.remote as remote
+
+        yield importlib.reload(remote)
+    finally:
+        os.environ.pop("ECUFL_REMOTE_AGENT", None)
+
+
+def test_remote_kernel_trains_like_the_reference(remote, agent, mnist_train):
+    """784-32-10 on a 6,000-sample shard, one epoch: the agent's C kernel vs the float32 numpy truth."""
+    from ecufl.kernels import EpochOrder, create, init_params
+
+    params = init_params([784, 32, 10], 1, dtype="float32")
+    shard = np.arange(6000, 12000)
+    order = shard[EpochOrder(len(shard), 7).next()]
+    ref = create("numpy", params, dtype="float32")
+    ref.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
+    k = remote.RemoteAgentKernel(params)
+    k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(k.get_params().flat(), ref.get_params().flat()))
+    assert diff < 1e-4, diff
+    rep = k.last_report
+    assert rep.kernel == "c" and rep.samples == 6000 and rep.train_seconds > 0
+    # footprint while training 784-32-10 on a 6,000-sample shard (the MNIST training set it holds included)
+    assert 0 < rep.peak_rss_bytes <= 64 * 2**20, rep.peak_rss_bytes
+    print(f"\nagent peak RSS {rep.peak_rss_bytes / 2**20:.1f} MiB, train {rep.train_seconds:.3f} s")
+    ev = k.evaluate(mnist_train.images[shard], mnist_train.labels[shard])
+    assert ev.accuracy > 0.6
+    k.close()
+
+
+def test_agent_refuses_clients_without_a_valid_certificate(agent, tmp_path):
+    from ecufl.fleet.deploy.certs import PKI
+
+    def handshake(ctx: ssl.SSLContext) -> str:
+        with socket.create_connection(("127.0.0.1", agent["port"]), timeout=10) as raw:
+            try:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                    s.sendall(b"\0\0\0\0")
+                    return "served" if s.recv(4) else "closed"
+            except (ssl.SSLError, OSError) as e:
+                return f"refused: {e}"
+
+    before = agent["log"].read_text().count("refused 127.0.0.1")
+    no_cert = ssl.create_default_context(cafile=str(agent["ca"]))
+    assert handshake(no_cert).startswith(("refused", "closed"))
+    other = PKI(tmp_path / "other")  # a client certificate from another CA
+    opem, okey = other.agent_client()
+    foreign = ssl.create_default_context(cafile=str(agent["ca"]))
+    foreign.load_cert_chain(opem, okey)
+    assert handshake(foreign).startswith(("refused", "closed"))
+    # plaintext
+    with socket.create_connection(("127.0.0.1", agent["port"]), timeout=10) as raw:
+        raw.sendall(b"\0\0\0\4abcd")
+        raw.settimeout(10)
+        try:
+            data = raw.recv(100)
+        except OSError:
+            data = b""
+        assert not data.startswith(b"\0\0")  # at most a TLS alert, never a framed reply
+    time.sleep(0.5)
+    assert agent["log"].read_text().count("refused 127.0.0.1") >= before + 3
+    assert "TLS handshake failed" in agent["log"].read_text()
+    # the agent still serves a valid client afterwards
+    good = ssl.create_default_context(cafile=str(agent["ca"]))
+    cpem, ckey = agent["pki"].agent_client()
+    good.load_cert_chain(cpem, ckey)
+    assert handshake(good) == "served"
+
+
+def test_agent_bad_request_is_one_line(remote, agent):
+    from ecufl.kernels import init_params
+
+    k = remote.RemoteAgentKernel(init_params([784, 16, 10], 1, dtype="float32"))
+    with pytest.raises(remote.AgentError, match=r"agent board: order: an index is outside 0\.\.59999"):
+        k.train(None, None, np.array([0, 60000]), 3.0, 10)
+    k.close()
+    assert agent["proc"].poll() is None
