@@ -46,12 +46,23 @@ class OverheadRow:
     flops_per_step: float
 
 
+# CPU time of this process, not wall time: every kernel here runs single-threaded (one interpreter
+# thread, BLAS limited to one), so CPU time is its compute time, and the load that other processes
+# put on a shared machine (waiting for a core) does not count. ``use_wall_clock()`` switches.
+clock = time.process_time
+
+
+def use_wall_clock(wall: bool) -> None:
+    global clock
+    clock = time.perf_counter if wall else time.process_time
+
+
 def _median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -83,9 +94,9 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
             times: dict[str, list[float]] = {"numpy": [], "tflite": [], "plain": []}
             for _ in range(repeats):
                 for key, k in (("numpy", ref), ("tflite", fast), ("plain", plain)):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     epoch(k)
-                    times[key].append(time.perf_counter() - t0)
+                    times[key].append(clock() - t0)
             t_np, t_tfl, t_plain = (statistics.median(times[key]) for key in ("numpy", "tflite", "plain"))
 
             # One mini-batch, set once; then Invoke alone, and the public runner call.
@@ -117,9 +128,9 @@ def measure(configs: Sequence[Sequence[int]], batch_size: int, images, labels, *
             micro: dict[str, list[float]] = {"invoke": [], "direct": [], "public": []}
             for _ in range(repeats):
                 for key, fn in (("invoke", invokes), ("direct", direct_steps), ("public", public_steps)):
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     fn()
-                    micro[key].append((time.perf_counter() - t0) / n_inv)
+                    micro[key].append((clock() - t0) / n_inv)
             t_inv, t_step, t_pub = (min(micro[key]) for key in ("invoke", "direct", "public"))
             n_steps = -(-len(labels) // batch_size)
             rows.append(OverheadRow(

@@ -115,8 +115,9 @@ def ops_cmd(model):
 @click.option("--samples", default=10000, show_default=True, type=int, help="Training samples per epoch.")
 @click.option("--repeats", default=5, show_default=True, type=int)
 @click.option("--data-dir", type=click.Path(file_okay=False))
+@click.option("--wall", is_flag=True, help="Time wall clock instead of this process's CPU time.")
 @click.option("--json", "as_json", is_flag=True)
-def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
+def bench_cmd(configs, batch_size, samples, repeats, data_dir, wall, as_json):
     """Per-step cost of the TFLite interpreter beside float32 numpy, measured in the same run."""
     import json
 
@@ -125,18 +126,19 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
     from ecufl import data as mnist
     from ecufl.cli import console
 
-    from .bench import as_dicts, empty_invoke_us, intercept_us, measure
+    from .bench import as_dicts, empty_invoke_us, intercept_us, measure, use_wall_clock
 
     sizes_list = [_layers(c.replace("-", ",")) for c in configs.split(",") if c.strip()]
     _batch(batch_size)
     if samples < 1 or repeats < 1:
         raise click.UsageError("--samples and --repeats must be >= 1")
     train = mnist.load("train", data_dir)
+    use_wall_clock(wall)
     rows = measure(sizes_list, batch_size, train.images, train.labels, samples=samples, repeats=repeats)
     fit = intercept_us(rows) if len(rows) >= 2 else (float("nan"), float("nan"))
     empty = empty_invoke_us(repeats)
     if as_json:
-        click.echo(json.dumps({"rows": as_dicts(rows), "empty_invoke_us": empty, "invoke_intercept_us": fit[0],
+        click.echo(json.dumps({"clock": "wall" if wall else "process_cpu", "rows": as_dicts(rows), "empty_invoke_us": empty, "invoke_intercept_us": fit[0],
                                "invoke_ns_per_flop": fit[1]}))
         return
     t = Table(title=f"TFLite vs numpy float32, batch {batch_size}, {samples:,} samples, {repeats} repeats")
@@ -147,7 +149,7 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, as_json):
                   f"{r.tflite_plain_epoch_s:.3f}", f"{r.step_us:.1f}", f"{r.invoke_us:.1f}",
                   f"{r.public_call_us:.1f}", f"{r.numpy_step_us:.1f}", f"{r.flops_per_step / 1e3:,.0f}")
     console.print(t)
-    console.print("epoch times (s): medians; times per step (us): minima. step = the kernel's direct path, "
+    console.print(f"{'wall' if wall else 'process CPU'} time; epoch times (s): medians; times per step (us): minima. step = the kernel's direct path, "
                   "Invoke = the interpreter alone, call = SignatureRunner.__call__, np step = numpy float32 per "
                   "mini-batch; no-xnn = TFLite without the XNNPACK delegate; ratio = tflite / numpy epoch time")
     console.print(f"Invoke of a subgraph without arithmetic (get_weights, 784-2-10, 9 ops): {empty:.2f} us; "
