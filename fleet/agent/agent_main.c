@@ -133,6 +133,7 @@ static void serve(SSL_CTX *ctx, int fd, const char *peer, const agent_dataset *d
         int got = agent_read_frame(ssl, &req, &req_len, MAX_REQUEST);
         if (got <= 0) {
             if (got < 0) agent_log("client %s: bad frame or lost connection", peer);
+            else agent_log("client %s disconnected", peer);
             break;
         }
         int rc = agent_handle(ds, cfg, req, req_len, &rep, &rep_len);

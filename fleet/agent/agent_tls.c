@@ -41,7 +41,8 @@ static int read_all(SSL *ssl, uint8_t *buf, size_t n) {
     size_t got = 0;
     while (got < n) {
         int r = SSL_read(ssl, buf + got, (int)(n - got > 1 << 30 ? 1 << 30 : n - got));
-        if (r <= 0) return got == 0 && SSL_get_error(ssl, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
+        /* before the first byte of a frame, a close (with or without close_notify) is the end */
+        if (r <= 0) return got == 0 ? 0 : -1;
         got += (size_t)r;
     }
     return 1;

@@ -103,6 +103,18 @@ def build_wheel(out: Path) -> Path:
     return wheels[0]
 
 
+def build_agent(build_dir: Path) -> Path:
+    """Build ecufl-agent for this machine (x86_64) with CMake; returns the directory holding it."""
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    for cmd in (["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build_dir), *gen],
+                ["cmake", "--build", str(build_dir)]):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "rror" in ln] or (r.stderr or r.stdout).splitlines()
+            raise BundleError(f"building ecufl-agent failed: {(lines or ['?'])[0].strip()}")
+    return build_dir
+
+
 def find_natives(arch: str, natives: Path | None) -> dict[str, Path]:
     dirs = [natives] if natives else [ROOT / d for d in NATIVE_SEARCH[arch]]
     found: dict[str, Path] = {}
@@ -173,8 +185,11 @@ def build(arch: str, out_dir: Path, *, natives: Path | None = None, wheel: Path 
                 z.extractall(tree / "lib")
             contents.append(f"lib: {whl.name}")
         progs = find_natives(arch, natives)
+        if require_agent and "ecufl-agent" not in progs and arch == "x86_64":
+            progs["ecufl-agent"] = build_agent(out_dir / "agent-build-x86_64") / "ecufl-agent"
         if require_agent and "ecufl-agent" not in progs:
-            raise BundleError(f"no ecufl-agent built for {arch} (build fleet/agent first)")
+            raise BundleError(f"no ecufl-agent built for {arch}: cross-build fleet/agent (see its CMakeLists.txt) "
+                              "and give --natives DIR")
         for name, p in progs.items():
             shutil.copy2(p, tree / "bin" / name)
             contents.append(f"bin/{name}")

@@ -300,6 +300,10 @@ def superlink_start(ctx, insecure):
         if not insecure:
             for name, node_id in sl.register(inv, list(inv.boards)).items():
                 _say(f"superlink: board {name}'s node key registered (node id {node_id})")
+        from . import gateway
+
+        for name, pid in gateway.start(inv, insecure=insecure).items():
+            _say(f"gateway: SuperNode for agent board {name} (remote kernel) running (pid {pid})")
     except sl.SuperLinkError as e:
         raise Failure(str(e))
 
@@ -310,7 +314,11 @@ def superlink_stop(ctx):
     """Stop the SuperLink and its children."""
     from . import superlink as sl
 
+    from . import gateway
+
     inv = _inv(ctx.parent)
+    for name in gateway.stop(inv):
+        _say(f"gateway: SuperNode for agent board {name} stopped")
     _say("superlink: stopped" if sl.stop(inv) else "superlink: was not running")
 
 
@@ -357,6 +365,11 @@ def run_cmd(ctx, scenario, results_base):
         raise Failure("no SuperLink running for this inventory: `ecufl deploy superlink start` first")
     d = sl.folder(inv)
     spec = sc.run_spec()
+    # Agent boards train with their native C kernel, whatever the scenario names for that node.
+    if spec["kernels"]:
+        for i, (name, b) in enumerate(inv.boards.items()):
+            if b.mode == "agent":
+                spec["kernels"][i] = "remote"
     results = launch.new_results_dir(Path(results_base).resolve(), sc.name)
     spec_path = launch.write_spec(results, spec)
     env = sl.env(inv)
