@@ -94,6 +94,20 @@ TABLE: dict[str, tuple[float, str, str]] = {
     "neon.store.3": (3, "GCC-A9 neon_vst1_3_4_regs (ls_3)", "VST1 of three D registers"),
     "neon.store.4": (3, "GCC-A9 neon_vst1_3_4_regs (ls_3)", "VST1 of four D registers"),
 }
+# Floating-point operations one instruction of a class performs (a multiply-accumulate is two):
+# with the counts, the FLOP the code really executed, as opposed to the nominal FLOP of the
+# network (a kernel that skips zero pixels executes fewer than the nominal count).
+FLOP_PER_INSTRUCTION: dict[str, int] = {
+    "neon.fmla.q": 8, "neon.fmla.d": 4, "neon.fmul.q": 4, "neon.fmul.d": 2, "neon.fadd.q": 4, "neon.fadd.d": 2,
+    "vfp.mla": 2, "vfp.mla.f64": 2, "vfp.mul": 1, "vfp.mul.f64": 1, "vfp.add": 1, "vfp.add.f64": 1,
+    "vfp.div": 1, "vfp.div.f64": 1,
+}
+
+
+def executed_flops(classes: dict[str, int]) -> int:
+    return sum(n * FLOP_PER_INSTRUCTION.get(c, 0) for c, n in classes.items())
+
+
 UNPRICED_CYCLES = 1.0  # a class the table lacks counts one cycle and is reported as unpriced
 
 

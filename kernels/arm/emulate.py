@@ -16,9 +16,12 @@ Memory: the profile's memory (plus qemu's own resident memory, measured once) bo
 resident memory of the qemu process; past it the run is killed and ``MemoryLimitExceeded``
 names the profile and the figure. (RLIMIT_AS cannot do this under qemu-user, see count.run.)
 
-Trainers (one class per protocol, registered in TRAINERS by kernel name):
-  int8, int8-plain  kernels/int8/int8_check.c, the int8 engineer's job runner, built here for
-                    the board (NEON / plain ops); counted function ``i8_train``.
+Trainers (one class per protocol, registered in TRAINERS by kernel name), built here for the
+board on first use (static, cached in ~/.cache/ecufl/arm):
+  int8, int8-plain    kernels/int8/int8_check.c, the int8 kernel's job runner (NEON / plain
+                      ops); counted function ``i8_train``.
+  c, c-plain, eigen   jobs/native_job.c linked with the kernel's sources through the C ABI of
+                      common/ecufl_kernel.h; counted function ``ecufl_net_train``.
 """
 
 from __future__ import annotations
@@ -59,21 +62,40 @@ class Trainer(Protocol):
 
 
 def _build_cached(name: str, sources: list[Path], flags: list[str]) -> Path:
+    """Compile once per source/flag version into the user cache; the path of the static binary.
+    C sources as ISO C11, C++ as C++17 (with Eigen), linked by g++ when there is C++."""
     import hashlib
 
     digest = hashlib.sha256(" ".join(flags).encode())
     for src in sources:
-        digest.update(src.read_bytes())
+        digest.update(src.read_bytes() if src.is_file() else b"")
     out = microbench.cache_dir() / f"{name}-{digest.hexdigest()[:12]}"
     if out.is_file():
         return out
+    missing = [str(src) for src in sources if not src.is_file()]
+    if missing:
+        raise microbench.BuildError(f"cannot build {name}: missing {', '.join(missing)}")
+    cc = microbench.compiler()
+    cxx = cc[: -len("gcc")] + "g++" if cc.endswith("gcc") else cc
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    proc = subprocess.run([microbench.compiler(), *flags, "-o", str(tmp), *map(str, sources), "-lm"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise microbench.BuildError(f"building {name} for the board failed: {proc.stderr.strip()[-300:]}")
-    tmp.replace(out)
+    with tempfile.TemporaryDirectory(prefix="ecufl-build-") as tmp:
+        objects = []
+        for i, src in enumerate(sources):
+            obj = Path(tmp) / f"{i}-{src.stem}.o"
+            lang = (([cxx, "-std=c++17", "-I/usr/include/eigen3", "-DEIGEN_DONT_PARALLELIZE"])
+                    if src.suffix == ".cpp" else [cc, "-std=c11"])
+            proc = subprocess.run([*lang, *flags, "-c", "-o", str(obj), str(src)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise microbench.BuildError(f"building {name} for the board failed: {src.name}: "
+                                            f"{proc.stderr.strip().splitlines()[-1:]}")
+            objects.append(str(obj))
+        linker = cxx if any(src.suffix == ".cpp" for src in sources) else cc
+        tmp_out = out.with_suffix(".tmp")
+        proc = subprocess.run([linker, "-static", *flags, "-o", str(tmp_out), *objects, "-lm"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise microbench.BuildError(f"linking {name} for the board failed: {proc.stderr.strip().splitlines()[-1:]}")
+        tmp_out.replace(out)
     return out
 
 
@@ -88,7 +110,7 @@ class Int8Trainer:
     def build(self) -> Path:
         d = KERNELS_DIR / "int8"
         # the int8 library's own flags (kernels/int8/CMakeLists.txt) with the board's
-        flags = ["-O3", "-static", "-ffp-contract=off", *microbench.BOARD_FLAGS]
+        flags = ["-O3", "-ffp-contract=off", *microbench.BOARD_FLAGS]
         return _build_cached(f"int8_check-{self.kernel}", [d / "int8_check.c", d / "int8_net.c", d / self.ops], flags)
 
     def write_job(self, workdir, params, images, labels, order, lr, batch_size):
@@ -115,9 +137,29 @@ class Int8Trainer:
         return Params.from_flat(arrays)
 
 
+@dataclass(frozen=True)
+class NativeTrainer(Int8Trainer):
+    """jobs/native_job.c linked with one kernel of the C ABI (common/ecufl_kernel.h), static,
+    with the kernels' own flags (kernels/CMakeLists.txt: ISO C11/C++17, -O3 -ffp-contract=off,
+    NEON on ARM) and the board's; same job format as int8_check. Counted: ``ecufl_net_train``."""
+
+    sources: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ("ecufl_net_train",)
+
+    def build(self) -> Path:
+        k = KERNELS_DIR
+        flags = ["-O3", "-ffp-contract=off", *microbench.BOARD_FLAGS, f"-I{k / 'common'}", f"-I{k / 'c'}",
+                 '-DECUFL_COMPILER="arm-linux-gnueabihf-gcc"', '-DECUFL_FLAGS="-O3 -ffp-contract=off (ecufl emulate)"']
+        job = Path(__file__).with_name("jobs") / "native_job.c"
+        return _build_cached(f"native_job-{self.kernel}", [job, *(k / s for s in self.sources)], flags)
+
+
 TRAINERS: dict[str, Trainer] = {
     "int8": Int8Trainer("int8", "int8_ops_simd.c"),
     "int8-plain": Int8Trainer("int8-plain", "int8_ops_plain.c"),
+    "c": NativeTrainer("c", "", sources=("c/hdrnn_net.c", "c/hdrnn_opt.c")),
+    "c-plain": NativeTrainer("c-plain", "", sources=("c/hdrnn_net.c", "c/hdrnn_plain.c")),
+    "eigen": NativeTrainer("eigen", "", sources=("eigen/hdrnn_eigen.cpp",)),
 }
 
 
