@@ -46,3 +46,14 @@ def test_rows_for_int8_and_an_error_row(mnist_train):
     assert run.report["arm_instructions"] == pytest.approx(predicted, rel=0.01)
     epoch = i1 + (60000 - n1) * (i2 - i1) / (n2 - n1)
     assert ok["arm_instructions_per_epoch"] == pytest.approx(epoch, rel=1e-6)
+
+
+def test_bench_cli_unknown_target_is_one_line_exit_2():
+    import subprocess
+
+    from conftest import ecufl_cmd
+
+    proc = subprocess.run([*ecufl_cmd(), "bench", "kernels", "--kernels", "numpy", "--target", "imx7"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "--target: unknown device profile 'imx7'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -74,3 +74,7 @@ def test_default_model_uses_the_env_calibration(tmp_path, monkeypatch):
     path.write_text(json.dumps({"cycles": {"int.alu": 0.25}}))
     monkeypatch.setenv("ECUFL_A9_CALIBRATION", str(path))
     assert CostModel.load().cycles["int.alu"] == 0.25
+
+
+def test_executed_flops_count_a_multiply_accumulate_as_two():
+    assert costmodel.executed_flops({"neon.fmla.q": 10, "neon.fmul.d": 1, "vfp.mla": 3, "int.alu": 99}) == 80 + 2 + 6
