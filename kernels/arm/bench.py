@@ -101,3 +101,37 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
         })
         rows.append(row)
     return rows
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    head = ("| kernel | config | batch | A9 s/epoch | GFLOP/s (nominal) | % NEON peak (nominal) | "
+            "% NEON peak (executed FLOP) | ARM instr./epoch | NEON share |")
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["error"]:
+            lines.append(f"| {r['kernel']} | {r['config']} | {r['batch_size']} | error: {r['error']} ||||||")
+            continue
+        lines.append(f"| {r['kernel']} | {r['config']} | {r['batch_size']} | {r['projected_seconds_per_epoch']:.2f} | "
+                     f"{r['projected_gflops']:.2f} | {r['percent_of_neon_peak']:.1f} | "
+                     f"{r['percent_of_neon_peak_executed']:.1f} | {r['arm_instructions_per_epoch'] / 1e9:.2f} G | "
+                     f"{100 * r['neon_instruction_share']:.0f}% |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m ecufl.kernels.arm.bench: the projected rows alone
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(description="Projected Cortex-A9 rows (no x86 rows: see `ecufl bench kernels --target`).")
+    ap.add_argument("--kernels", default="c,c-plain,eigen,int8,int8-plain")
+    ap.add_argument("--configs", default="784-2-10,784-8-10,784-32-10,784-128-10,784-32-16-10")
+    ap.add_argument("--batch-sizes", default="10,32")
+    ap.add_argument("--target", default="imx6")
+    ap.add_argument("--samples", type=int, default=2000)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    out = arm_bench_rows(a.kernels.split(","), a.configs.split(","), a.target,
+                         batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")), samples=a.samples,
+                         progress=lambda i, n, w: print(f"[{i}/{n}] {w}", file=sys.stderr, flush=True))
+    print(json.dumps(out, indent=1) if a.json else _markdown(out))

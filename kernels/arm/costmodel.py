@@ -14,6 +14,8 @@ Known blind spots (each makes the projection optimistic or pessimistic, never ex
 - branch misprediction (about 8 cycles each on the A9 pipeline) is not counted (optimistic);
 - dual issue: the A9 issues up to two instructions per cycle (two ALUs, or ALU + NEON);
   summing them serially overstates integer-heavy code (pessimistic);
+- multi-register transfers (ldm/stm/push/pop, vldm/vstm/vpush/vpop) cost a fixed 2 / 1 cycles
+  whatever their register count (rare inside training loops);
 - instructions the A9 lacks (vfma, udiv) are not priced: under ``-cpu cortex-a9`` they SIGILL.
 ``ecufl calibrate --board`` times known-count loops on a real board and refits this table.
 
