@@ -1,0 +1,53 @@
+/* hdrnn.h: the C kernel's network struct and the two-function contract of its compute paths.
+ *
+ * hdrnn_net.c implements the C ABI (ecufl_kernel.h) once: memory, parameters, the mini-batch
+ * loop, evaluation. The arithmetic of one mini-batch lives in a *path*, chosen at build time
+ * (CMSIS-NN manner, same signature, one file each):
+ *   hdrnn_plain.c  the readable truth: one sample at a time, weights (n_out, n_in) as in the book
+ *   hdrnn_opt.c    mini-batch-blocked, SIMD (AVX2+FMA / NEON / SSE2), sparse first layer,
+ *                  weights transposed (n_in, n_out) with rows padded to the vector width
+ */
+#ifndef ECUFL_HDRNN_H
+#define ECUFL_HDRNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ecufl_kernel.h"
+
+#define HDRNN_MAX_LAYERS (ECUFL_MAX_SIZES - 1)
+
+struct ecufl_net {
+    int n_sizes, n_layers, max_batch;
+    int sizes[ECUFL_MAX_SIZES];
+    int ld[ECUFL_MAX_SIZES];  /* row stride (floats) of activations/deltas of layer l, >= sizes[l] */
+    float *w[HDRNN_MAX_LAYERS]; /* layer l's weights in the path's layout (hdrnn_weight_index) */
+    float *b[HDRNN_MAX_LAYERS]; /* biases, ld[l+1] floats (padding stays 0) */
+    float *gw[HDRNN_MAX_LAYERS]; /* gradient sums, same layout as w (plain path) */
+    float *gb[HDRNN_MAX_LAYERS];
+    float *act[ECUFL_MAX_SIZES];     /* act[l]: (max_batch, ld[l]); act[0] = the inputs p/255 */
+    float *delta[HDRNN_MAX_LAYERS];  /* delta[l]: (max_batch, ld[l+1]), error at layer l's output */
+    /* the first layer's sparse input: per sample the nonzero pixels (index, value) ... */
+    int32_t *nz_index;
+    float *nz_value;
+    int *nz_start;   /* max_batch + 1 */
+    /* ... and the same mini-batch by pixel: for pixel i, entries by_pixel_start[i].. of (sample, value) */
+    int32_t *by_pixel_start; /* sizes[0] + 1 */
+    int32_t *by_pixel_sample;
+    float *by_pixel_value;
+    float *scratch;  /* max(ld) floats */
+    void *memory;    /* the one allocation everything above points into */
+    size_t memory_bytes;
+    char error[256];
+};
+
+/* Provided by the path ------------------------------------------------------------------------ */
+extern const char hdrnn_path_name[];      /* "plain", "avx2", "neon", "sse2", "scalar" */
+extern const int hdrnn_path_transposed;   /* 1: w[l] is (n_in, ld[l+1]); 0: (n_out, n_in) */
+extern const int hdrnn_path_vector_width; /* ld[l] of hidden/output layers is a multiple of it */
+/* Activations of every layer for m samples, sample s being images row (rows ? rows[s] : first+s). */
+void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m);
+/* After hdrnn_forward on the same samples: backpropagate and apply w -= step * sum(grad). */
+void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step);
+
+#endif

@@ -1,0 +1,152 @@
+/* ecufl_idx.c: IDX reader for the trainers. The data is read straight into one exact-size buffer
+ * (no second copy: the trainer's peak memory is the data set plus a few MB). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, getrusage, stat under -std=c11 */
+#include "ecufl_idx.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#ifdef ECUFL_HAVE_ZLIB
+#include <zlib.h>
+typedef gzFile source;
+static source src_open(const char *path) { return gzopen(path, "rb"); }
+static long src_read(source s, void *buf, size_t n) {
+    size_t done = 0;
+    while (done < n) { /* gzread takes an unsigned count: read in pieces */
+        unsigned chunk = n - done > (1u << 30) ? 1u << 30 : (unsigned)(n - done);
+        int got = gzread(s, (char *)buf + done, chunk);
+        if (got < 0) return -1;
+        if (got == 0) break;
+        done += (size_t)got;
+    }
+    return (long)done;
+}
+static void src_close(source s) { gzclose(s); }
+#else
+typedef FILE *source;
+static source src_open(const char *path) { return fopen(path, "rb"); }
+static long src_read(source s, void *buf, size_t n) {
+    size_t got = fread(buf, 1, n, s);
+    return ferror(s) ? -1 : (long)got;
+}
+static void src_close(source s) { fclose(s); }
+#endif
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int ecufl_idx_read(const char *path, int dims, ecufl_idx *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    source s = src_open(path);
+    if (!s) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    uint8_t head[16];
+    size_t head_len = 4 + 4 * (size_t)dims;
+    long got = src_read(s, head, head_len);
+    if (got != (long)head_len) {
+        snprintf(err, errlen, "%s: truncated IDX header (%ld of %zu bytes)", path, got < 0 ? 0 : got, head_len);
+        src_close(s);
+        return -1;
+    }
+#ifndef ECUFL_HAVE_ZLIB
+    if (head[0] == 0x1f && head[1] == 0x8b) {
+        snprintf(err, errlen, "%s: gzip-compressed; this build reads raw IDX only (gunzip it)", path);
+        src_close(s);
+        return -1;
+    }
+#endif
+    uint32_t magic = be32(head), want = 0x0800u | (uint32_t)dims;
+    if (magic != want) {
+        snprintf(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (unsigned bytes, %d dimension%s)", path,
+                 magic, want, dims, dims > 1 ? "s" : "");
+        src_close(s);
+        return -1;
+    }
+    uint32_t count = be32(head + 4), rows = dims == 3 ? be32(head + 8) : 1, cols = dims == 3 ? be32(head + 12) : 1;
+    if (count > (1u << 24) || rows > 4096 || cols > 4096) {
+        snprintf(err, errlen, "%s: implausible dimensions %u x %u x %u", path, count, rows, cols);
+        src_close(s);
+        return -1;
+    }
+    size_t bytes = (size_t)count * rows * cols;
+    uint8_t *data = malloc(bytes ? bytes : 1);
+    if (!data) {
+        snprintf(err, errlen, "%s: out of memory for %zu bytes", path, bytes);
+        src_close(s);
+        return -1;
+    }
+    got = src_read(s, data, bytes);
+    if (got != (long)bytes) {
+        snprintf(err, errlen, "%s: truncated: %ld of %zu data bytes", path, got < 0 ? 0 : got, bytes);
+        free(data);
+        src_close(s);
+        return -1;
+    }
+    uint8_t extra;
+    if (src_read(s, &extra, 1) != 0) {
+        snprintf(err, errlen, "%s: trailing bytes after %u items", path, count);
+        free(data);
+        src_close(s);
+        return -1;
+    }
+    src_close(s);
+    out->data = data;
+    out->count = (int)count;
+    out->rows = (int)rows;
+    out->cols = (int)cols;
+    return 0;
+}
+
+static int read_one(const char *dir, const char *split, const char *kind, int dims, ecufl_idx *out, char *err, size_t errlen) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s-%s-idx%d-ubyte", dir, split, kind, dims);
+    if (stat(path, &st) != 0) {
+#ifdef ECUFL_HAVE_ZLIB
+        char gz[4100];
+        snprintf(gz, sizeof gz, "%s.gz", path);
+        if (stat(gz, &st) == 0) return ecufl_idx_read(gz, dims, out, err, errlen);
+        snprintf(err, errlen, "%s: no such file (nor .gz)", path);
+#else
+        snprintf(err, errlen, "%s: no such file (this build reads raw IDX; gunzip the .gz)", path);
+#endif
+        return -1;
+    }
+    return ecufl_idx_read(path, dims, out, err, errlen);
+}
+
+int ecufl_mnist_read(const char *dir, const char *split, ecufl_idx *images, ecufl_idx *labels, char *err, size_t errlen) {
+    memset(labels, 0, sizeof *labels);
+    if (read_one(dir, split, "images", 3, images, err, errlen)) return -1;
+    if (images->rows != 28 || images->cols != 28) {
+        snprintf(err, errlen, "%s/%s-images: images are %dx%d, expected 28x28", dir, split, images->rows, images->cols);
+        free(images->data);
+        return -1;
+    }
+    if (read_one(dir, split, "labels", 1, labels, err, errlen)) {
+        free(images->data);
+        return -1;
+    }
+    const char *problem = NULL;
+    if (labels->count != images->count) problem = "label count differs from image count";
+    for (int k = 0; !problem && k < labels->count; k++)
+        if (labels->data[k] > 9) problem = "a label is not a digit 0-9";
+    if (problem) {
+        snprintf(err, errlen, "%s/%s-labels: %s", dir, split, problem);
+        free(images->data);
+        free(labels->data);
+        return -1;
+    }
+    return 0;
+}
