@@ -166,3 +166,23 @@ def test_bad_input_one_line_exit_2(args, message):
 def test_registry_has_the_three_int8_kernels():
     for name in ("int8", "int8-plain", "int8-numpy"):
         assert kernel_class(name).name == name
+
+
+def test_standalone_trainer_is_the_same_experiment(tmp_path, mnist_dir):
+    """ecufl-train-int8 (C PRNG, C shuffle, the shared trainer) == `ecufl train --kernel int8`, bit for bit."""
+    import shutil
+    import sys
+
+    from ecufl import weights as weightfile
+
+    exe = shutil.which("ecufl-train-int8", path=str(Path(sys.executable).parent)) or shutil.which("ecufl-train-int8")
+    assert exe, "ecufl-train-int8 is not installed (pip install . builds it with the native kernels)"
+    a, b = tmp_path / "c.npz", tmp_path / "py.npz"
+    args = ["--layers", "784,32,10", "--train-limit", "3000", "--batch-size", "10", "--seed", "4", "--out"]
+    proc = subprocess.run([exe, "--data-dir", str(mnist_dir), *args, str(a)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(ecufl_cmd() + ["train", "--kernel", "int8", *args, str(b)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for x, y in zip(weightfile.load(a)[0].flat(), weightfile.load(b)[0].flat()):
+        assert np.array_equal(bits(x), bits(y))

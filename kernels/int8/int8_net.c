@@ -202,6 +202,8 @@ oom:
     return fail("out of memory for a mini-batch of %d samples", m);
 }
 
+int i8_reserve(i8_net *n, int max_batch) { return ensure_capacity(n, max_batch); }
+
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
     free(L->b); free(L->bq); free(L->w); free(L->wq);

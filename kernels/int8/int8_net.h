@@ -19,6 +19,7 @@ const char *i8_last_error(void);
 const char *i8_path(void);  /* "plain", "avx2" or "neon" */
 
 int i8_set_params(i8_net *net, const float *const *params);  /* re-applies the pruning masks */
+int i8_reserve(i8_net *net, int max_batch);  /* allocate the mini-batch buffers now */
 int i8_get_params(const i8_net *net, float *const *params);  /* float32 masters, dense */
 
 /* Mini-batch SGD over order[0..n-1] (indices into images (n_images x 784) / labels). */
