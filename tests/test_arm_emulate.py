@@ -123,3 +123,17 @@ def test_trainer_that_fails_under_emulation_is_one_line(job, monkeypatch):
     msg = str(e.value)
     assert "trainer crash (epoch 1)" in msg and "exit status 2" in msg and "unknown loop no_such_loop" in msg
     assert "\n" not in msg
+
+
+def test_train_shard_uses_the_clients_epoch_orders(job):
+    params, images, labels, _ = job
+    shard = np.arange(7000, 7250)
+    a = emulate.train_shard("int8", params, images, labels, shard, 42, 2, 3.0, 10, "imx6", model=CostModel.trm())
+    order = EpochOrder(len(shard), 42)
+    orders = [shard[order.next()].astype(np.int32) for _ in range(2)]
+    b = emulate.run_emulated("int8", params, images, labels, orders, 3.0, 10, "imx6", model=CostModel.trm())
+    for x, y in zip(a.params.flat(), b.params.flat()):
+        assert np.array_equal(x, y)
+    assert a.report["instruction_classes"] == b.report["instruction_classes"] and a.report["samples"] == 500
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        emulate.train_shard("int8", params, images, labels, shard, 42, 0, 3.0, 10, "imx6")

@@ -268,6 +268,22 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
     return EmulatedTraining(current, report)
 
 
+def train_shard(kernel: str, params: Params, images: np.ndarray, labels: np.ndarray, shard: np.ndarray,
+                order_seed: int, epochs: int, lr: float, batch_size: int, profile: str | Profile = "imx6",
+                **options: Any) -> EmulatedTraining:
+    """A client's round on an emulated board: ``epochs`` passes over ``shard`` (indices into
+    images), each in the order ``shard[EpochOrder(len(shard), order_seed).next()]``: the same
+    orders as the in-process trainer of client/runner.py, so both train the same experiment."""
+    from ..prng import EpochOrder
+
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    shard = np.asarray(shard, dtype=np.int64)
+    order = EpochOrder(len(shard), order_seed)
+    orders = [shard[order.next()].astype(np.int32) for _ in range(epochs)]
+    return run_emulated(kernel, params, images, labels, orders, lr, batch_size, profile, **options)
+
+
 def have_toolchain() -> str | None:
     """None if emulation can run here, else one line saying what is missing."""
     for tool in (microbench.CC, count.QEMU, "arm-linux-gnueabihf-objdump"):
