@@ -1,5 +1,5 @@
 # ecufl: the two commands of the README, and the steps they stand on.
-#   make run    set everything up, then run the main job (a small simulated fleet)
+#   make run    set everything up, then run the main job (quickstart on a local Flower fleet)
 #   make test   set everything up, then run the whole test suite (what CI runs)
 # Everything is installed by these rules: Debian packages (apt-get, as root or through sudo)
 # and a virtual environment in .venv with ecufl installed editable (its C/C++ kernels compiled
@@ -51,8 +51,21 @@ $(QEMU_PLUGIN_DIR)/libinsncount.so: kernels/arm/plugin/insncount.c $(QEMU_PLUGIN
 	$(CC) -O2 -fPIC -shared -Wall -Wextra $$(pkg-config --cflags glib-2.0) -I$(QEMU_PLUGIN_DIR)/include \
 	  -o $@ $< $$(pkg-config --libs glib-2.0)
 
+# The main job: the quickstart scenario on a local fleet of real Flower processes (one SuperLink,
+# four SuperNodes on loopback), started for the run and stopped after it; prints where the report is.
+# The board build: the standalone trainers (and kernel variants) for the i.MX6 (Cortex-A9, NEON),
+# static, in build/arm/. A Yocto eSDK environment (sourced environment-setup-*) exports
+# CMAKE_TOOLCHAIN_FILE and CC/CXX/CFLAGS with its --sysroot: that toolchain file is used then.
+ARM_BUILD     ?= build/arm
+ARM_TOOLCHAIN := $(or $(CMAKE_TOOLCHAIN_FILE),$(CURDIR)/kernels/cmake/armv7-cortex-a9.cmake)
+arm: system-deps
+	cmake -S kernels -B $(ARM_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(ARM_TOOLCHAIN) -DCMAKE_BUILD_TYPE=Release \
+	  -DECUFL_BUILD_PYTHON=OFF -DECUFL_BUILD_TRAINERS=ON
+	cmake --build $(ARM_BUILD) -j2
+	@ls -l $(ARM_BUILD)/ecufl-train-*
+
 run: setup
-	$(BIN)/ecufl train --kernel numpy --layers 784,30,10 --epochs 1 --batch-size 10 --lr 3.0 --seed 1
+	$(BIN)/ecufl fleet run scenarios/quickstart.toml
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

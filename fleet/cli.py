@@ -60,8 +60,8 @@ def _finish(folders: list[Path]) -> None:
     target = folders[0].parent if len(folders) > 1 else folders[0]
     html = report.build(target)
     report._wide(console).print(report.table(target))
-    console.print(f"results: {target}")
-    console.print(f"report:  {html}")
+    click.echo(f"results: {target}")  # plain echo: a path must not be wrapped by rich
+    click.echo(f"report:  {html}")
 
 
 @click.group()

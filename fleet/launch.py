@@ -162,12 +162,11 @@ def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
 def run_scenario(scenario: Scenario, results_base: Path, *, fleet: FleetState | None = None,
                  echo: Callable[[str], None] | None = None) -> list[Path]:
     """Run the scenario (once, or once per kernel of its shootout); returns the results folders."""
-    from ecufl.kernels import available
+    from ecufl.scenarios.schema import usable
 
     kernels: list[str | None] = [None]
     if scenario.shootout:
-        have = available()
-        kernels = [k for k in scenario.shootout.kernels if k.partition(":")[0] in have]
+        kernels = [k for k in scenario.shootout.kernels if usable(k.partition(":")[0])]
         missing = [k for k in scenario.shootout.kernels if k not in kernels]
         if missing and echo:
             echo(f"shootout: skipping {', '.join(missing)} (not built here; see `ecufl kernels`)")

@@ -28,6 +28,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # SuperExec polls for work (a ServerApp / ClientApp to start) every 1 s by default; the only
+    # tunable one of Flower's polling sleeps, so shorten it.
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")
     # One BLAS thread per client process: N ECUs share 2 cores, as N boards would not share one.
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(k, "1")

@@ -32,16 +32,31 @@ A kernel is a registry name (``ecufl kernels``) with an optional ``:float32``/``
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ecufl.kernels import KERNELS, available
+from ecufl.kernels import KERNELS, available, create, init_params
 
 MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
 FAULTS = ("nan", "inf", "shape", "dtype")
+
+
+@functools.lru_cache(maxsize=None)
+def usable(name: str) -> bool:
+    """Whether kernel ``name`` can be created here: its module imports *and* its native library or
+    runtime loads (a tiny 784-2-10 network is created and closed)."""
+    if name not in available():
+        return False
+    try:
+        kernel = create(name, init_params([784, 2, 10], 1, dtype="float32"))
+        kernel.close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+        return False
 
 
 class ScenarioError(ValueError):
@@ -148,7 +163,7 @@ class Scenario(BaseModel):
 
     # -- what the fleet hands to the server -------------------------------------------------------
     def node_kernels(self, kernel: str | None = None, have: list[str] | None = None) -> list[str]:
-        """One concrete kernel per node ("a|b" resolved against the kernels built here).
+        """One concrete kernel per node ("a|b": a if it is usable here, else b; see ``usable``).
 
         Empty when the scenario names no kernel: each node then uses its own node config."""
         if kernel is not None:
@@ -159,11 +174,11 @@ class Scenario(BaseModel):
             specs = [self.kernel] * self.nodes
         else:
             return []
-        have = available() if have is None else have
         out = []
         for spec in specs:
             options = [s.strip() for s in spec.split("|")]
-            pick = next((o for o in options if o.partition(":")[0] in have), options[-1])
+            name_ok = (lambda n: n in have) if have is not None else usable
+            pick = next((o for o in options if name_ok(o.partition(":")[0])), options[-1])
             out.append(pick)
         return out
 

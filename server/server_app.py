@@ -192,10 +192,19 @@ def main(grid: Grid, context: Context) -> None:
     if not spec_path.is_file():
         raise FileNotFoundError(f"run config run-spec={spec_path!s}: no such file (start runs with `ecufl fleet run`)")
     results = Results(spec_path.parent)
+    # Our log lines go to the run's server.log and to Flower's own log stream (`flwr log RUN_ID`).
+    handler = logging.FileHandler(results.dir / "server.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers = [handler, *logging.getLogger("flwr").handlers]
+    log.setLevel(logging.INFO)
+    log.propagate = False
     try:
         spec = RunSpec.from_dict(json.loads(spec_path.read_text()))
         results.event("started", run_id=grid.run.run_id if hasattr(grid, "run") else None, spec=asdict(spec))
-        summary = run(grid, spec, results, bool(context.run_config.get("resume", False)))
+        resume = bool(context.run_config.get("resume", False))
+        log.info("run %s: %s, %d nodes, %d rounds%s", spec.name, spec.engine, spec.nodes, spec.rounds,
+                 " (resumed)" if resume else "")
+        summary = run(grid, spec, results, resume)
         results.event("done", **summary)
     except Exception as e:
         results.event("failed", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=5))
