@@ -16,16 +16,19 @@ Memory: the profile's memory (plus qemu's own resident memory, measured once) bo
 resident memory of the qemu process; past it the run is killed and ``MemoryLimitExceeded``
 names the profile and the figure. (RLIMIT_AS cannot do this under qemu-user, see count.run.)
 
-Trainers (one class per protocol, registered in TRAINERS by kernel name), built here for the
-board on first use (static, cached in ~/.cache/ecufl/arm):
-  int8, int8-plain    kernels/int8/int8_check.c, the int8 kernel's job runner (NEON / plain
-                      ops); counted function ``i8_train``.
-  c, c-plain, eigen   jobs/native_job.c linked with the kernel's sources through the C ABI of
-                      common/ecufl_kernel.h; counted function ``ecufl_net_train``.
+Trainers (one class per protocol, registered in TRAINERS by kernel name): the static binaries
+of the board build, `make arm` (build/arm; built on first use):
+  c, c-plain, eigen, int8   the standalone trainers ecufl-train-<kernel> (common/trainer.c):
+                            --init, a data directory holding the epoch's samples in order,
+                            --no-shuffle, --out; counted function ``ecufl_net_train``.
+  int8-plain                int8_check_plain, the int8 kernel's job runner with the plain ops
+                            (there is no plain int8 trainer); counted function ``i8_train``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import struct
 import subprocess
@@ -61,57 +64,51 @@ class Trainer(Protocol):
     def read_params(self, workdir: Path, sizes: list[int]) -> Params: ...
 
 
-def _build_cached(name: str, sources: list[Path], flags: list[str]) -> Path:
-    """Compile once per source/flag version into the user cache; the path of the static binary.
-    C sources as ISO C11, C++ as C++17 (with Eigen), linked by g++ when there is C++."""
-    import hashlib
+REPO_ROOT = KERNELS_DIR.parent
 
-    digest = hashlib.sha256(" ".join(flags).encode())
-    for src in sources:
-        digest.update(src.read_bytes() if src.is_file() else b"")
-    out = microbench.cache_dir() / f"{name}-{digest.hexdigest()[:12]}"
-    if out.is_file():
-        return out
-    missing = [str(src) for src in sources if not src.is_file()]
-    if missing:
-        raise microbench.BuildError(f"cannot build {name}: missing {', '.join(missing)}")
-    cc = microbench.compiler()
-    cxx = cc[: -len("gcc")] + "g++" if cc.endswith("gcc") else cc
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="ecufl-build-") as tmp:
-        objects = []
-        for i, src in enumerate(sources):
-            obj = Path(tmp) / f"{i}-{src.stem}.o"
-            lang = (([cxx, "-std=c++17", "-I/usr/include/eigen3", "-DEIGEN_DONT_PARALLELIZE"])
-                    if src.suffix == ".cpp" else [cc, "-std=c11"])
-            proc = subprocess.run([*lang, *flags, "-c", "-o", str(obj), str(src)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise microbench.BuildError(f"building {name} for the board failed: {src.name}: "
-                                            f"{proc.stderr.strip().splitlines()[-1:]}")
-            objects.append(str(obj))
-        linker = cxx if any(src.suffix == ".cpp" for src in sources) else cc
-        tmp_out = out.with_suffix(".tmp")
-        proc = subprocess.run([linker, "-static", *flags, "-o", str(tmp_out), *objects, "-lm"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise microbench.BuildError(f"linking {name} for the board failed: {proc.stderr.strip().splitlines()[-1:]}")
-        tmp_out.replace(out)
-    return out
+
+def arm_build_dir() -> Path:
+    return Path(os.environ.get("ECUFL_ARM_BUILD") or REPO_ROOT / "build" / "arm")
+
+
+def board_binary(name: str) -> Path:
+    """A static board binary of `make arm` (build/arm, or $ECUFL_ARM_BUILD); built on first use.
+
+    The board build is the project's one (kernels/CMakeLists.txt with the armv7-cortex-a9
+    toolchain file), so the emulated trainer is the binary a board would run, with its flags.
+    Rebuild with `make arm` after changing a kernel."""
+    d = arm_build_dir()
+    found = next((p for p in (d / name, d / "int8" / name) if p.is_file()), None)
+    if found:
+        return found
+    makefile = REPO_ROOT / "Makefile"
+    if "ECUFL_ARM_BUILD" in os.environ or not makefile.is_file():
+        raise count.EmulationError(f"board binary {name} not found in {d}: build it with `make arm`")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / ".arm-build.lock", "w") as lock:  # several emulated clients may start at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = next((p for p in (d / name, d / "int8" / name) if p.is_file()), None)
+        if found:
+            return found
+        proc = subprocess.run(["make", "-C", str(REPO_ROOT), "arm"], capture_output=True, text=True)
+    found = next((p for p in (d / name, d / "int8" / name) if p.is_file()), None)
+    if proc.returncode != 0 or not found:
+        tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-1:]
+        raise count.EmulationError(f"`make arm` did not produce {name}" + (f": {tail[0]}" if tail else ""))
+    return found
 
 
 @dataclass(frozen=True)
 class Int8Trainer:
-    """int8_check JOB OUT (format in kernels/int8/int8_check.c); dense training (no masks)."""
+    """int8_check JOB OUT (job format in kernels/int8/int8_check.c): the int8 kernel's job runner
+    from the board build; dense training (no masks). Counted: ``i8_train``."""
 
     kernel: str
-    ops: str  # int8_ops_simd.c (NEON on ARM) or int8_ops_plain.c
+    binary: str  # int8_check (NEON ops) or int8_check_plain
     functions: tuple[str, ...] = ("i8_train",)
 
     def build(self) -> Path:
-        d = KERNELS_DIR / "int8"
-        # the int8 library's own flags (kernels/int8/CMakeLists.txt) with the board's
-        flags = ["-O3", "-ffp-contract=off", *microbench.BOARD_FLAGS]
-        return _build_cached(f"int8_check-{self.kernel}", [d / "int8_check.c", d / "int8_net.c", d / self.ops], flags)
+        return board_binary(self.binary)
 
     def write_job(self, workdir, params, images, labels, order, lr, batch_size):
         sizes = params.sizes
@@ -137,29 +134,58 @@ class Int8Trainer:
         return Params.from_flat(arrays)
 
 
-@dataclass(frozen=True)
-class NativeTrainer(Int8Trainer):
-    """jobs/native_job.c linked with one kernel of the C ABI (common/ecufl_kernel.h), static,
-    with the kernels' own flags (kernels/CMakeLists.txt: ISO C11/C++17, -O3 -ffp-contract=off,
-    NEON on ARM) and the board's; same job format as int8_check. Counted: ``ecufl_net_train``."""
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file as MNIST ships them: magic (0, 0, ubyte, ndim), big-endian dims, the bytes."""
+    with open(path, "wb") as f:
+        f.write(struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, np.uint8).tobytes())
 
-    sources: tuple[str, ...] = ()
+
+@dataclass(frozen=True)
+class StandaloneTrainer:
+    """The standalone trainer ``ecufl-train-<kernel>`` of the board build (kernels/common/trainer.c),
+    as a board runs it: ``--init`` the round's weights, ``--no-shuffle`` over a data directory
+    whose training files hold exactly the epoch's samples in the epoch's order, ``--out`` the new
+    weights. Its test set is one sample (evaluation is not the client's job here). Counted:
+    ``ecufl_net_train``, called once per run."""
+
+    kernel: str
+    binary: str
     functions: tuple[str, ...] = ("ecufl_net_train",)
 
     def build(self) -> Path:
-        k = KERNELS_DIR
-        flags = ["-O3", "-ffp-contract=off", *microbench.BOARD_FLAGS, f"-I{k / 'common'}", f"-I{k / 'c'}",
-                 '-DECUFL_COMPILER="arm-linux-gnueabihf-gcc"', '-DECUFL_FLAGS="-O3 -ffp-contract=off (ecufl emulate)"']
-        job = Path(__file__).with_name("jobs") / "native_job.c"
-        return _build_cached(f"native_job-{self.kernel}", [job, *(k / s for s in self.sources)], flags)
+        return board_binary(self.binary)
+
+    def write_job(self, workdir, params, images, labels, order, lr, batch_size):
+        from ecufl import weights as weightfile
+
+        data = workdir / "data"
+        data.mkdir(exist_ok=True)
+        rows = np.asarray(order, np.int64)
+        pixels = images[rows].reshape(len(rows), 28, 28)
+        _write_idx(data / "train-images-idx3-ubyte", pixels)
+        _write_idx(data / "train-labels-idx1-ubyte", labels[rows])
+        _write_idx(data / "t10k-images-idx3-ubyte", pixels[:1])
+        _write_idx(data / "t10k-labels-idx1-ubyte", labels[rows[:1]])
+        weightfile.save(workdir / "in.npz", params.astype("float32"), kernel=self.kernel)
+        (workdir / "out.npz").unlink(missing_ok=True)
+        return ["--layers", ",".join(map(str, params.sizes)), "--epochs", "1", "--batch-size", str(batch_size),
+                "--lr", repr(float(lr)), "--no-shuffle", "--init", str(workdir / "in.npz"),
+                "--out", str(workdir / "out.npz"), "--data-dir", str(data)]
+
+    def read_params(self, workdir, sizes):
+        from ecufl import weights as weightfile
+
+        params, _ = weightfile.load(workdir / "out.npz")
+        return params
 
 
 TRAINERS: dict[str, Trainer] = {
-    "int8": Int8Trainer("int8", "int8_ops_simd.c"),
-    "int8-plain": Int8Trainer("int8-plain", "int8_ops_plain.c"),
-    "c": NativeTrainer("c", "", sources=("c/hdrnn_net.c", "c/hdrnn_opt.c")),
-    "c-plain": NativeTrainer("c-plain", "", sources=("c/hdrnn_net.c", "c/hdrnn_plain.c")),
-    "eigen": NativeTrainer("eigen", "", sources=("eigen/hdrnn_eigen.cpp",)),
+    "c": StandaloneTrainer("c", "ecufl-train-c"),
+    "c-plain": StandaloneTrainer("c-plain", "ecufl-train-c-plain"),
+    "eigen": StandaloneTrainer("eigen", "ecufl-train-eigen"),
+    "int8": StandaloneTrainer("int8", "ecufl-train-int8"),
+    "int8-plain": Int8Trainer("int8-plain", "int8_check_plain"),
 }
 
 
