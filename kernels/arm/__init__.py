@@ -8,4 +8,7 @@ One module per idea:
 - ``profiles.py``         device profiles: clock and memory of each board
 - ``calibrate.py``        time the known-count loops on a real board and fit the cycle table
 - ``emulate.py``          train with a static ARM trainer under emulation (weights, counts, time)
+- ``bench.py``            projected A9 rows for ``ecufl bench kernels --target imx6``
+- ``microbench.py``       the known-count loops (``loops/``), built for the board
+- ``cli.py``              ``ecufl calibrate``
 """
