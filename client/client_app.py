@@ -113,6 +113,7 @@ def train(msg: Message, context: Context) -> Message:
     report.dtype = outcome.dtype
     report.setup_seconds = outcome.setup_seconds
     report.train_seconds = outcome.train_seconds
+    report.train_cpu_seconds = outcome.train_cpu_seconds
     report.local_loss = outcome.local_loss
     report.local_accuracy = outcome.local_accuracy
     report.trainer = outcome.trainer

@@ -43,6 +43,7 @@ class TrainOutcome:
     samples: int
     setup_seconds: float
     train_seconds: float
+    train_cpu_seconds: float
     local_loss: float
     local_accuracy: float
     trainer: str
@@ -65,16 +66,16 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
     setup = time.perf_counter() - t0
     try:
         order = EpochOrder(len(job.shard), job.order_seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(job.epochs):
             kernel.train(images, labels, job.shard[order.next()], job.lr, job.batch_size)
-        train = time.perf_counter() - t0
+        train, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = kernel.evaluate(images[job.shard], labels[job.shard])
         params = kernel.get_params()
     finally:
         kernel.close()
     return TrainOutcome(params=params, dtype=dtype, samples=len(job.shard), setup_seconds=setup,
-                        train_seconds=train, local_loss=ev.loss, local_accuracy=ev.accuracy,
+                        train_seconds=train, train_cpu_seconds=train_cpu, local_loss=ev.loss, local_accuracy=ev.accuracy,
                         trainer="in-process")
 
 

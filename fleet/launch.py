@@ -138,7 +138,7 @@ def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
     log = folder / "superlink.log"
     pid = procs.start([procs.tool("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
                        "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
-                      env, log, folder)
+                      env, log, folder, tied=True)
     try:
         end = time.monotonic() + 120
         while not healthy(port):

@@ -48,11 +48,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> int:
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the process that started us dies (Linux prctl)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path, *, tied: bool = False) -> int:
+    """Start ``cmd`` in its own process group; ``tied``: it is stopped when this process dies, even
+    by SIGKILL (a simulation SuperLink lives only as long as the ``ecufl sim`` that started it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent if tied and sys.platform == "linux" else None)
     return proc.pid
 
 

@@ -47,6 +47,7 @@ def test_train_reply_and_report(mnist_dir):
     assert (r.node_id, r.partition_id, r.num_partitions, r.server_round) == (7, 1, 3, 1)
     assert (r.kernel, r.dtype, list(r.layers), r.samples) == ("numpy:float32", "float32", SIZES, 200)
     assert r.train_seconds > 0 and r.cpu_seconds > 0 and r.peak_rss_bytes > 50 * 2**20
+    assert 0 < r.train_cpu_seconds <= r.cpu_seconds
     assert r.bytes_received == r.bytes_sent > 4 * (784 * 16 + 16 + 16 * 10 + 10)  # float32 payload + npy headers
     assert 0 < r.local_accuracy <= 1 and r.profile == "host" and r.trainer == "in-process"
     assert not r.HasField("arm_instructions")  # filled only by board profiles
