@@ -97,3 +97,26 @@ def test_cli_scenario_check(tmp_path):
     proc = subprocess.run([*ecufl_cmd(), "scenario", "check", str(ROOT / "scenarios" / "quickstart.toml")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ok: deployment, 4 nodes, 3 rounds" in proc.stdout
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["fleet", "up", "--nodes", "0"], "--nodes must be in 1..64"),
+    (["fleet", "up", "--kernels", "numpy,cuda"], "--kernels: unknown kernel 'cuda'"),
+    (["fleet", "run"], "give a SCENARIO file"),
+    (["fleet", "run", "--resume", "no-such-results"], "--resume no-such-results: no readable spec.json"),
+])
+def test_cli_fleet_bad_flags_exit_2_and_start_nothing(tmp_path, args, expect):
+    state = tmp_path / "state"
+    proc = subprocess.run([*ecufl_cmd(), *args, "--state", str(state)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], lines
+    assert not state.exists()
+
+
+def test_cli_fleet_down_and_status_without_a_fleet(tmp_path):
+    for cmd, expect in ((["fleet", "down"], "no fleet running"), (["fleet", "status"], "no fleet in")):
+        proc = subprocess.run([*ecufl_cmd(), *cmd, "--state", str(tmp_path / "s")], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0 and expect in proc.stdout
