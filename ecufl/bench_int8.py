@@ -7,13 +7,13 @@ kernels' float32 training masters are shown separately), for float C vs int8 and
 0/50/75/90%.
 
 How it measures:
-- every row runs in a fresh subprocess (``python -m ecufl.bench_int8 --worker``), single-threaded
-  (OMP/OPENBLAS/MKL_NUM_THREADS=1 and threadpoolctl), from the same initial weights and the same
-  epoch orders (``init_params`` / ``EpochOrder`` of the seed);
-- pruning is one-shot after a dense warm-up epoch (``prune.py``), so a pruned row's time per epoch
-  is the median over the epochs after pruning, and a dense row's the median over all epochs;
-- rows are run in rounds (every kernel once per round, ``--rounds``) and each row reports its
-  best round, so a burst of load on this shared machine hits every kernel alike;
+- each config runs in a fresh subprocess (``python -m ecufl.bench_int8 --worker``), single-threaded
+  (OMP/OPENBLAS/MKL_NUM_THREADS=1 and threadpoolctl); all its rows train side by side from the same
+  initial weights and the same epoch orders (``init_params`` / ``EpochOrder`` of the seed),
+  interleaved epoch by epoch, so a burst of load on this shared machine hits every kernel alike;
+- time per epoch is the fastest epoch of a row (the least disturbed one); pruning is one-shot
+  after a dense warm-up epoch (``prune.py``), so a pruned row's time is taken over the epochs
+  after pruning;
 - ratios (``x float C``) are to the dense float C row of the same config in the same run:
   ``c`` (issue 5's optimised kernel) where it is built, else ``c-sparse`` at 0% (the float C
   pruning path of this package, unpruned).
@@ -38,7 +38,8 @@ DEFAULT_CONFIGS = "784-32-10,784-128-10"
 DEFAULT_SPARSITIES = "0.5,0.75,0.9"
 
 
-def worker(spec: dict[str, Any]) -> dict[str, Any]:
+def worker(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """All rows of one config in one process, interleaved epoch by epoch (see the module doc)."""
     from threadpoolctl import threadpool_limits
 
     from ecufl import data as mnist
@@ -48,35 +49,52 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     train, test = mnist.load("train"), mnist.load("test")
     params = init_params(sizes, spec["seed"], dtype="float32", scaled=spec.get("scaled_init", False))
     order = EpochOrder(len(train), spec["seed"])
-    opts = {"prune": spec["prune"]} if spec["prune"] else {}
-    seconds = []
+    rows = spec["rows"]
+    seconds: list[list[float]] = [[] for _ in rows]
     with threadpool_limits(1):
-        k = create(spec["kernel"], params, dtype="float32", **opts)
+        kernels, errors = [], {}
+        for r, (name, s) in enumerate(rows):
+            try:
+                kernels.append(create(name, params, dtype="float32", **({"prune": s} if s else {})))
+            except Exception as e:  # a kernel that is not built here: its row says so, the others run
+                kernels.append(None)
+                errors[r] = f"{type(e).__name__}: {e}"
         for _ in range(spec["epochs"]):
             idx = order.next()
-            t0 = time.perf_counter()
-            k.train(train.images, train.labels, idx, spec["lr"], spec["batch_size"])
-            seconds.append(time.perf_counter() - t0)
-        ev = k.evaluate(test.images, test.labels)
-        info = k.describe()
-        wbytes = k.weight_bytes()
-        k.close()
-    timed = seconds[1:] if spec["prune"] and len(seconds) > 1 else seconds  # after the warm-up epoch
-    return {**spec, "accuracy": ev.accuracy, "epoch_seconds": seconds, "seconds_per_epoch": statistics.median(timed),
-            "weight_bytes": wbytes, "bits": info.get("bits", 32), "sparsity": info.get("sparsity", 0.0),
-            "master_bytes": info.get("master_bytes"), "path": info.get("path", "")}
+            for r, k in enumerate(kernels):
+                if k is None:
+                    continue
+                t0 = time.perf_counter()
+                k.train(train.images, train.labels, idx, spec["lr"], spec["batch_size"])
+                seconds[r].append(time.perf_counter() - t0)
+        out = []
+        common = {x: spec[x] for x in ("config", "epochs", "lr", "batch_size", "seed", "scaled_init")}
+        for r, ((name, s), k, secs) in enumerate(zip(rows, kernels, seconds)):
+            if k is None:
+                out.append({**common, "kernel": name, "prune": s, "error": errors[r]})
+                continue
+            ev = k.evaluate(test.images, test.labels)
+            info = k.describe()
+            timed = secs[1:] if s and len(secs) > 1 else secs  # after the dense warm-up epoch
+            out.append({**common, "kernel": name, "prune": s, "accuracy": ev.accuracy, "epoch_seconds": secs,
+                        "seconds_per_epoch": min(timed), "weight_bytes": k.weight_bytes(),
+                        "bits": info.get("bits", 32), "sparsity": info.get("sparsity", 0.0),
+                        "master_bytes": info.get("master_bytes"), "path": info.get("path", "")})
+            k.close()
+    return out
 
 
-def run_worker(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run_worker(spec: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     env = dict(os.environ, **SINGLE_THREAD_ENV)
+    base = [{**spec, "kernel": k, "prune": s} for k, s in spec["rows"]]
     try:
         proc = subprocess.run([sys.executable, "-m", "ecufl.bench_int8", "--worker", json.dumps(spec)],
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+        return [{**b, "error": f"timed out after {timeout:.0f} s"} for b in base]
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        return {**spec, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+        return [{**b, "error": lines[-1] if lines else f"exit {proc.returncode}"} for b in base]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -95,16 +113,15 @@ def plan(configs: list[str], sparsities: list[float], with_c: bool, with_numpy: 
 @click.option("--configs", default=DEFAULT_CONFIGS, show_default=True, help="Comma-separated layer configs.")
 @click.option("--sparsities", default=DEFAULT_SPARSITIES, show_default=True, help="Comma-separated pruning targets.")
 @click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--rounds", default=1, show_default=True, type=int, help="Runs per row; the best is kept.")
 @click.option("--lr", default=3.0, show_default=True, type=float)
 @click.option("--batch-size", default=10, show_default=True, type=int)
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--scaled-init", is_flag=True, help="Initial weights divided by sqrt(n_in) (network2.py).")
 @click.option("--no-numpy", is_flag=True, help="Leave out the numpy float32 reference row.")
-@click.option("--timeout", default=1800.0, show_default=True, type=float, help="Seconds per row.")
+@click.option("--timeout", default=3600.0, show_default=True, type=float, help="Seconds per config.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--markdown", is_flag=True)
-def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, scaled_init, no_numpy, timeout, as_json,
+def bench_prune(configs, sparsities, epochs, lr, batch_size, seed, scaled_init, no_numpy, timeout, as_json,
                 markdown):
     """Accuracy, time per epoch and weight bytes: float C vs int8, dense and pruned (issue 7's table)."""
     from ecufl.cli import console, fmt_bytes
@@ -120,28 +137,20 @@ def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, scale
         sps = [check_sparsity(v, "--sparsities") for v in sparsities.split(",") if v.strip()]
     except ValueError as e:
         raise click.UsageError(str(e).replace("invalid literal for int() with base 10", "--configs: not a number"))
-    if epochs < 1 or rounds < 1 or batch_size < 1 or not lr > 0:
-        raise click.UsageError("--epochs, --rounds and --batch-size must be >= 1 and --lr positive")
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise click.UsageError("--epochs and --batch-size must be >= 1 and --lr positive")
     have = set(available())
     for k in ("int8", "c-sparse"):
         if k not in have:
             raise click.UsageError(f"kernel {k!r} is not built here; reinstall ecufl with `pip install .`")
     rows = plan(cfgs, [s for s in sps if s > 0], "c" in have, not no_numpy)
-    specs = [dict(kernel=k, prune=s, config=c, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                  scaled_init=scaled_init)
-             for c in cfgs for k, s in rows]
-    results: dict[int, dict[str, Any]] = {}
+    out_rows: list[dict[str, Any]] = []
     with console.status("") as status:
-        for r in range(rounds):
-            for i, spec in enumerate(specs):
-                status.update(f"round {r + 1}/{rounds}, {i + 1}/{len(specs)}: {spec['kernel']} "
-                              f"{spec['config']} prune {spec['prune']}")
-                out = run_worker(spec, timeout)
-                best = results.get(i)
-                if best is None or ("error" in best and "error" not in out) or (
-                        "error" not in out and "error" not in best and out["seconds_per_epoch"] < best["seconds_per_epoch"]):
-                    results[i] = out
-    out_rows = [results[i] for i in range(len(specs))]
+        for i, c in enumerate(cfgs):
+            status.update(f"config {c} ({i + 1}/{len(cfgs)}): {len(rows)} kernels x {epochs} epochs, interleaved")
+            spec = dict(config=c, rows=rows, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                        scaled_init=scaled_init)
+            out_rows += run_worker(spec, timeout)
     for c in cfgs:
         base = next((r for r in out_rows if r["config"] == c and r["kernel"] == ("c" if "c" in have else "c-sparse")
                      and not r["prune"] and "error" not in r), None)
@@ -169,7 +178,7 @@ def bench_prune(configs, sparsities, epochs, rounds, lr, batch_size, seed, scale
     base_name = "c" if "c" in have else "c-sparse (unpruned)"
     note = (f"float C baseline: {base_name}; lr {lr}, batch {batch_size}, seed {seed}"
             f"{', scaled init' if scaled_init else ''}; pruning one-shot after "
-            f"1 dense epoch, s/epoch of pruned rows = median of the epochs after pruning")
+            f"1 dense epoch; s/epoch = fastest epoch (pruned rows: after pruning), kernels interleaved epoch by epoch")
     if markdown:
         click.echo("| " + " | ".join(headers) + " |")
         click.echo("|" + "---|" * len(headers))

@@ -39,6 +39,7 @@ typedef struct {
     /* dense storage (n_out x ld), or NULL when sparse */
     float *w;
     int8_t *wq;
+    float *colmax;    /* ld: max_j |w[j][i]| of the dense masters (kept by i8_fc_update) */
     /* CSC storage when pruned, in blocks of `block` consecutive output rows (1 or 8) */
     int sparse, nnz, block;
     int32_t *colptr;  /* n_in + 1, in weights */
@@ -143,6 +144,16 @@ static void requantise(layer_t *L, float maxabs) {
     }
 }
 
+static void dense_colmax(layer_t *L) {  /* after the masters change outside a training step */
+    if (L->sparse) return;
+    for (int i = 0; i < L->ld; i++) L->colmax[i] = 0.0f;
+    for (int j = 0; j < L->n_out; j++)
+        for (int i = 0; i < L->ld; i++) {
+            float v = fabsf(L->w[(long)j * L->ld + i]);
+            L->colmax[i] = v > L->colmax[i] ? v : L->colmax[i];
+        }
+}
+
 static float master_maxabs(const layer_t *L) {
     float mx = 0.0f;
     long n = L->sparse ? L->nnz : (long)L->n_out * L->ld;
@@ -206,7 +217,7 @@ int i8_reserve(i8_net *n, int max_batch) { return ensure_capacity(n, max_batch);
 
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
-    free(L->b); free(L->bq); free(L->w); free(L->wq);
+    free(L->b); free(L->bq); free(L->w); free(L->wq); free(L->colmax);
     free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
     memset(L, 0, sizeof *L);
 }
@@ -239,7 +250,8 @@ i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params) {
         L->bq = zalloc(sizeof(int16_t) * L->n_out);
         L->w = zalloc(sizeof(float) * (size_t)L->n_out * L->ld);
         L->wq = zalloc((size_t)L->n_out * L->ld);
-        if (!L->b || !L->bq || !L->w || !L->wq) { i8_destroy(n); fail("out of memory"); return NULL; }
+        L->colmax = zalloc(sizeof(float) * L->ld);
+        if (!L->b || !L->bq || !L->w || !L->wq || !L->colmax) { i8_destroy(n); fail("out of memory"); return NULL; }
     }
     if (i8_set_params(n, params) != 0) { i8_destroy(n); return NULL; }
     return n;
@@ -256,6 +268,7 @@ int i8_set_params(i8_net *n, const float *const *params) {
         } else {
             for (int j = 0; j < L->n_out; j++)
                 memcpy(L->w + (long)j * L->ld, w + (long)j * L->n_in, sizeof(float) * L->n_in);
+            dense_colmax(L);
         }
         requantise(L, master_maxabs(L));
     }
@@ -322,7 +335,8 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     L->colptr[L->n_in] = (int32_t)k;
     L->nnz = (int)nnz;
     free(dense);
-    free(L->w); free(L->wq);  /* the dense copies are gone: the footprint is the CSR one */
+    free(L->w); free(L->wq); free(L->colmax);  /* the dense copies are gone: the footprint is the CSC one */
+    L->colmax = NULL;
     L->w = NULL; L->wq = NULL;
     L->sparse = 1;
     requantise(L, master_maxabs(L));
@@ -519,7 +533,7 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
             new_maxabs[l] = sparse_update(n, L, n->dq, c_w);
         } else {
             i8_pack_acts(n->act[l], m, L->ld, n->packed);
-            new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w);
+            new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w, L->colmax);
         }
         for (int j = 0; j < L->n_out; j++) {
             int32_t gb = 0;

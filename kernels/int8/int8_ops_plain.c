@@ -19,9 +19,10 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *scratch) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w) {
+                   int ld, float c, float *w, float *colmax) {
     (void)packed;
     float maxabs = 0.0f;
+    for (int i = 0; i < ld; i++) colmax[i] = 0.0f;
     for (int j = 0; j < n_out; j++) {
         float *row = w + (long)j * ld;
         for (int i = 0; i < ld; i++) {
@@ -31,6 +32,7 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             row[i] = row[i] - t;
             float v = fabsf(row[i]);
             if (v > maxabs) maxabs = v;
+            if (v > colmax[i]) colmax[i] = v;
         }
     }
     return maxabs;

@@ -23,15 +23,30 @@ static inline int32_t hsum8(__m256i v) {
     return _mm_cvtsi128_si32(x);
 }
 
+/* Offsets of the 32-byte chunks of a row pair (a0, a1) that hold a nonzero input: an MNIST
+ * image is mostly background, and zero inputs add nothing to the integer sums. */
+static int nonzero_chunks(const uint8_t *a0, const uint8_t *a1, int ld, int *chunks) {
+    int n = 0;
+    for (int i = 0; i < ld; i += 32) {
+        __m256i v = _mm256_load_si256((const __m256i *)(a0 + i));
+        if (a1) v = _mm256_or_si256(v, _mm256_load_si256((const __m256i *)(a1 + i)));
+        if (!_mm256_testz_si256(v, v)) chunks[n++] = i;
+    }
+    return n;
+}
+
 void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
+    int chunks[2048];  /* ld <= 65536 */
     int s = 0;
     for (; s + 2 <= m; s += 2) {  /* two samples share each weight load */
         const uint8_t *a0 = a + (long)s * ld, *a1 = a0 + ld;
+        const int nc = nonzero_chunks(a0, a1, ld, chunks);
         for (int j = 0; j < n_out; j++) {
             const int8_t *wr = wq + (long)j * ld;
             __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-            for (int i = 0; i < ld; i += 32) {
+            for (int c = 0; c < nc; c++) {
+                const int i = chunks[c];
                 __m256i wv = _mm256_load_si256((const __m256i *)(wr + i));
                 __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)), wv);
                 __m256i p1 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a1 + i)), wv);
@@ -44,10 +59,12 @@ void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld,
     }
     for (; s < m; s++) {
         const uint8_t *a0 = a + (long)s * ld;
+        const int nc = nonzero_chunks(a0, NULL, ld, chunks);
         for (int j = 0; j < n_out; j++) {
             const int8_t *wr = wq + (long)j * ld;
             __m256i s0 = _mm256_setzero_si256();
-            for (int i = 0; i < ld; i += 32) {
+            for (int c = 0; c < nc; c++) {
+                const int i = chunks[c];
                 __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)),
                                                   _mm256_load_si256((const __m256i *)(wr + i)));
                 s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
@@ -75,14 +92,24 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w) {
+                   int ld, float c, float *w, float *colmax) {
     (void)a;
     enum { MAXP = 256 };  /* batch <= 512 (reference.MAX_BATCH) */
     __m256i dpair[MAXP];
+    int blocks[8192];  /* 8-column blocks with a nonzero input in the batch (ld <= 65536) */
+    int nb = 0;
     const int np = (m + 1) / 2;
+    for (int i = 0; i < ld; i += 8) {
+        __m256i any = _mm256_setzero_si256();
+        for (int p = 0; p < np; p++)
+            any = _mm256_or_si256(any, _mm256_load_si256((const __m256i *)(packed + ((long)p * ld + i) * 2)));
+        if (!_mm256_testz_si256(any, any)) {
+            blocks[nb++] = i;
+            _mm256_storeu_ps(colmax + i, _mm256_setzero_ps());  /* recomputed below */
+        }
+    }
     const __m256 cv = _mm256_set1_ps(c);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    __m256 vmax = _mm256_setzero_ps();
     for (int j = 0; j < n_out; j++) {
         for (int p = 0; p < np; p++) {
             uint16_t d0 = (uint16_t)dq[(2 * p) * n_out + j];
@@ -90,7 +117,8 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             dpair[p] = _mm256_set1_epi32((int32_t)((uint32_t)d0 | ((uint32_t)d1 << 16)));
         }
         float *row = w + (long)j * ld;
-        for (int i = 0; i < ld; i += 8) {
+        for (int b = 0; b < nb; b++) {
+            const int i = blocks[b];
             __m256i g = _mm256_setzero_si256();
             for (int p = 0; p < np; p++)
                 g = _mm256_add_epi32(g, _mm256_madd_epi16(
@@ -98,9 +126,11 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(g), cv);
             __m256 wv = _mm256_sub_ps(_mm256_load_ps(row + i), t);
             _mm256_store_ps(row + i, wv);
-            vmax = _mm256_max_ps(vmax, _mm256_and_ps(wv, absmask));
+            _mm256_storeu_ps(colmax + i, _mm256_max_ps(_mm256_loadu_ps(colmax + i), _mm256_and_ps(wv, absmask)));
         }
     }
+    __m256 vmax = _mm256_setzero_ps();
+    for (int i = 0; i < ld; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(colmax + i));
     float lanes[8];
     _mm256_storeu_ps(lanes, vmax);
     float mx = 0.0f;
@@ -131,13 +161,23 @@ void i8_quantise(const float *w, int n, float qmul, int8_t *wq) {
 
 const char *i8_ops_path(void) { return "neon"; }
 
+static inline int any_nonzero_u8(uint8x16_t v) {
+    uint64x2_t w = vreinterpretq_u64_u8(v);
+    return (vgetq_lane_u64(w, 0) | vgetq_lane_u64(w, 1)) != 0;
+}
+
 void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
+    int chunks[4096];  /* 16-byte chunks holding a nonzero input (MNIST: mostly background) */
     for (int s = 0; s < m; s++) {
         const int8_t *ar = (const int8_t *)(a + (long)s * ld);  /* 0..127 is the same as s8 */
+        int nc = 0;
+        for (int i = 0; i < ld; i += 16)
+            if (any_nonzero_u8(vld1q_u8((const uint8_t *)ar + i))) chunks[nc++] = i;
         for (int j = 0; j < n_out; j++) {
             const int8_t *wr = wq + (long)j * ld;
             int32x4_t sum = vdupq_n_s32(0);
-            for (int i = 0; i < ld; i += 16) {
+            for (int c = 0; c < nc; c++) {
+                const int i = chunks[c];
                 int8x16_t av = vld1q_s8(ar + i), wv = vld1q_s8(wr + i);
                 int16x8_t p = vmull_s8(vget_low_s8(av), vget_low_s8(wv));
                 p = vmlal_s8(p, vget_high_s8(av), vget_high_s8(wv));  /* |2 products| < 2^15 */
@@ -159,13 +199,23 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w) {
-    (void)a;
+                   int ld, float c, float *w, float *colmax) {
+    int blocks[8192];  /* 8-column blocks with a nonzero input in the batch */
+    int nb = 0;
+    for (int i = 0; i < ld; i += 8) {
+        uint8x8_t any = vdup_n_u8(0);
+        for (int s = 0; s < m; s++) any = vorr_u8(any, vld1_u8(a + (long)s * ld + i));
+        if (vget_lane_u64(vreinterpret_u64_u8(any), 0)) {
+            blocks[nb++] = i;
+            vst1q_f32(colmax + i, vdupq_n_f32(0.0f));
+            vst1q_f32(colmax + i + 4, vdupq_n_f32(0.0f));
+        }
+    }
     const float32x4_t cv = vdupq_n_f32(c);
-    float32x4_t vmax = vdupq_n_f32(0.0f);
     for (int j = 0; j < n_out; j++) {
         float *row = w + (long)j * ld;
-        for (int i = 0; i < ld; i += 8) {
+        for (int b = 0; b < nb; b++) {
+            const int i = blocks[b];
             int32x4_t g0 = vdupq_n_s32(0), g1 = vdupq_n_s32(0);
             for (int s = 0; s < m; s++) {
                 int16x8_t x = vld1q_s16(packed + (long)s * ld + i);
@@ -178,9 +228,12 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             float32x4_t w1 = vsubq_f32(vld1q_f32(row + i + 4), vmulq_f32(vcvtq_f32_s32(g1), cv));
             vst1q_f32(row + i, w0);
             vst1q_f32(row + i + 4, w1);
-            vmax = vmaxq_f32(vmax, vmaxq_f32(vabsq_f32(w0), vabsq_f32(w1)));
+            vst1q_f32(colmax + i, vmaxq_f32(vld1q_f32(colmax + i), vabsq_f32(w0)));
+            vst1q_f32(colmax + i + 4, vmaxq_f32(vld1q_f32(colmax + i + 4), vabsq_f32(w1)));
         }
     }
+    float32x4_t vmax = vdupq_n_f32(0.0f);
+    for (int i = 0; i < ld; i += 4) vmax = vmaxq_f32(vmax, vld1q_f32(colmax + i));
     float32x2_t h = vpmax_f32(vget_low_f32(vmax), vget_high_f32(vmax));
     return vget_lane_f32(vpmax_f32(h, h), 0);
 }
