@@ -137,3 +137,17 @@ def test_train_shard_uses_the_clients_epoch_orders(job):
     assert a.report["instruction_classes"] == b.report["instruction_classes"] and a.report["samples"] == 500
     with pytest.raises(ValueError, match="epochs must be at least 1"):
         emulate.train_shard("int8", params, images, labels, shard, 42, 0, 3.0, 10, "imx6")
+
+
+def test_client_round_gives_the_clients_outcome_fields(job):
+    from types import SimpleNamespace
+
+    from ecufl.client.runner import TrainOutcome
+
+    params, images, labels, _ = job
+    j = SimpleNamespace(kernel="c", params=params, shard=np.arange(100, 300), order_seed=9, epochs=1, lr=3.0,
+                        batch_size=10, profile="imx6-1200")
+    out = TrainOutcome(**emulate.client_round(j, images, labels, model=CostModel.trm()))
+    assert out.samples == 200 and out.arm_instructions > 0 and 0 <= out.local_accuracy <= 1
+    assert out.board_seconds_projected == pytest.approx(out.extra["projected_cycles"] / 1.2e9)
+    assert out.extra["profile"] == "imx6-1200" and out.extra["peak_rss_bytes"] > 0

@@ -310,6 +310,32 @@ def train_shard(kernel: str, params: Params, images: np.ndarray, labels: np.ndar
     return run_emulated(kernel, params, images, labels, orders, lr, batch_size, profile, **options)
 
 
+def client_round(job: Any, images: np.ndarray, labels: np.ndarray, **options: Any) -> dict[str, Any]:
+    """One client's round on the emulated board of ``job.profile``, as the fields of the
+    client's ``TrainOutcome`` (client/runner.py), so the ClientApp's trainer for the board
+    profiles is ``TrainOutcome(**client_round(job, images, labels))``.
+
+    ``job`` needs: kernel, params, shard, order_seed, epochs, lr, batch_size, profile (a
+    client/runner.TrainJob). Local loss and accuracy on the shard come from the float32 numpy
+    reference on the returned weights (the board does not evaluate). Errors: see run_emulated."""
+    from .. import create
+
+    t0 = time.perf_counter()
+    result = train_shard(job.kernel, job.params, images, labels, job.shard, job.order_seed, job.epochs,
+                         job.lr, job.batch_size, job.profile, **options)
+    train = time.perf_counter() - t0
+    ref = create("numpy", result.params, dtype="float32")
+    shard = np.asarray(job.shard, dtype=np.int64)
+    ev = ref.evaluate(images[shard], labels[shard])
+    ref.close()
+    r = result.report
+    return {"params": result.params, "dtype": "float32", "samples": int(len(shard)) * job.epochs,
+            "setup_seconds": 0.0, "train_seconds": train, "train_cpu_seconds": r["emulated_wall_seconds"],
+            "local_loss": ev.loss, "local_accuracy": ev.accuracy, "trainer": r["trainer"],
+            "arm_instructions": r["arm_instructions"], "board_seconds_projected": r["projected_seconds"],
+            "extra": {k: v for k, v in r.items() if k not in ("trainer", "arm_instructions")}}
+
+
 def have_toolchain() -> str | None:
     """None if emulation can run here, else one line saying what is missing."""
     for tool in (microbench.CC, count.QEMU, "arm-linux-gnueabihf-objdump"):
