@@ -188,9 +188,9 @@ def test_plaintext_is_refused(lab, fleet):
     r = lab.gw(str(Path(os.sys.executable)), "-c", probe, str(fleet["state"] / "pki" / "ca.pem"))
     assert "plain refused" in r.stdout and "tls 200" in r.stdout, r.stdout + r.stderr
     # a SuperNode configured for plaintext never gets in
-    mark = len(superlink_log(fleet))
     assert deploy(lab, fleet["inv"], "push", "--insecure", "b2").returncode == 0
-    assert deploy(lab, fleet["inv"], "start", "b2").returncode == 0
+    assert deploy(lab, fleet["inv"], "start", "b2").returncode == 0  # stops the TLS SuperNode first
+    mark = len(superlink_log(fleet))
     time.sleep(20)
     logs = deploy(lab, fleet["inv"], "logs", "b2", "-n", "40").stdout
     assert "Starting insecure channel" in logs and "Connection attempt failed" in logs, logs
