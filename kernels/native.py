@@ -212,6 +212,22 @@ class CKernel(NativeKernel):
     name = "c"
     library = "ecufl_c"
 
+    # --prune S: the float32 pruning path (block-CSC, kernels/int8/sparse_f32.c, kernel c-sparse) trains.
+    @classmethod
+    def check_options(cls, dtype: str | None = None, **options: Any) -> str:
+        if options.get("prune") is not None:
+            from .int8.pruned_c import PrunedCKernel
+
+            return PrunedCKernel.check_options(dtype, **options)
+        return super().check_options(dtype, **options)
+
+    def __new__(cls, params: Params, **kwargs: Any):
+        if kwargs.get("prune") is not None:
+            from .int8.pruned_c import PrunedCKernel
+
+            return PrunedCKernel(params, **kwargs)
+        return super().__new__(cls)
+
 
 class CPlainKernel(NativeKernel):
     name = "c-plain"

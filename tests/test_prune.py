@@ -204,3 +204,29 @@ def test_c_sparse_unpruned_matches_numpy_float32(mnist_train):
         k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
     for x, y in zip(a.get_params().flat(), b.get_params().flat()):
         assert np.max(np.abs(x - y)) < 1e-4
+
+
+def test_c_kernel_prunes_through_the_cli():
+    import json
+    import subprocess
+
+    from conftest import ecufl_cmd
+
+    proc = subprocess.run(ecufl_cmd() + ["train", "--kernel", "c", "--prune", "0.9", "--layers", "784,32,10",
+                                         "--train-limit", "2000", "--epochs", "2", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)["kernel_info"]
+    assert info["path"] == "block-csc-float32" and info["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    assert info["weight_bytes"] < 784 * 32 * 4 / 5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--kernel", "c", "--prune", "1.5"], "--prune: sparsity must be in [0, 1)"),
+    (["--kernel", "c", "--prune", "-0.1"], "--prune: sparsity must be in [0, 1)"),
+    (["--kernel", "c-sparse", "--prune", "0.5", "--dtype", "float64"], "--dtype float64"),
+])
+def test_c_prune_bad_input(args, message):
+    from test_int8 import test_bad_input_one_line_exit_2 as run
+
+    run(args, message)
