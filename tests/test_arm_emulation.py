@@ -127,3 +127,9 @@ def test_sigill_under_counting_is_one_clear_line(tmp_path):
     binary, _ = _build_fma(tmp_path, "neon-vfpv4")
     with pytest.raises(count.EmulationError, match="SIGILL: illegal instruction.*Cortex-A9 lacks"):
         count.run(binary, [], ["printf"])
+
+
+def test_missing_qemu_is_one_line(binary, monkeypatch):
+    monkeypatch.setattr(count, "QEMU", "qemu-arm-not-installed")
+    with pytest.raises(count.EmulationError, match="qemu-arm-not-installed not found: install Debian's qemu-user"):
+        count.run(binary, ["alu", "1"], ["mb_alu"])
