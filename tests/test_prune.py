@@ -230,3 +230,17 @@ def test_c_prune_bad_input(args, message):
     from test_int8 import test_bad_input_one_line_exit_2 as run
 
     run(args, message)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sparsities", "1.5"], "--sparsities: sparsity must be in [0, 1)"),
+    (["--configs", "784-10"], "--configs: expected configs like 784-32-10 with a hidden layer"),
+])
+def test_bench_prune_bad_flags(args, message):
+    import subprocess
+
+    from conftest import ecufl_cmd
+
+    proc = subprocess.run(ecufl_cmd() + ["bench", "prune", *args], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
