@@ -64,9 +64,21 @@ def _finish(folders: list[Path]) -> None:
     click.echo(f"report:  {html}")
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the processes this command started
+    are stopped by its ``finally`` blocks instead of being left behind."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @click.group()
 def fleet():
     """A local fleet of real Flower processes (SuperLink + SuperNodes on loopback)."""
+    _terminate_cleanly()
 
 
 @fleet.command("up")
@@ -224,6 +236,7 @@ def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_ba
 @RESULTS_OPTION
 def sim(scenario, nodes, rounds, results_base):
     """Run SCENARIO in Flower's simulation engine (Ray): the same apps, virtual SuperNodes."""
+    _terminate_cleanly()
     sc = _scenario(scenario, engine="simulation", nodes=nodes, rounds=rounds)
     _run_sim(sc, Path(results_base))
 

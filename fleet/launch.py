@@ -20,6 +20,7 @@ from ecufl.fleet.local import CONNECTION, FleetError, FleetState, healthy
 from ecufl.scenarios.schema import Scenario
 
 SIM_CONNECTION = "ecufl-sim"
+START_TIMEOUT = 300.0  # seconds from `flwr run` to the ServerApp's first event
 
 
 def new_results_dir(base: Path, name: str) -> Path:
@@ -65,6 +66,10 @@ def follow(results: Path, rounds: int, status: Callable[[], str], timeout: float
     path = results / "progress.jsonl"
     offset = path.stat().st_size if path.exists() else 0
     end = time.monotonic() + timeout
+    # Flower gives a starting ServerApp 30 s to send its first heartbeat, else it starts another one;
+    # on an overloaded machine that can repeat for ever, so say so instead of waiting out `timeout`.
+    start_deadline = time.monotonic() + START_TIMEOUT
+    started = False
     next_status = time.monotonic() + 5
     while True:
         if path.exists():
@@ -75,6 +80,7 @@ def follow(results: Path, rounds: int, status: Callable[[], str], timeout: float
             offset += len(complete.encode())
             for line in complete.splitlines():
                 ev = json.loads(line)
+                started = True
                 if ev["event"] == "done":
                     return ev
                 if ev["event"] == "failed":
@@ -90,6 +96,10 @@ def follow(results: Path, rounds: int, status: Callable[[], str], timeout: float
                 raise FleetError(f"the Flower run ended ({state}) before the server finished; see {log_hint}")
         if time.monotonic() > end:
             raise FleetError(f"the run did not finish within {timeout:.0f} s; see {log_hint}")
+        if not started and time.monotonic() > start_deadline:
+            raise FleetError(f"the ServerApp did not start within {START_TIMEOUT:.0f} s (Flower restarts a "
+                             "ServerApp that sends no heartbeat within 30 s of its start: is the machine "
+                             f"overloaded?); see {log_hint}")
         time.sleep(0.3)
 
 

@@ -159,10 +159,12 @@ def _final(res: Path):
 
 
 def test_server_stopped_after_round_2_resumes_to_identical_weights(fleet, tmp_path):
-    """Also: the simulation engine, same scenario, ends with the very same weights."""
+    """The uninterrupted reference run is made by the simulation engine (same apps, same seed): the
+    resumed deployment run matching it bit for bit shows both that resuming loses nothing and that
+    the two engines run the same experiment, at a third of the cost of a second deployment run."""
     sc = scenario(tmp_path, "resume", SMALL.format(rounds=4))
-    whole = results_of(ecufl("fleet", "run", str(sc), "--state", str(fleet), "--results", str(tmp_path / "a"),
-                             timeout=900))
+    whole = results_of(ecufl("sim", str(sc), "--results", str(tmp_path / "a"), timeout=900))
+    assert json.loads((whole / "summary.json").read_text())["engine"] == "simulation"
 
     # the same run, with its ServerApp process killed once round 2 is checkpointed
     base = tmp_path / "b"
@@ -193,15 +195,12 @@ def test_server_stopped_after_round_2_resumes_to_identical_weights(fleet, tmp_pa
     for a, b in zip(_final(whole), _final(res)):
         assert np.array_equal(a, b)  # bit for bit
 
-    sim = results_of(ecufl("sim", str(sc), "--results", str(tmp_path / "s"), timeout=600))
-    assert json.loads((sim / "summary.json").read_text())["engine"] == "simulation"
-    for a, b in zip(_final(whole), _final(sim)):
-        assert np.array_equal(a, b)
-
 
 def test_supernode_killed_mid_round(fleet, tmp_path):
     """Last test of the module: it kills node 3 of the shared fleet."""
-    sc = scenario(tmp_path, "kill", SMALL.format(rounds=2).replace("round_timeout = 90.0", "round_timeout = 20.0"))
+    # The timeout must exceed a live node's reply time on a loaded 2-core machine (up to ~30 s seen):
+    # only the killed node may miss the round.
+    sc = scenario(tmp_path, "kill", SMALL.format(rounds=2).replace("round_timeout = 90.0", "round_timeout = 60.0"))
     base = tmp_path / "r"
     cli = subprocess.Popen([*ecufl_cmd(), "fleet", "run", str(sc), "--state", str(fleet), "--results", str(base)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -220,7 +219,7 @@ def test_supernode_killed_mid_round(fleet, tmp_path):
     assert [int(r["round"]) for r in rounds] == [0, 1, 2]  # the run went on
     r1 = rounds[1]
     assert (r1["clients_asked"], r1["clients_replied"], r1["clients_accepted"]) == ("4", "3", "3")
-    assert float(r1["wall_seconds"]) >= 20.0  # completed after the round timeout
+    assert float(r1["wall_seconds"]) >= 60.0  # completed after the round timeout
     assert sorted(int(c["partition_id"]) for c in rows(res / "clients.csv") if c["round"] == "1") == [0, 1, 2]
     assert int(rounds[2]["clients_accepted"]) == 3
     st = json.loads(ecufl("fleet", "status", "--state", str(fleet), "--json").stdout)
