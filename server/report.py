@@ -265,4 +265,4 @@ def report(results_dir):
     except ReportError as e:
         raise click.UsageError(str(e))
     _wide(console).print(table(Path(results_dir)))
-    console.print(f"report: {out}")
+    click.echo(f"report: {out}")  # plain echo: a path must not be wrapped
