@@ -451,7 +451,14 @@ static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, in
     for (int s = 0; s < m; s++) {
         const uint8_t *src = images + (long)(idx ? idx[s] : s) * n_in;
         uint8_t *dst = n->act[0] + (long)s * ld;
-        for (int i = 0; i < n_in; i++) dst[i] = t[src[i]];
+        int i = 0;
+        for (; i + 8 <= n_in; i += 8) {  /* background pixels 8 at a time: 0 maps to 0 */
+            uint64_t word;
+            memcpy(&word, src + i, 8);
+            if (!word) { memset(dst + i, 0, 8); continue; }
+            for (int k = i; k < i + 8; k++) dst[k] = t[src[k]];
+        }
+        for (; i < n_in; i++) dst[i] = t[src[i]];
     }
 }
 
