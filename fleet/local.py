@@ -146,7 +146,7 @@ def down(folder: Path) -> list[str]:
     for node in state.nodes:
         if procs.alive(node.pid) or procs.descendants(node.pid):
             stopped.append(f"node {node.partition} (pid {node.pid})")
-        procs.stop(node.pid)
+    procs.stop_all([n.pid for n in state.nodes])  # nodes first, all at once
     if procs.alive(state.superlink_pid) or procs.descendants(state.superlink_pid):
         stopped.append(f"superlink (pid {state.superlink_pid})")
     procs.stop(state.superlink_pid)

@@ -107,19 +107,26 @@ def _signal(pids: list[int], pgid: int, sig: int) -> None:
 
 def stop(pid: int, grace: float = 10.0) -> None:
     """Stop ``pid`` (a group leader we started), its group and all its descendants."""
-    family = [pid] + descendants(pid)
-    _signal(family, pid, signal.SIGTERM)
+    stop_all([pid], grace)
+
+
+def stop_all(leaders: list[int], grace: float = 10.0) -> None:
+    """SIGTERM every group at once, one shared grace period, then SIGKILL what is left."""
+    families = {pid: [pid] + descendants(pid) for pid in leaders}
+    for pid, family in families.items():
+        _signal(family, pid, signal.SIGTERM)
     end = time.monotonic() + grace
-    while time.monotonic() < end and any(alive(p) for p in family):
+    while time.monotonic() < end and any(alive(p) for f in families.values() for p in f):
         time.sleep(0.2)
-    family += [p for p in descendants(pid) if p not in family]
-    if any(alive(p) for p in family):
-        _signal(family, pid, signal.SIGKILL)
-    for p in family:  # reap the ones that are our own children
-        try:
-            os.waitpid(p, os.WNOHANG)
-        except (ChildProcessError, OSError):
-            pass
+    for pid, family in families.items():
+        family += [p for p in descendants(pid) if p not in family]
+        if any(alive(p) for p in family):
+            _signal(family, pid, signal.SIGKILL)
+        for p in family:  # reap the ones that are our own children
+            try:
+                os.waitpid(p, os.WNOHANG)
+            except (ChildProcessError, OSError):
+                pass
 
 
 def kill_now(pid: int) -> None:
