@@ -10,7 +10,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 # export: TensorFlow, for the heavy test that re-exports the shipped TFLite models (tests/test_tflite_export.py)
 EXTRAS  ?= test,export
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 
 # Debian packages the project needs: compilers and the ARM cross toolchain + emulator for the
 # board builds, Eigen for the C++ kernel, glib for the qemu instruction-counting plugin;
