@@ -37,13 +37,19 @@ def train_epoch(name, sizes, train, n, batch_size, seed=1, scaled=False, lr=3.0)
     return k
 
 
+# Well-conditioned runs (float32 numpy within 2e-5 of float64 numpy, see kernels/README.md).
+# 784-128-10 (8 vectors of outputs per register block) with batch 32: the last mini-batch has 16.
+CONFIGS = [([784, 30, 10], 10, False, 3.0), ([784, 32, 16, 10], 32, True, 3.0), ([784, 128, 10], 32, True, 0.5)]
+SIZES = [tuple(c[0]) for c in CONFIGS]
+
+
 @pytest.fixture(scope="module")
 def runs(mnist_train, mnist_test):
     """One epoch of 10,000 samples per kernel and config: (params, accuracy)."""
     out = {}
-    for sizes, bs, scaled in [([784, 30, 10], 10, False), ([784, 32, 16, 10], 32, True)]:
+    for sizes, bs, scaled, lr in CONFIGS:
         for name in ["numpy", *NATIVE]:
-            k = train_epoch(name, sizes, mnist_train, 10_000, bs, scaled=scaled)
+            k = train_epoch(name, sizes, mnist_train, 10_000, bs, scaled=scaled, lr=lr)
             out[(name, tuple(sizes))] = (k.get_params(), k.evaluate(mnist_test.images, mnist_test.labels).accuracy)
             k.close()
     return out
@@ -58,16 +64,16 @@ def test_registered_and_found_in_this_install():
 
 
 @pytest.mark.parametrize("name", NATIVE)
-@pytest.mark.parametrize("sizes", [(784, 30, 10), (784, 32, 16, 10)])
+@pytest.mark.parametrize("sizes", SIZES)
 def test_one_epoch_matches_float32_reference(runs, name, sizes):
     ref, ref_acc = runs[("numpy", sizes)]
     got, acc = runs[(name, sizes)]
     assert max_abs_diff(got, ref) <= ATOL
     assert abs(acc - ref_acc) <= 0.002
-    assert max_abs_diff(got, init_params(list(sizes), 1, dtype="float32")) > 0.01  # it did train
+    assert max_abs_diff(got, init_params(list(sizes), 1, dtype="float32")) > 1e-3  # it did train
 
 
-@pytest.mark.parametrize("sizes", [(784, 30, 10), (784, 32, 16, 10)])
+@pytest.mark.parametrize("sizes", SIZES)
 def test_plain_and_optimised_paths_agree(runs, sizes):
     assert max_abs_diff(runs[("c", sizes)][0], runs[("c-plain", sizes)][0]) <= ATOL
 
