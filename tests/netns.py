@@ -195,3 +195,21 @@ class Lab:
 
 def new_prefix() -> str:
     return f"ecufl{os.getpid() % 100000}"
+
+
+_WHEEL: dict[str, Path] = {}
+
+
+def ecufl_wheel() -> Path:
+    """ecufl's wheel built from this tree, once per pytest process (the deploy tests share it).
+    ECUFL_DEPLOY_WHEEL=path reuses a wheel built earlier (local iteration only)."""
+    given = os.environ.get("ECUFL_DEPLOY_WHEEL")
+    if given:
+        return Path(given)
+    if "w" not in _WHEEL:
+        import tempfile
+
+        from ecufl.fleet.deploy.bundle import build_wheel
+
+        _WHEEL["w"] = build_wheel(Path(tempfile.mkdtemp(prefix="ecufl-wheel-")))
+    return _WHEEL["w"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from netns import Lab, new_prefix
+from netns import Lab, ecufl_wheel, new_prefix
 from test_deploy_netns import board_toml, deploy, errors, inventory, status
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -44,15 +43,13 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fleet(lab, tmp_path_factory, mnist_dir):
     """Built, pushed (secure), started, SuperLink up with the keys registered."""
-    from ecufl.fleet.deploy.bundle import build_wheel
-
     work = tmp_path_factory.mktemp("fleet")
     state = work / "state"
     boards = [board_toml(b.name, b.addr, lab.client_key, b.dir / "opt" / "ecufl", data=str(mnist_dir),
                          mode="supernode" if i < 2 else "agent")
               for i, b in enumerate(lab.boards)]
     inv = inventory(lab, work / "inv.toml", boards, state)
-    wheel = Path(os.environ["ECUFL_DEPLOY_WHEEL"]) if os.environ.get("ECUFL_DEPLOY_WHEEL") else build_wheel(work / "w")
+    wheel = ecufl_wheel()
     r = deploy(lab, inv, "build", "--wheel", str(wheel))
     assert r.returncode == 0, r.stderr
     r = deploy(lab, inv, "push")
@@ -213,4 +210,3 @@ def test_rollback_and_remove_leave_nothing(lab, fleet):
     for b in lab.boards:
         assert not (b.dir / "opt" / "ecufl").exists()
         assert all(c.startswith(("/usr/sbin/sshd", "sshd:")) for c in lab.cmdlines(b)), lab.cmdlines(b)
-    shutil.rmtree(fleet["work"] / "w", ignore_errors=True)

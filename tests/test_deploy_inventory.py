@@ -122,8 +122,10 @@ def test_cli_unknown_board_exit_2(inv_dir):
 
 # --- bundles ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    return bundles.build_wheel(tmp_path_factory.mktemp("wheel"))
+def wheel() -> Path:
+    from netns import ecufl_wheel
+
+    return ecufl_wheel()
 
 
 def test_bundle_manifest_and_tamper(tmp_path, wheel):

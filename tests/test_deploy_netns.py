@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ecufl_cmd
-from netns import Lab, keygen, new_prefix
+from netns import Lab, ecufl_wheel, keygen, new_prefix
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -32,12 +32,8 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
-    """ecufl's wheel, built from this tree once per module (ECUFL_DEPLOY_WHEEL=path reuses a built one)."""
-    from ecufl.fleet.deploy.bundle import build_wheel
-
-    given = os.environ.get("ECUFL_DEPLOY_WHEEL")
-    return Path(given) if given else build_wheel(tmp_path_factory.mktemp("wheel"))
+def wheel():
+    return ecufl_wheel()
 
 
 @pytest.fixture(scope="module")
