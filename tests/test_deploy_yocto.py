@@ -23,7 +23,7 @@ OELINT = [str(Path(sys.executable).parent / "oelint-adv"), "--release", "scarthg
 KNOWN_RUNTIME = {
     "python3-click", "python3-cryptography", "python3-grpcio", "python3-numpy", "python3-protobuf",
     "python3-pydantic", "python3-rich", "python3-packaging", "python3-pathspec",
-    "ecufl-agent", "ecufl-kernels", "ecufl-kernels-trainers", "python3-ecufl", "${PN}",
+    "ecufl-agent", "ecufl-kernels", "python3-ecufl", "${PN}",
 }
 
 
@@ -95,12 +95,14 @@ def test_recipe_fields():
 def test_kernels_and_agent_recipes():
     kern = LAYER / "recipes-ecufl" / "ecufl-kernels" / "ecufl-kernels_git.bb"
     assert "cmake" in inherits(kern)
-    assert "ecufl-train-c" in bb_vars(kern)["FILES:${PN}-trainers"]
+    assert "-DECUFL_BUILD_TRAINERS=ON" in bb_vars(kern)["EXTRA_OECMAKE"]
+    assert "option(ECUFL_BUILD_TRAINERS" in (ROOT / "kernels" / "CMakeLists.txt").read_text()
     agent = LAYER / "recipes-ecufl" / "ecufl-agent" / "ecufl-agent_git.bb"
     av = bb_vars(agent)
     assert {"cmake", "systemd"} <= inherits(agent)
     assert av["SYSTEMD_SERVICE:${PN}"] == "ecufl-agent.service"
-    assert {"openssl", "protobuf-c", "protobuf-c-native", "ecufl-kernels"} <= set(av["DEPENDS"].split())
+    assert {"openssl", "protobuf-c", "protobuf-c-native", "zlib"} <= set(av["DEPENDS"].split())
+    assert av["OECMAKE_SOURCEPATH"] == "${S}/fleet/agent" and (ROOT / "fleet" / "agent" / "CMakeLists.txt").is_file()
     unit = (agent.parent / "files" / "ecufl-agent.service").read_text()
     for line in ("ExecStart=/usr/bin/ecufl-agent", "Restart=on-failure", "MemoryMax=64M", "WantedBy=multi-user.target"):
         assert line in unit
@@ -121,7 +123,7 @@ def test_packagegroup():
     bb = LAYER / "recipes-ecufl" / "packagegroups" / "packagegroup-ecufl.bb"
     v = bb_vars(bb)
     assert "packagegroup" in inherits(bb)
-    assert set(v["RDEPENDS:${PN}"].split()) == {"ecufl-agent", "ecufl-kernels", "ecufl-kernels-trainers"}
+    assert set(v["RDEPENDS:${PN}"].split()) == {"ecufl-agent", "ecufl-kernels"}
     assert "python3-ecufl" in v["RDEPENDS:${PN}-python"].split()
 
 

@@ -7,13 +7,16 @@ DESCRIPTION = "A small native agent for ECU images without Python. It accepts a 
 
 require recipes-ecufl/ecufl-source.inc
 
-DEPENDS += "ecufl-kernels openssl protobuf-c protobuf-c-native"
+DEPENDS += "openssl protobuf-c protobuf-c-native zlib"
 
 SRC_URI += "file://ecufl-agent.service"
 
 inherit cmake systemd
 
 OECMAKE_SOURCEPATH = "${S}/fleet/agent"
+# On the image the agent links the shared OpenSSL/protobuf-c/zlib of the image (the static build
+# is for copying one file onto a board by hand). The C kernel sources are compiled in.
+EXTRA_OECMAKE = "-DECUFL_AGENT_STATIC=OFF"
 
 SYSTEMD_SERVICE:${PN} = "ecufl-agent.service"
 

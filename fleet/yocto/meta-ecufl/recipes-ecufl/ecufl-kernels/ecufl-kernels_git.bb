@@ -14,8 +14,7 @@ inherit cmake
 OECMAKE_SOURCEPATH = "${S}/kernels"
 EXTRA_OECMAKE = "-DECUFL_BUILD_PYTHON=OFF -DECUFL_BUILD_TRAINERS=ON"
 
-PACKAGES =+ "${PN}-trainers"
-FILES:${PN}-trainers += "${bindir}/ecufl-train-c ${bindir}/ecufl-train-eigen"
-RDEPENDS:${PN}-trainers += "${PN}"
+# kernels/CMakeLists.txt installs the trainers (ecufl-train-c, ecufl-train-eigen) into bindir; the
+# kernel libraries are linked into them statically (the shared ones are for the Python package).
 
 BBCLASSEXTEND = "native nativesdk"

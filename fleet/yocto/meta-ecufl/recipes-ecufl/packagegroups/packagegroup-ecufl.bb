@@ -9,5 +9,5 @@ inherit packagegroup
 
 PACKAGES = "${PN} ${PN}-python"
 
-RDEPENDS:${PN} = "ecufl-agent ecufl-kernels ecufl-kernels-trainers"
+RDEPENDS:${PN} = "ecufl-agent ecufl-kernels"
 RDEPENDS:${PN}-python = "${PN} python3-ecufl"
