@@ -17,7 +17,7 @@ PYTEST_ARGS ?= --durations=30
 # sshd + iproute2 for the netns "boards" of the deploy tests, OpenSSL + protobuf-c for the board agent.
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config \
 	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev \
-	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler \
+	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
 	dpkg-dev
 
 .PHONY: setup system-deps qemu-plugin run test bench arm clean

@@ -41,7 +41,8 @@ def agent_bin(tmp_path_factory) -> Path:
     r = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     exe = build / "ecufl-agent"
-    assert "statically linked" in subprocess.run(["file", str(exe)], capture_output=True, text=True).stdout
+    ldd = subprocess.run(["ldd", str(exe)], capture_output=True, text=True)
+    assert "not a dynamic executable" in ldd.stdout + ldd.stderr or "statically linked" in ldd.stdout, ldd
     return exe
 
 
