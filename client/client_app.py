@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 import ecufl
-from ecufl.client import runner, task
+from ecufl.client import emulated, runner, task  # noqa: F401 - emulated registers the i.MX6 profiles' trainer
 from ecufl.kernels import KernelUnavailable, create
 from ecufl.proto import RoundReport, wire
 
@@ -121,6 +121,8 @@ def train(msg: Message, context: Context) -> Message:
         report.arm_instructions = outcome.arm_instructions
     if outcome.board_seconds_projected is not None:
         report.board_seconds_projected = outcome.board_seconds_projected
+    if outcome.extra.get("peak_rss_bytes") is not None:  # an external trainer's own peak (emulated board)
+        report.trainer_peak_rss_bytes = int(outcome.extra["peak_rss_bytes"])
 
     t0 = time.perf_counter()
     record = wire.params_to_record(outcome.params)

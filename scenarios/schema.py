@@ -19,6 +19,9 @@ names the file, the key and what was expected (``ScenarioError``).
     kernel = "numpy"               # one kernel for all nodes, or
     kernels = ["numpy", "c|numpy:float32", ...]   # one per node; "a|b": a if built here, else b
     profile = "host"               # device profile for all nodes, or profiles = [...] per node
+                                   # (host | imx6 | imx6-792 | imx6-1200: kernels/arm/profiles.py)
+    link = "ethernet-100"          # network of the virtual clock: ethernet-100 | can-fd-gateway |
+                                   # lte-uplink (server/virtual_clock.py)
     [split]
     kind = "iid"                   # iid | dirichlet
     alpha = 0.5                    # dirichlet only: smaller = more label skew
@@ -40,6 +43,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecufl.kernels import KERNELS, available, create, init_params
+from ecufl.kernels.arm.profiles import PROFILES
+from ecufl.server.virtual_clock import DEFAULT_LINK, LINKS
 
 MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
 FAULTS = ("nan", "inf", "shape", "dtype")
@@ -122,6 +127,7 @@ class Scenario(BaseModel):
     kernels: list[Kernel] | None = None
     profile: str = "host"
     profiles: list[str] | None = None
+    link: str = DEFAULT_LINK
     split: Split = Split()
     shootout: Shootout | None = None
     test_hooks: TestHooks = TestHooks()
@@ -135,6 +141,25 @@ class Scenario(BaseModel):
     @classmethod
     def _kernels(cls, v: list[str] | None) -> list[str] | None:
         return None if v is None else [_check_kernel(k) for k in v]
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, v: str) -> str:
+        if v not in PROFILES:
+            raise ValueError(f"unknown device profile {v!r}; profiles: {', '.join(PROFILES)}")
+        return v
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else [cls._profile(p) for p in v]
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, v: str) -> str:
+        if v not in LINKS:
+            raise ValueError(f"unknown link profile {v!r}; links: {', '.join(LINKS)}")
+        return v
 
     @field_validator("layers")
     @classmethod
@@ -190,7 +215,8 @@ class Scenario(BaseModel):
             "batch_size": self.batch_size, "local_epochs": self.local_epochs, "seed": self.seed,
             "fraction": self.fraction, "alpha": self.split.alpha or 0.0, "train_limit": self.train_limit,
             "kernels": self.node_kernels(kernel), "profiles": self.profiles or [self.profile] * self.nodes,
-            "round_timeout": self.round_timeout, "engine": self.engine, "test_corrupt": dict(self.test_hooks.corrupt),
+            "round_timeout": self.round_timeout, "engine": self.engine, "link": self.link,
+            "test_corrupt": dict(self.test_hooks.corrupt),
         }
 
 

@@ -142,6 +142,21 @@ def plots(data: dict[str, Any], kernels: dict[str, dict[str, Any]]) -> dict[str,
     ax.legend(fontsize=8)
     figs["Accuracy per round"] = _png(fig)
 
+    # FedScale-style virtual time (server/virtual_clock.py): projected board time + link transfer
+    timed = [run for run in data["runs"] if any(r.get("virtual_time") for r in run["rounds"])]
+    if timed:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for run in timed:
+            pts = [(0.0 if r["round"] == "0" else _f(r.get("virtual_time")), _f(r["test_accuracy"]))
+                   for r in run["rounds"] if r["round"] == "0" or r.get("virtual_time")]
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=run["name"])
+        ax.set_xlabel("virtual time (s): projected board training + transfer, slowest client per round")
+        ax.set_ylabel("test accuracy (global model)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        figs["Accuracy against projected board time"] = _png(fig)
+
     names = list(kernels)
     parts = PARTS + ["wait_seconds"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -226,7 +241,8 @@ def build(folder: Path) -> Path:
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     for run in data["runs"]:
         cols = ["round", "clients_asked", "clients_replied", "clients_accepted", "test_accuracy", "test_loss",
-                "wall_seconds", "slowest_train_seconds", "overhead_seconds", "aggregate_seconds"]
+                "wall_seconds", "slowest_train_seconds", "overhead_seconds", "aggregate_seconds",
+                "virtual_seconds", "virtual_time"]
         rows = [[(f"{_f(r.get(c)):.4f}" if c not in ("round", "clients_asked", "clients_replied", "clients_accepted")
                   else r.get(c, "")) for c in cols] for r in run["rounds"]]
         sections.append(f"<h2>Rounds: {html.escape(run['name'])}</h2>" + _html_table(cols, rows))

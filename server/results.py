@@ -28,8 +28,10 @@ from ecufl.proto import report_fields
 ROUND_COLUMNS = [
     "round", "clients_asked", "clients_replied", "clients_accepted", "aggregate_seconds", "evaluate_seconds",
     "test_loss", "test_accuracy", "wall_seconds", "slowest_train_seconds", "overhead_seconds", "started_at",
+    "virtual_seconds", "virtual_time",  # server/virtual_clock.py: the round's, and the run's so far
 ]
-CLIENT_COLUMNS = ["round", "accepted", "reject_reason", "reply_seconds"] + report_fields()
+CLIENT_COLUMNS = (["round", "accepted", "reject_reason", "reply_seconds"] + report_fields()
+                  + ["projected_seconds", "transfer_seconds", "client_virtual_seconds"])  # virtual_clock.py
 
 
 class Results:

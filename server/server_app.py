@@ -33,6 +33,7 @@ from ecufl.kernels import Params, create, init_params
 from ecufl.proto import report_to_row, wire
 from ecufl.server.results import Results
 from ecufl.server.strategy import ReportingFedAvg
+from ecufl.server.virtual_clock import DEFAULT_LINK, VirtualClock, get_link, resumed_total
 
 log = logging.getLogger("ecufl.server")
 app = ServerApp()
@@ -59,6 +60,7 @@ class RunSpec:
     round_timeout: float = 120.0
     connect_timeout: float = 120.0
     engine: str = "deployment"
+    link: str = DEFAULT_LINK  # the network of the virtual clock (server/virtual_clock.py)
     test_corrupt: dict[str, str] = field(default_factory=dict)  # TEST HOOK: partition -> fault
 
     @classmethod
@@ -133,6 +135,8 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
         results.add_round({"round": 0, "test_loss": loss, "test_accuracy": acc, "evaluate_seconds": secs,
                            "started_at": time.time()})
         results.checkpoint(params, 0, spec.identity())
+    # virtual time on the target boards and link (FedScale-style), continued across a resume
+    clock = VirtualClock(get_link(spec.link), resumed_total(results.dir / "rounds.csv") if resume else 0.0)
     wait_for_nodes(grid, spec.nodes, spec.connect_timeout, results)
 
     accuracy = None
@@ -157,14 +161,17 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
         loss, accuracy, eval_seconds = evaluate_global(params, test)
         wall = time.perf_counter() - t0
 
-        rows, slowest = [], 0.0
+        rows, slowest, timed = [], 0.0, []
         for r in strategy.replies[rnd]:
             row = report_to_row(r.report) | {"round": rnd, "accepted": int(r.accepted), "reject_reason": r.reason,
                                              "reply_seconds": arrival.get(r.node_id, "")}
             row["node_id"] = r.node_id
+            if not r.report.error:  # it trained: projected board time + transfer over the link
+                row |= clock.client(r.report)
             rows.append(row)
             if r.accepted:
                 slowest = max(slowest, r.report.train_seconds)
+                timed.append(row)
             results.event("client", round=rnd, node=r.node_id, partition=r.report.partition_id,
                           kernel=r.report.kernel, accepted=r.accepted, reason=r.reason,
                           train_seconds=r.report.train_seconds, accuracy=r.report.local_accuracy)
@@ -174,7 +181,7 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
             "round": rnd, "clients_asked": strategy.asked.get(rnd, 0), "clients_replied": len(replies),
             "clients_accepted": accepted, "aggregate_seconds": aggregate_seconds, "evaluate_seconds": eval_seconds,
             "test_loss": loss, "test_accuracy": accuracy, "wall_seconds": wall, "slowest_train_seconds": slowest,
-            "overhead_seconds": wall - slowest, "started_at": started,
+            "overhead_seconds": wall - slowest, "started_at": started, **clock.advance(timed),
         })
         results.checkpoint(params, rnd, spec.identity())
         results.event("round-end", round=rnd, replied=len(replies), accepted=accepted, accuracy=accuracy,
