@@ -62,6 +62,8 @@ def kernel_label(row: dict[str, str]) -> str:
     k = row.get("kernel") or "?"
     if ":" not in k and row.get("dtype"):
         k = f"{k}:{row['dtype']}"
+    if row.get("profile") not in (None, "", "host"):  # an emulated board: its times are not the host's
+        k = f"{k}@{row['profile']}"
     return k
 
 
