@@ -84,3 +84,12 @@ def test_imx6_fleet_scenario_reaches_the_server():
     spec = schema.load(schema.Path(__file__).resolve().parents[1] / "scenarios" / "imx6-fleet.toml").run_spec()
     assert spec["profiles"] == ["imx6"] * 4 and spec["link"] == "ethernet-100" and spec["rounds"] == 3
     assert spec["kernels"] == ["c"] * 4
+
+
+def test_a_host_clients_projected_time_is_its_measured_train_time(mnist_dir):
+    from test_fleet_client import NODE, call, config
+
+    _, r = call(NODE, config())
+    assert r.profile == "host" and not r.HasField("board_seconds_projected")
+    row = vc.VirtualClock(vc.get_link("ethernet-100")).client(r)
+    assert row["projected_seconds"] == r.train_seconds > 0
