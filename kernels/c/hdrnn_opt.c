@@ -28,47 +28,76 @@ const int hdrnn_path_vector_width = VF_WIDTH;
 #endif
 
 /* out[0 .. NV*VF_WIDTH) = sum over k < count of vals[k*vstride] * row_k[same columns], where
- * row_k = base + (idx ? idx[k] : k) * stride. Accumulators stay in registers; with few vectors
- * two independent sums (even/odd k) hide the latency of the multiply-adds. */
+ * row_k = base + (idx ? idx[k] : k) * stride. Accumulators stay in registers (NV is a constant
+ * after inlining, the v loops unroll); with few vectors two independent sums (even/odd k) hide
+ * the latency of the multiply-adds. The sparse (idx) and dense cases are separate loops so the
+ * compiler sees a plain pointer walk in each. */
 static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stride, const int32_t *idx,
                                          const float *vals, int vstride, int count, const int NV, const int dual) {
     vf a0[8], a1[8];
     for (int v = 0; v < NV; v++) a0[v] = a1[v] = vf_zero();
     int k = 0;
-    if (dual) {
-        for (; k + 1 < count; k += 2) {
-            const float *r0 = base + (size_t)(idx ? idx[k] : k) * stride;
-            const float *r1 = base + (size_t)(idx ? idx[k + 1] : k + 1) * stride;
-            vf x0 = vf_set1(vals[(size_t)k * vstride]), x1 = vf_set1(vals[(size_t)(k + 1) * vstride]);
-            for (int v = 0; v < NV; v++) {
-                a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
-                a1[v] = vf_madd(a1[v], x1, vf_load(r1 + v * VF_WIDTH));
+    if (idx) {
+        if (dual)
+            for (; k + 1 < count; k += 2) {
+                const float *r0 = base + (size_t)idx[k] * stride, *r1 = base + (size_t)idx[k + 1] * stride;
+                vf x0 = vf_set1(vals[(size_t)k * vstride]), x1 = vf_set1(vals[(size_t)(k + 1) * vstride]);
+                for (int v = 0; v < NV; v++) {
+                    a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
+                    a1[v] = vf_madd(a1[v], x1, vf_load(r1 + v * VF_WIDTH));
+                }
             }
+        for (; k < count; k++) {
+            const float *r0 = base + (size_t)idx[k] * stride;
+            vf x0 = vf_set1(vals[(size_t)k * vstride]);
+            for (int v = 0; v < NV; v++) a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
         }
-    }
-    for (; k < count; k++) {
-        const float *r0 = base + (size_t)(idx ? idx[k] : k) * stride;
-        vf x0 = vf_set1(vals[(size_t)k * vstride]);
-        for (int v = 0; v < NV; v++) a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
+    } else {
+        const float *r0 = base;
+        if (dual)
+            for (; k + 1 < count; k += 2, r0 += 2 * (size_t)stride) {
+                vf x0 = vf_set1(vals[(size_t)k * vstride]), x1 = vf_set1(vals[(size_t)(k + 1) * vstride]);
+                for (int v = 0; v < NV; v++) {
+                    a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
+                    a1[v] = vf_madd(a1[v], x1, vf_load(r0 + stride + v * VF_WIDTH));
+                }
+            }
+        for (; k < count; k++, r0 += stride) {
+            vf x0 = vf_set1(vals[(size_t)k * vstride]);
+            for (int v = 0; v < NV; v++) a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
+        }
     }
     for (int v = 0; v < NV; v++) vf_store(out + v * VF_WIDTH, dual ? vf_add(a0[v], a1[v]) : a0[v]);
 }
 
-/* out[0..n) for n a multiple of VF_WIDTH, in blocks of 8, 4, 2, 1 vectors. */
+/* out[0..n) for n a multiple of VF_WIDTH, in blocks of 8, 4, 2, 1 vectors (one function per
+ * block size, so each keeps its accumulators in registers). */
+static void sum_rows_8(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
+    sum_rows_block(o, b, st, ix, x, xs, c, 8, 0);
+}
+static void sum_rows_4(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
+    sum_rows_block(o, b, st, ix, x, xs, c, 4, 1);
+}
+static void sum_rows_2(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
+    sum_rows_block(o, b, st, ix, x, xs, c, 2, 1);
+}
+static void sum_rows_1(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
+    sum_rows_block(o, b, st, ix, x, xs, c, 1, 1);
+}
+
 static void sum_rows(float *out, int n, const float *base, int stride, const int32_t *idx,
                      const float *vals, int vstride, int count) {
     int c = 0;
-    for (; c + 8 * VF_WIDTH <= n; c += 8 * VF_WIDTH)
-        sum_rows_block(out + c, base + c, stride, idx, vals, vstride, count, 8, 0);
+    for (; c + 8 * VF_WIDTH <= n; c += 8 * VF_WIDTH) sum_rows_8(out + c, base + c, stride, idx, vals, vstride, count);
     if (c + 4 * VF_WIDTH <= n) {
-        sum_rows_block(out + c, base + c, stride, idx, vals, vstride, count, 4, 1);
+        sum_rows_4(out + c, base + c, stride, idx, vals, vstride, count);
         c += 4 * VF_WIDTH;
     }
     if (c + 2 * VF_WIDTH <= n) {
-        sum_rows_block(out + c, base + c, stride, idx, vals, vstride, count, 2, 1);
+        sum_rows_2(out + c, base + c, stride, idx, vals, vstride, count);
         c += 2 * VF_WIDTH;
     }
-    if (c < n) sum_rows_block(out + c, base + c, stride, idx, vals, vstride, count, 1, 1);
+    if (c < n) sum_rows_1(out + c, base + c, stride, idx, vals, vstride, count);
 }
 
 static inline float dot(const float *a, const float *b, int n) {
