@@ -133,7 +133,7 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
         params, done = init_params(spec.layers, spec.seed, dtype=wire.TRANSPORT_DTYPE), 0
         loss, acc, secs = evaluate_global(params, test)
         results.add_round({"round": 0, "test_loss": loss, "test_accuracy": acc, "evaluate_seconds": secs,
-                           "started_at": time.time()})
+                           "started_at": time.time(), "virtual_seconds": 0.0, "virtual_time": 0.0})
         results.checkpoint(params, 0, spec.identity())
     # virtual time on the target boards and link (FedScale-style), continued across a resume
     clock = VirtualClock(get_link(spec.link), resumed_total(results.dir / "rounds.csv") if resume else 0.0)

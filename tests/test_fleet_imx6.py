@@ -25,6 +25,7 @@ def test_imx6_fleet_end_to_end(fleet, tmp_path):  # noqa: F811
     assert [int(r["round"]) for r in rounds] == [0, 1, 2, 3]
     assert float(rounds[-1]["test_accuracy"]) > float(rounds[0]["test_accuracy"]) + 0.2  # the boards learned
     link = get_link("ethernet-100")
+    assert float(rounds[0]["virtual_time"]) == 0.0  # the initial weights: no time has passed
     total = 0.0
     for rnd in (1, 2, 3):
         mine = sorted((c for c in clients if int(c["round"]) == rnd), key=lambda c: int(c["partition_id"]))
