@@ -166,6 +166,8 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
             row = report_to_row(r.report) | {"round": rnd, "accepted": int(r.accepted), "reject_reason": r.reason,
                                              "reply_seconds": arrival.get(r.node_id, "")}
             row["node_id"] = r.node_id
+            if not r.report.ecufl_version:  # no RoundReport (e.g. Flower's "Node Unavailable"): partition as last known
+                row["partition_id"] = strategy.partition_of.get(r.node_id, "")
             if not r.report.error:  # it trained: projected board time + transfer over the link
                 row |= clock.client(r.report)
             rows.append(row)

@@ -87,6 +87,7 @@ class ReportingFedAvg(FedAvg):
         self.seed = seed
         self.replies: dict[int, list[Reply]] = {}
         self.asked: dict[int, int] = {}
+        self.partition_of: dict[int, int] = {}  # node id -> partition, learnt from its reports
 
     # -- which clients train this round ---------------------------------------------------------
     def sample(self, server_round: int, node_ids: Iterable[int]) -> list[int]:
@@ -113,6 +114,8 @@ class ReportingFedAvg(FedAvg):
         for msg in replies:
             report = decode_report(msg)
             node = msg.metadata.src_node_id
+            if report.ecufl_version:  # a real RoundReport (not an error made up by Flower or by us)
+                self.partition_of[node] = report.partition_id
             reason = report.error or check_reply(msg.content, self.sizes)
             if reason:
                 log.warning("round %d: rejected the reply of node %d (partition %d, kernel %s): %s",

@@ -218,9 +218,14 @@ def test_supernode_killed_mid_round(fleet, tmp_path):
     rounds = rows(res / "rounds.csv")
     assert [int(r["round"]) for r in rounds] == [0, 1, 2]  # the run went on
     r1 = rounds[1]
-    assert (r1["clients_asked"], r1["clients_replied"], r1["clients_accepted"]) == ("4", "3", "3")
-    assert float(r1["wall_seconds"]) >= 60.0  # completed after the round timeout
-    assert sorted(int(c["partition_id"]) for c in rows(res / "clients.csv") if c["round"] == "1") == [0, 1, 2]
+    assert (r1["clients_asked"], r1["clients_accepted"]) == ("4", "3")  # the round completed with the others
+    round1 = [c for c in rows(res / "clients.csv") if c["round"] == "1"]
+    assert sorted(int(c["partition_id"]) for c in round1 if c["accepted"] == "1") == [0, 1, 2]
+    # The dead node either never answers (the round ends at its timeout) or Flower answers for it
+    # ("Node Unavailable" once its heartbeat is overdue): either way it is not averaged.
+    missing = [c for c in round1 if c["accepted"] != "1"]
+    assert (r1["clients_replied"] == "3" and float(r1["wall_seconds"]) >= 60.0) or \
+        (len(missing) == 1 and "Node Unavailable" in missing[0]["reject_reason"])
     assert int(rounds[2]["clients_accepted"]) == 3
     st = json.loads(ecufl("fleet", "status", "--state", str(fleet), "--json").stdout)
     assert [n["alive"] for n in st["nodes"]] == [True, True, True, False]
