@@ -139,6 +139,28 @@ def _failed(spec: dict[str, Any], error: str) -> BenchRow:
                     error=error)
 
 
+def print_table(title: str, headers: list[str], rows: list[list[str]], note: str, *, markdown: bool) -> None:
+    """A benchmark table as markdown (for the README) or as a rich table (never wrapped in a pipe)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ecufl.cli import console
+
+    if markdown:
+        click.echo("| " + " | ".join(headers) + " |")
+        click.echo("|" + "---|" * len(headers))
+        for row in rows:
+            click.echo("| " + " | ".join(row) + " |")
+        click.echo(f"\n{note}")
+        return
+    t = Table(title=title, caption=note)
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("kernel", "config") else "right")
+    for row in rows:
+        t.add_row(*row)
+    (console if console.is_terminal else Console(width=200)).print(t)
+
+
 # --- the command -------------------------------------------------------------------------------
 @click.group()
 def bench():
@@ -259,23 +281,8 @@ def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook
                      f"{a['percent_of_neon_peak']:.1f}"])
         note += (f"; {target}: projected single Cortex-A9 core from exact ARM instruction counts "
                  f"(qemu-arm -cpu cortex-a9, kernels/arm/COSTMODEL.md), NEON peak 4 FLOP/cycle")
-    if markdown:
-        click.echo("| " + " | ".join(headers) + " |")
-        click.echo("|" + "---|" * len(headers))
-        for row in table:
-            click.echo("| " + " | ".join(row) + " |")
-        click.echo(f"\n{note}")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="ecufl bench kernels: one epoch of MNIST (60,000 samples), single thread", caption=note)
-    for h in headers:
-        t.add_column(h, justify="left" if h in ("kernel", "config") else "right")
-    for row in table:
-        t.add_row(*row)
-    (console if console.is_terminal else Console(width=200)).print(t)
-
+    print_table("ecufl bench kernels: one epoch of MNIST (60,000 samples), single thread", headers, table, note,
+                markdown=markdown)
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import Any
 
 import click
 
-from ecufl.bench import bench  # the `ecufl bench` group: this module adds `prune` to it
+from ecufl.bench import bench, print_table  # the `ecufl bench` group: this module adds `prune` to it
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEFAULT_CONFIGS = "784-32-10,784-128-10"
@@ -179,23 +178,7 @@ def bench_prune(configs, sparsities, epochs, lr, batch_size, seed, scaled_init, 
     note = (f"float C baseline: {base_name}; lr {lr}, batch {batch_size}, seed {seed}"
             f"{', scaled init' if scaled_init else ''}; pruning one-shot after "
             f"1 dense epoch; s/epoch = fastest epoch (pruned rows: after pruning), kernels interleaved epoch by epoch")
-    if markdown:
-        click.echo("| " + " | ".join(headers) + " |")
-        click.echo("|" + "---|" * len(headers))
-        for row in table:
-            click.echo("| " + " | ".join(row) + " |")
-        click.echo(f"\n{note}")
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="ecufl bench prune: float C vs int8, dense and pruned", caption=note)
-    for h in headers:
-        t.add_column(h, justify="left" if h in ("config", "kernel") else "right")
-    for row in table:
-        t.add_row(*row)
-    (console if console.is_terminal else Console(width=200)).print(t)
-
+    print_table("ecufl bench prune: float C vs int8, dense and pruned", headers, table, note, markdown=markdown)
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
