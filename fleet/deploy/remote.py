@@ -180,8 +180,11 @@ async def running(c: Conn) -> dict:
     r = await c.run(
         f"p=$(cat {q(pid)} 2>/dev/null); k=$(cat {q(child)} 2>/dev/null); "
         f"n=$(cat {q(R)}/run/{svc}.restarts 2>/dev/null); "
-        "s=dead; [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null && s=up; "
-        "t=dead; [ -n \"$k\" ] && kill -0 \"$k\" 2>/dev/null && t=up; "
+        # alive: the pid exists and is not a zombie (a killed process its parent has not reaped yet)
+        "alive() { [ -n \"$1\" ] && kill -0 \"$1\" 2>/dev/null && "
+        "[ \"$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1)\" != Z ]; }; "
+        "s=dead; alive \"$p\" && s=up; "
+        "t=dead; alive \"$k\" && t=up; "
         "echo \"$s $t ${n:-0} ${p:--}\"", check=False)
     sup, svc_state, restarts, p = (r.out.split() + ["dead", "dead", "0", "-"])[:4]
     return {"running": sup == "up" and svc_state == "up", "supervisor": sup, "service": svc_state,
