@@ -11,7 +11,9 @@ transport, queueing, polling sleeps).
 
 samples/s is samples trained (shard x local epochs) per wall second of ``Kernel.train``; it drops
 when clients share cores. samples/CPU-s divides by the CPU seconds of ``Kernel.train`` instead,
-which does not, and is the figure to hold against ``ecufl bench kernels`` (single thread).
+which does not, and is the figure to hold against ``ecufl bench kernels`` (single thread):
+``ecufl report RESULTS_DIR --bench BENCH.json`` (from ``ecufl bench kernels --json``) adds, per
+kernel, the bench's samples/s for the same config and batch size and the ratio of the two.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def per_kernel(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per kernel (over every run, round and client): means of the time parts, peak memory, counts."""
     acc: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     errors: dict[str, int] = defaultdict(int)
+    setups: dict[str, set[tuple[str, str, str, str]]] = defaultdict(set)  # (kernel, dtype, layers, batch)
     for run in data["runs"]:
         for row in run["clients"]:
             k = kernel_label(row)
@@ -101,6 +104,8 @@ def per_kernel(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
             acc[k]["local_accuracy"].append(_f(row.get("local_accuracy")))
             acc[k]["cpu_seconds"].append(_f(row.get("cpu_seconds")))
             acc[k]["bytes_sent"].append(_f(row.get("bytes_sent")))
+            setups[k].add((row.get("kernel", "").split(":")[0], row.get("dtype", ""), row.get("layers", ""),
+                           row.get("batch_size", "")))
     out = {}
     for k in sorted(set(acc) | set(errors)):
         a = acc.get(k, {})
@@ -111,8 +116,37 @@ def per_kernel(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                   "peak_rss_bytes": max(a.get("peak_rss_bytes", [0])),
                   # samples trained (shard x local epochs) per second of Kernel.train, wall and CPU
                   "samples_per_second": (sum(trained) / sum(train)) if train and sum(train) > 0 else 0.0,
-                  "samples_per_cpu_second": (sum(trained) / sum(cpu)) if cpu and sum(cpu) > 0 else 0.0}
+                  "samples_per_cpu_second": (sum(trained) / sum(cpu)) if cpu and sum(cpu) > 0 else 0.0,
+                  "setups": sorted(setups.get(k, ()))}
     return out
+
+
+def load_bench(path: Path) -> dict[tuple[str, str, int], float]:
+    """samples/s per (kernel, config, batch size) from ``ecufl bench kernels --json`` output."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        rows = doc["rows"]
+        return {(r["kernel"], r["config"], int(r["batch_size"])): float(r["samples_per_second"])
+                for r in rows if not r.get("error")}
+    except FileNotFoundError:
+        raise ReportError(f"--bench {path}: no such file")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ReportError(f"--bench {path}: not the JSON of `ecufl bench kernels --json` ({type(e).__name__}: {e})")
+
+
+def add_bench(kernels: dict[str, dict[str, Any]], bench: dict[tuple[str, str, int], float]) -> None:
+    """Per kernel: the bench's samples/s for the same kernel, config and batch (bench runs float32
+    where a kernel has it, so float64 client rows have no match), and CPU-s rate / bench rate."""
+    for v in kernels.values():
+        v["bench_samples_per_second"] = None
+        for kernel, dtype, layers, batch in v.get("setups", []):
+            hit = bench.get((kernel, layers, int(batch or 0)))
+            if hit and dtype in ("", "float32", "int8"):
+                v["bench_samples_per_second"] = hit
+        b = v["bench_samples_per_second"]
+        v["cpu_rate_over_bench"] = v["samples_per_cpu_second"] / b if b else None
 
 
 # --- plots -----------------------------------------------------------------------------------------
@@ -201,24 +235,39 @@ KERNEL_COLUMNS = ["kernel", "client-rounds", "errors", "samples/s", "samples/CPU
                   "serialise s", "wait s", "peak RSS MiB", "local acc"]
 
 
+BENCH_COLUMNS = ["bench samples/s", "CPU-s rate / bench"]
+
+
+def _bench_cells(v: dict[str, Any]) -> list[str]:
+    b, r = v.get("bench_samples_per_second"), v.get("cpu_rate_over_bench")
+    return [f"{b:,.0f}" if b else "-", f"{r:.2f}" if r else "-"]
+
+
+def kernel_columns(kernels: dict[str, dict[str, Any]]) -> list[str]:
+    return KERNEL_COLUMNS + (BENCH_COLUMNS if any("bench_samples_per_second" in v for v in kernels.values()) else [])
+
+
 def kernel_rows(kernels: dict[str, dict[str, Any]]) -> list[list[str]]:
     return [[k, str(v["replies"]), str(v["errors"]), f"{v['samples_per_second']:,.0f}",
              f"{v['samples_per_cpu_second']:,.0f}",
              f"{v.get('train_seconds', 0):.3f}", f"{v.get('setup_seconds', 0):.3f}", f"{v.get('data_seconds', 0):.3f}",
              f"{v.get('startup_seconds', 0):.2f}", f"{v.get('serialise_seconds', 0):.4f}",
              f"{v.get('wait_seconds', 0):.2f}", f"{v['peak_rss_bytes'] / 2**20:.0f}",
-             f"{v.get('local_accuracy', 0):.4f}"] for k, v in kernels.items()]
+             f"{v.get('local_accuracy', 0):.4f}"] + (_bench_cells(v) if "bench_samples_per_second" in v else [])
+            for k, v in kernels.items()]
 
 
-def table(folder: Path):
+def table(folder: Path, bench: dict | None = None):
     from rich.table import Table
 
     data = collect(folder)
     kernels = per_kernel(data)
+    if bench is not None:
+        add_bench(kernels, bench)
     finals = ", ".join(f"{r['name']}: {_f(r['rounds'][-1]['test_accuracy']):.4f} after round {r['rounds'][-1]['round']}"
                        for r in data["runs"] if r["rounds"])
     t = Table(title=f"ecufl report: {Path(folder).name}", caption=f"global test accuracy: {finals}")
-    for c in KERNEL_COLUMNS:
+    for c in kernel_columns(kernels):
         t.add_column(c, justify="left" if c == "kernel" else "right")
     for row in kernel_rows(kernels):
         t.add_row(*row)
@@ -231,14 +280,16 @@ def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def build(folder: Path) -> Path:
+def build(folder: Path, bench: dict | None = None) -> Path:
     """Write ``report.html`` into ``folder``; returns its path."""
     folder = Path(folder)
     data = collect(folder)
     kernels = per_kernel(data)
+    if bench is not None:
+        add_bench(kernels, bench)
     figs = plots(data, kernels)
     sections = [f"<h1>ecufl report: {html.escape(folder.name)}</h1>",
-                "<h2>Kernels</h2>", _html_table(KERNEL_COLUMNS, kernel_rows(kernels))]
+                "<h2>Kernels</h2>", _html_table(kernel_columns(kernels), kernel_rows(kernels))]
     for title, png in figs.items():
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     for run in data["runs"]:
@@ -274,13 +325,16 @@ def _wide(console):
 
 @click.command("report")
 @click.argument("results_dir", type=click.Path(file_okay=False))
-def report(results_dir):
+@click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
+              help="JSON of `ecufl bench kernels --json`: compare each kernel's samples per CPU-second with it.")
+def report(results_dir, bench_json):
     """Write RESULTS_DIR/report.html (plots, tables) and print the per-kernel table."""
     from ecufl.cli import console
 
     try:
-        out = build(Path(results_dir))
+        bench = load_bench(Path(bench_json)) if bench_json else None
+        out = build(Path(results_dir), bench)
     except ReportError as e:
         raise click.UsageError(str(e))
-    _wide(console).print(table(Path(results_dir)))
+    _wide(console).print(table(Path(results_dir), bench))
     click.echo(f"report: {out}")  # plain echo: a path must not be wrapped

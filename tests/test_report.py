@@ -91,3 +91,40 @@ def test_cli_report_on_a_folder_without_results(tmp_path):
     proc = subprocess.run([*ecufl_cmd(), "report", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"ecufl: error: {tmp_path}: no rounds.csv here or in its sub-folders (not a results folder)"
+
+
+@pytest.fixture(scope="module")
+def bench_json(tmp_path_factory, mnist_dir):
+    """A real `ecufl bench kernels --json` run for the config and batch of `results_dir`."""
+    proc = subprocess.run([*ecufl_cmd(), "bench", "kernels", "--kernels", "numpy", "--configs", "784-16-10",
+                           "--batch-sizes", "10", "--repeats", "1", "--json"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    path.write_text(proc.stdout)
+    return path
+
+
+def test_report_compares_each_kernel_with_the_bench(results_dir, bench_json):
+    bench = report.load_bench(bench_json)
+    kernels = report.per_kernel(report.collect(results_dir))
+    report.add_bench(kernels, bench)
+    f32 = kernels["numpy:float32"]
+    assert f32["bench_samples_per_second"] == bench[("numpy", "784-16-10", 10)] > 0
+    assert f32["cpu_rate_over_bench"] == pytest.approx(f32["samples_per_cpu_second"] / f32["bench_samples_per_second"])
+    # the bench runs numpy in float32: a float64 client has nothing to be held against
+    assert kernels["numpy:float64"]["bench_samples_per_second"] is None
+    proc = subprocess.run([*ecufl_cmd(), "report", str(results_dir), "--bench", str(bench_json)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{f32['cpu_rate_over_bench']:.2f}" in proc.stdout
+    assert "<th>CPU-s rate / bench</th>" in (results_dir / "report.html").read_text()
+
+
+def test_report_bench_file_that_is_not_bench_json(results_dir, tmp_path):
+    bad = tmp_path / "bench.json"
+    bad.write_text('{"rows": [{"kernel": "c"}]}')
+    proc = subprocess.run([*ecufl_cmd(), "report", str(results_dir), "--bench", str(bad)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"ecufl: error: --bench {bad}: not the JSON of `ecufl bench kernels --json`")
+    assert (results_dir / "report.html").exists()  # the earlier report is still there
