@@ -20,7 +20,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-c
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
 	dpkg-dev
 
-.PHONY: setup system-deps qemu-plugin run test bench arm clean
+.PHONY: setup system-deps qemu-plugin run test bench arm agent-arm clean
 
 setup: system-deps qemu-plugin $(VENV)/.installed
 
@@ -63,6 +63,21 @@ arm: system-deps
 	  -DECUFL_BUILD_PYTHON=OFF -DECUFL_BUILD_TRAINERS=ON
 	cmake --build $(ARM_BUILD) -j2
 	@ls -l $(ARM_BUILD)/ecufl-train-*
+
+# The board agent for the i.MX6: static ecufl-agent in build/agent-armv7-a9/, linked against
+# OpenSSL, protobuf-c and zlib from Debian's armhf packages unpacked into build/armhf-sysroot
+# (fleet/agent/fetch-armhf-sysroot.sh: a private apt configuration, nothing installed on this
+# machine). `ecufl deploy build` puts it into the armv7-a9 bundle.
+ARMHF_SYSROOT ?= build/armhf-sysroot
+AGENT_ARM_BUILD ?= build/agent-armv7-a9
+agent-arm: system-deps $(ARMHF_SYSROOT)/PACKAGES
+	cmake -S fleet/agent -B $(AGENT_ARM_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(ARM_TOOLCHAIN) \
+	  -DECUFL_AGENT_SYSROOT=$(CURDIR)/$(ARMHF_SYSROOT)
+	cmake --build $(AGENT_ARM_BUILD) -j2
+	@ls -l $(AGENT_ARM_BUILD)/ecufl-agent
+
+$(ARMHF_SYSROOT)/PACKAGES: fleet/agent/fetch-armhf-sysroot.sh
+	sh fleet/agent/fetch-armhf-sysroot.sh $(ARMHF_SYSROOT)
 
 run: setup
 	$(BIN)/ecufl fleet run scenarios/quickstart.toml

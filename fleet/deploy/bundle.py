@@ -103,15 +103,34 @@ def build_wheel(out: Path) -> Path:
     return wheels[0]
 
 
-def build_agent(build_dir: Path) -> Path:
-    """Build ecufl-agent for this machine (x86_64) with CMake; returns the directory holding it."""
+ARM_TOOLCHAIN = ROOT / "kernels" / "cmake" / "armv7-cortex-a9.cmake"
+ARMHF_SYSROOT = ROOT / "build" / "armhf-sysroot"  # `make agent-arm` makes the same one
+
+
+def armhf_sysroot() -> Path:
+    """OpenSSL/protobuf-c/zlib for armhf from Debian's packages (fleet/agent/fetch-armhf-sysroot.sh)."""
+    if not (ARMHF_SYSROOT / "PACKAGES").is_file():
+        r = subprocess.run(["sh", str(ROOT / "fleet" / "agent" / "fetch-armhf-sysroot.sh"), str(ARMHF_SYSROOT)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BundleError(f"fetching the armhf libraries for ecufl-agent failed: {last}")
+    return ARMHF_SYSROOT
+
+
+def build_agent(build_dir: Path, arch: str = "x86_64") -> Path:
+    """Build ecufl-agent with CMake (x86_64: for this machine; armv7-a9: cross, static, against the
+    armhf sysroot); returns the directory holding it."""
     gen = ["-G", "Ninja"] if shutil.which("ninja") else []
-    for cmd in (["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build_dir), *gen],
+    cross = []
+    if arch == "armv7-a9":
+        cross = [f"-DCMAKE_TOOLCHAIN_FILE={ARM_TOOLCHAIN}", f"-DECUFL_AGENT_SYSROOT={armhf_sysroot()}"]
+    for cmd in (["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build_dir), *gen, *cross],
                 ["cmake", "--build", str(build_dir)]):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "rror" in ln] or (r.stderr or r.stdout).splitlines()
-            raise BundleError(f"building ecufl-agent failed: {(lines or ['?'])[0].strip()}")
+            raise BundleError(f"building ecufl-agent for {arch} failed: {(lines or ['?'])[0].strip()}")
     return build_dir
 
 
@@ -185,11 +204,8 @@ def build(arch: str, out_dir: Path, *, natives: Path | None = None, wheel: Path 
                 z.extractall(tree / "lib")
             contents.append(f"lib: {whl.name}")
         progs = find_natives(arch, natives)
-        if require_agent and "ecufl-agent" not in progs and arch == "x86_64":
-            progs["ecufl-agent"] = build_agent(out_dir / "agent-build-x86_64") / "ecufl-agent"
-        if require_agent and "ecufl-agent" not in progs:
-            raise BundleError(f"no ecufl-agent built for {arch}: cross-build fleet/agent (see its CMakeLists.txt) "
-                              "and give --natives DIR")
+        if require_agent and "ecufl-agent" not in progs:  # built here, for either architecture
+            progs["ecufl-agent"] = build_agent(out_dir / f"agent-build-{arch}", arch) / "ecufl-agent"
         for name, p in progs.items():
             shutil.copy2(p, tree / "bin" / name)
             contents.append(f"bin/{name}")

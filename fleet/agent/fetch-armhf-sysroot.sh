@@ -1,0 +1,49 @@
+#!/bin/sh
+# fetch-armhf-sysroot.sh DEST: the target libraries ecufl-agent links statically for the i.MX6
+# (OpenSSL, protobuf-c, zlib), from Debian's armhf packages, unpacked into DEST (a sysroot for
+# `cmake -DECUFL_AGENT_SYSROOT=DEST`). Nothing is installed on this machine.
+#
+# Why not `apt-get install libssl-dev:armhf`: multiarch co-installation needs the armhf package at
+# exactly the version of the installed amd64 one, and the mirror's armhf OpenSSL is often newer
+# (here 3.0.20 vs the host's 3.0.19); it would also need `dpkg --add-architecture armhf`. Instead
+# apt runs with a PRIVATE configuration (the system's Debian sources, architecture armhf, own lists,
+# cache and an empty dpkg status under DEST/.apt): `apt-get download` fetches the .debs and
+# `dpkg -x` unpacks them. The system's apt/dpkg configuration, lists and cache are never touched.
+# The cross C library itself comes from Debian's gcc-arm-linux-gnueabihf (libc6-dev-armhf-cross).
+set -eu
+DEST=${1:?usage: fetch-armhf-sysroot.sh DEST}
+PACKAGES="libssl-dev libssl3 libprotobuf-c-dev libprotobuf-c1 zlib1g-dev zlib1g"
+mkdir -p "$DEST"
+DEST=$(cd "$DEST" && pwd)
+APT="$DEST/.apt"
+rm -rf "$APT"
+mkdir -p "$APT/sources.list.d" "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/debs"
+: > "$APT/status"
+
+n=0
+for f in /etc/apt/sources.list.d/*.sources; do
+  [ -f "$f" ] || continue
+  cp "$f" "$APT/sources.list.d/"; n=$((n + 1))
+done
+for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+  [ -f "$f" ] || continue
+  grep -E '^[[:space:]]*deb[[:space:]]' "$f" > "$APT/sources.list.d/$(basename "$f" .list).list" || true; n=$((n + 1))
+done
+[ "$n" -gt 0 ] || { echo "fetch-armhf-sysroot: no apt sources found under /etc/apt" >&2; exit 1; }
+
+set -- -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$APT/sources.list.d" \
+       -o Dir::State::Lists="$APT/lists" -o Dir::Cache="$APT/cache" -o Dir::State::status="$APT/status" \
+       -o APT::Architecture=armhf -o APT::Architectures=armhf -o APT::Sandbox::User=root
+# One index failing (a mirror mid-sync, a third-party entry without armhf) must not stop us: the
+# packages are in the main Debian suite.
+apt-get -qq "$@" update || echo "fetch-armhf-sysroot: some package lists failed to update; trying anyway" >&2
+(cd "$APT/debs" && apt-get -qq "$@" download $PACKAGES)
+for deb in "$APT"/debs/*.deb; do
+  dpkg -x "$deb" "$DEST"
+  basename "$deb"
+done > "$DEST/PACKAGES"
+for lib in libssl.a libcrypto.a libprotobuf-c.a libz.a; do
+  [ -f "$DEST/usr/lib/arm-linux-gnueabihf/$lib" ] || { echo "fetch-armhf-sysroot: $lib missing after unpacking" >&2; exit 1; }
+done
+rm -rf "$APT"
+echo "armhf sysroot in $DEST: $(tr '\n' ' ' < "$DEST/PACKAGES")"
