@@ -43,8 +43,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ecufl.kernels import KERNELS, available, create, init_params
-from ecufl.kernels.arm.profiles import PROFILES
-from ecufl.server.virtual_clock import DEFAULT_LINK, LINKS
+from ecufl.kernels.arm.profiles import get as get_profile
+from ecufl.server.virtual_clock import DEFAULT_LINK, get_link
 
 MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
 FAULTS = ("nan", "inf", "shape", "dtype")
@@ -145,9 +145,7 @@ class Scenario(BaseModel):
     @field_validator("profile")
     @classmethod
     def _profile(cls, v: str) -> str:
-        if v not in PROFILES:
-            raise ValueError(f"unknown device profile {v!r}; profiles: {', '.join(PROFILES)}")
-        return v
+        return get_profile(v).name  # UnknownProfile is a ValueError: pydantic reports its message
 
     @field_validator("profiles")
     @classmethod
@@ -157,9 +155,7 @@ class Scenario(BaseModel):
     @field_validator("link")
     @classmethod
     def _link(cls, v: str) -> str:
-        if v not in LINKS:
-            raise ValueError(f"unknown link profile {v!r}; links: {', '.join(LINKS)}")
-        return v
+        return get_link(v).name  # UnknownLink is a ValueError
 
     @field_validator("layers")
     @classmethod

@@ -165,33 +165,27 @@ def plots(data: dict[str, Any], kernels: dict[str, dict[str, Any]]) -> dict[str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figs = {}
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for run in data["runs"]:
-        xs = [int(r["round"]) for r in run["rounds"]]
-        ys = [_f(r["test_accuracy"]) for r in run["rounds"]]
-        ax.plot(xs, ys, marker="o", label=run["name"])
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy (global model)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    figs["Accuracy per round"] = _png(fig)
-
-    # FedScale-style virtual time (server/virtual_clock.py): projected board time + link transfer
-    timed = [run for run in data["runs"] if any(r.get("virtual_time") for r in run["rounds"])]
-    if timed:
+    def accuracy_plot(xlabel: str, series: dict[str, list[tuple[float, float]]]) -> str:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        for run in timed:
-            pts = [(0.0 if r["round"] == "0" else _f(r.get("virtual_time")), _f(r["test_accuracy"]))
-                   for r in run["rounds"] if r["round"] == "0" or r.get("virtual_time")]
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=run["name"])
-        ax.set_xlabel("virtual time (s): projected board training + transfer, slowest client per round")
+        for name, pts in series.items():
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=name)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy (global model)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        figs["Accuracy against projected board time"] = _png(fig)
+        return _png(fig)
+
+    figs = {"Accuracy per round": accuracy_plot(
+        "round", {run["name"]: [(int(r["round"]), _f(r["test_accuracy"])) for r in run["rounds"]] for run in data["runs"]})}
+
+    # FedScale-style virtual time (server/virtual_clock.py): projected board time + link transfer
+    timed = [run for run in data["runs"] if any(r.get("virtual_time") for r in run["rounds"])]
+    if timed:
+        figs["Accuracy against projected board time"] = accuracy_plot(
+            "virtual time (s): projected board training + transfer, slowest client per round",
+            {run["name"]: [(0.0 if r["round"] == "0" else _f(r.get("virtual_time")), _f(r["test_accuracy"]))
+                           for r in run["rounds"] if r["round"] == "0" or r.get("virtual_time")] for run in timed})
 
     names = list(kernels)
     parts = PARTS + ["wait_seconds"]
