@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <numeric>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -33,7 +35,10 @@
 namespace {
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RowVec = Eigen::RowVectorXf;
-using SparseBatch = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor, int>>;
+// The mini-batch's input, (m, 784), in the two storage orders the two sparse products want:
+// by sample (CSR: each sample's nonzero pixels) and by pixel (CSC: each pixel's samples).
+using BySample = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor, int>>;
+using ByPixel = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::ColMajor, int>>;
 }  // namespace
 
 // p / 255.0f for every byte value (one correctly rounded division each, done once).
@@ -43,6 +48,17 @@ static const std::array<float, 256> pixel_value = [] {
     return t;
 }();
 
+// Compressed sparse storage allocated once, for a Map: outer starts, inner indices, values.
+struct SparseBuffers {
+    std::vector<int> start, index;
+    std::vector<float> value;
+    void reserve(int outer, size_t nnz) {
+        start.assign(size_t(outer) + 1, 0);
+        index.assign(nnz, 0);
+        value.assign(nnz, 0.0f);
+    }
+};
+
 struct ecufl_net {
     std::vector<int> sizes;
     int max_batch = 0;
@@ -50,11 +66,11 @@ struct ecufl_net {
     std::vector<RowVec> b;      // b[l], (1, n_out)
     std::vector<Mat> act;       // act[l], (max_batch, sizes[l]) for l >= 1 (act[0] is the sparse input)
     std::vector<Mat> delta;     // delta[l], (max_batch, sizes[l+1])
+    Mat step_delta;             // (lr/m) * delta[0], the first layer's update
     Mat y;                      // one-hot labels of the mini-batch
-    std::vector<int> x_rows;    // the sparse input: row starts (m + 1) ...
-    std::vector<int> x_cols;    // ... pixel indices ...
-    std::vector<float> x_vals;  // ... and p / 255
-    std::vector<float> x_step;  // lr/m * p / 255, for the first layer's update
+    SparseBuffers by_sample;    // the input, CSR (m rows)
+    SparseBuffers by_pixel;     // the input, CSC (784 columns)
+    std::vector<int> fill;      // by_pixel's write positions while it is built
     char error[256] = "";
 
     int fail(const char *fmt, ...) {
@@ -66,29 +82,57 @@ struct ecufl_net {
     }
     int layers() const { return int(sizes.size()) - 1; }
 
-    // The m samples as a sparse (m, 784) matrix over the preallocated buffers.
-    SparseBatch input(const uint8_t *images, const int32_t *rows, int first, int m) {
+    // The m samples as a sparse (m, 784) CSR matrix: each image's nonzero pixels as p / 255.
+    // MNIST's borders are zero: all-zero 8-byte words are skipped; the rest is compacted without
+    // branches (every pixel's slot is written, kept only if the pixel is nonzero).
+    BySample input(const uint8_t *images, const int32_t *rows, int first, int m) {
         const int n0 = sizes[0];
+        int *start = by_sample.start.data(), *index = by_sample.index.data();
+        float *value = by_sample.value.data();
         int nnz = 0;
         for (int s = 0; s < m; s++) {
             const uint8_t *pixels = images + size_t(rows ? rows[s] : first + s) * n0;
-            x_rows[s] = nnz;
-            for (int i = 0; i < n0; i++) {
-                if (i + 8 <= n0 && i % 8 == 0) {  // skip all-zero runs of 8 pixels (the borders)
-                    std::uint64_t word;
-                    std::memcpy(&word, pixels + i, 8);
-                    if (!word) {
-                        i += 7;
-                        continue;
-                    }
+            start[s] = nnz;
+            int i = 0;
+            for (; i + 8 <= n0; i += 8) {
+                std::uint64_t word;
+                std::memcpy(&word, pixels + i, 8);
+                if (!word) continue;
+                for (int k = i; k < i + 8; k++) {
+                    index[nnz] = k;
+                    value[nnz] = pixel_value[pixels[k]];
+                    nnz += pixels[k] != 0;
                 }
-                x_cols[nnz] = i;  // branch-free: write the slot, keep it if the pixel is nonzero
-                x_vals[nnz] = pixel_value[pixels[i]];
+            }
+            for (; i < n0; i++) {
+                index[nnz] = i;
+                value[nnz] = pixel_value[pixels[i]];
                 nnz += pixels[i] != 0;
             }
         }
-        x_rows[m] = nnz;
-        return SparseBatch(m, n0, nnz, x_rows.data(), x_cols.data(), x_vals.data());
+        start[m] = nnz;
+        return BySample(m, n0, nnz, start, index, value);
+    }
+
+    // The same matrix by pixel (a counting sort of the CSR entries by column). Eigen's own
+    // conversion (SparseMatrix<float, ColMajor> = x) would allocate a new matrix per mini-batch.
+    ByPixel transpose_storage(const BySample &x) {
+        const int n0 = int(x.cols()), nnz = int(x.nonZeros());
+        int *start = by_pixel.start.data(), *sample = by_pixel.index.data();
+        float *value = by_pixel.value.data();
+        const int *x_start = x.outerIndexPtr(), *x_pixel = x.innerIndexPtr();
+        const float *x_value = x.valuePtr();
+        std::fill(start, start + n0 + 1, 0);
+        for (int k = 0; k < nnz; k++) start[x_pixel[k] + 1]++;
+        std::partial_sum(start, start + n0 + 1, start);
+        std::copy(start, start + n0, fill.data());
+        for (int s = 0; s < int(x.rows()); s++)
+            for (int k = x_start[s]; k < x_start[s + 1]; k++) {
+                const int pos = fill[x_pixel[k]]++;
+                sample[pos] = s;
+                value[pos] = x_value[k];
+            }
+        return ByPixel(x.rows(), n0, nnz, start, sample, value);
     }
 
     // sigmoid with the C library's expf and an IEEE division per element. Eigen's packet exp and
@@ -98,7 +142,7 @@ struct ecufl_net {
     template <typename Block>
     static void sigmoid(Block &&z) { z = z.unaryExpr([](float v) { return 1.0f / (1.0f + std::exp(-v)); }); }
 
-    void forward(const SparseBatch &x, int m) {
+    void forward(const BySample &x, int m) {
         for (int l = 0; l < layers(); l++) {
             auto z = act[l + 1].topRows(m);
             if (l == 0)
@@ -110,7 +154,7 @@ struct ecufl_net {
         }
     }
 
-    void backward_update(const SparseBatch &x, const uint8_t *labels, const int32_t *rows, int m, float step) {
+    void backward_update(const BySample &x, const uint8_t *labels, const int32_t *rows, int m, float step) {
         const int L = layers();
         auto yb = y.topRows(m);
         yb.setZero();
@@ -119,17 +163,20 @@ struct ecufl_net {
         delta[L - 1].topRows(m) = ((a - yb.array()) * a * (1.0f - a)).matrix();  // BP1
         for (int l = L - 1; l >= 1; l--) {                                          // BP2
             auto al = act[l].topRows(m).array();
-            delta[l - 1].topRows(m) = ((delta[l].topRows(m) * wt[l].transpose()).array() * al * (1.0f - al)).matrix();
+            auto dl = delta[l - 1].topRows(m);
+            dl.noalias() = delta[l].topRows(m) * wt[l].transpose();
+            dl.array() *= al * (1.0f - al);
         }
         for (int l = 0; l < L; l++) {  // BP3, BP4, w -= (lr/m) * sum(grad)
             auto d = delta[l].topRows(m);
             b[l] -= step * d.colwise().sum();
             if (l == 0) {
-                // (step * x)^T d: a scalar times a sparse matrix would be a new sparse matrix
-                // (an allocation per mini-batch), so the step goes into a copy of x's values.
-                for (Eigen::Index k = 0; k < x.nonZeros(); k++) x_step[k] = step * x.valuePtr()[k];
-                SparseBatch xs(x.rows(), x.cols(), x.nonZeros(), x.outerIndexPtr(), x.innerIndexPtr(), x_step.data());
-                wt[0].noalias() -= xs.transpose() * d;
+                // x^T by sample is column-major: each sample's row of step * delta is added to
+                // the weight rows of its nonzero pixels. The step goes into delta first (a
+                // scalar times the sparse x would be evaluated into a new sparse matrix).
+                auto sd = step_delta.topRows(m);
+                sd.noalias() = step * d;
+                wt[0].noalias() -= x.transpose() * sd;
             } else {
                 wt[l].noalias() -= step * (act[l].topRows(m).transpose() * d);
             }
@@ -164,10 +211,10 @@ ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *
             net->act.push_back(Mat());  // the input lives in x_* as a sparse matrix
             for (int l = 1; l < n_sizes; l++) net->act.push_back(Mat::Zero(max_batch, sizes[l]));
             net->y = Mat::Zero(max_batch, sizes[n_sizes - 1]);
-            net->x_rows.assign(size_t(max_batch) + 1, 0);
-            net->x_cols.assign(size_t(max_batch) * sizes[0], 0);
-            net->x_vals.assign(size_t(max_batch) * sizes[0], 0.0f);
-            net->x_step.assign(size_t(max_batch) * sizes[0], 0.0f);
+            net->step_delta = Mat::Zero(max_batch, sizes[1]);
+            net->by_sample.reserve(max_batch, size_t(max_batch) * sizes[0]);
+            net->by_pixel.reserve(sizes[0], size_t(max_batch) * sizes[0]);
+            net->fill.assign(size_t(sizes[0]), 0);
             return net;
         } catch (const std::bad_alloc &) {
             std::snprintf(msg, sizeof msg, "out of memory");
@@ -235,7 +282,7 @@ int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels
     for (int k = 0; k < n; k += batch_size) {
         const int m = n - k < batch_size ? n - k : batch_size;
         const float step = float(lr / m);
-        SparseBatch x = net->input(images, order + k, 0, m);
+        BySample x = net->input(images, order + k, 0, m);
         net->forward(x, m);
         net->backward_update(x, labels, order + k, m, step);
     }
