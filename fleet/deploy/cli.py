@@ -170,20 +170,25 @@ def start(ctx, boards):
     _exit(_run_each(inv, names, act))
 
 
-@deploy.command()
-@click.argument("boards", nargs=-1)
-@click.pass_context
-def stop(ctx, boards):
-    """Stop the service on the boards."""
+def _each(ctx: click.Context, boards: tuple[str, ...], op: str, done: str) -> None:
+    """``remote.<op>(conn)`` on each board, then ``board NAME: <done>`` ({root} = its install root)."""
     from . import remote
 
     inv = _inv(ctx)
 
     async def act(c):
-        await remote.stop(c)
-        _say(f"board {c.name}: stopped")
+        await getattr(remote, op)(c)
+        _say(f"board {c.name}: " + done.format(root=c.board.install_root))
 
     _exit(_run_each(inv, _pick(inv, boards), act))
+
+
+@deploy.command()
+@click.argument("boards", nargs=-1)
+@click.pass_context
+def stop(ctx, boards):
+    """Stop the service on the boards."""
+    _each(ctx, boards, "stop", "stopped")
 
 
 @deploy.command()
@@ -255,15 +260,7 @@ def rollback(ctx, boards):
 @click.pass_context
 def remove(ctx, boards):
     """Stop the service and delete everything ecufl put on the boards."""
-    from . import remote
-
-    inv = _inv(ctx)
-
-    async def act(c):
-        await remote.remove(c)
-        _say(f"board {c.name}: removed {c.board.install_root}")
-
-    _exit(_run_each(inv, _pick(inv, boards), act))
+    _each(ctx, boards, "remove", "removed {root}")
 
 
 def main() -> None:  # pragma: no cover - convenience for `python -m ecufl.fleet.deploy.cli`
