@@ -1,13 +1,20 @@
-/* HDRNN in float32, with pruned layers in CSC storage: the C kernel's --prune path (sparse_f32.h).
+/* HDRNN in float32, with pruned layers in block-CSC storage: the C kernel's --prune path
+ * (sparse_f32.h). Float arithmetic of the numpy reference (held to the float tolerance).
  *
- * Every weight matrix is stored by input column: dense layers as W^T (n_in x n_out), pruned ones
- * as CSC (per input i, the kept weights and their uint16 output rows). Both layouts make the three
- * products loops over the nonzero inputs of a sample:
- *   forward   z[s][:] += x[s][i] * W[:, i]           for x[s][i] != 0
- *   gradient  G[:, i]  = sum_s x[s][i] delta[s][:]    only columns with a nonzero input get work
- *   backprop  e[s][i]  = W[:, i] . delta[s][:]        (layers above the first)
- * so an MNIST image (about 80% zero pixels) costs its nonzero pixels only, and a pruned matrix its
- * kept weights only. A weight whose gradient is 0 is left alone: w - (lr/m) * 0 == w. */
+ * Layouts (every row padded with zeros to a multiple of 8 floats, one v8f):
+ *   layer 0 (input: MNIST pixels, ~80% zero)  dense: W^T (n_in x ld_out); pruned: block-CSC by
+ *       input pixel (per pixel, the kept blocks of 8 consecutive output rows, or single weights).
+ *       Every product walks the NONZERO pixels only, and per pixel the kept blocks only:
+ *         forward   z[s][rows] += x[s][i] * W[rows, i]              (per sample, its pixels)
+ *         gradient  W[rows, i] -= step * sum_s x[s][i] d[s][rows]  (per pixel, its samples)
+ *       so at 90% block sparsity both cost ~1/10 of the dense walk (which itself costs the
+ *       nonzero pixels only). Layer 0's input delta is never needed.
+ *   layers >= 1 (dense inputs: sigmoid outputs)  dense: W (n_out x ld_in) row-major, products as
+ *       dot products (forward), axpys (back-propagation) and outer products (gradient);
+ *       pruned (multi-hidden configs): block-CSC by input, walked over all inputs.
+ * All deltas are computed (with the weights before the step) before any weight changes; the
+ * sigmoid is evaluated 8 at a time (v8_sigmoid: Cephes-style expf, within 2 ulp of libm).
+ * A weight whose gradient is 0 is left alone: w - step * 0 == w. */
 #define _POSIX_C_SOURCE 200112L
 #include "sparse_f32.h"
 
@@ -16,37 +23,72 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#define LD8(n) (((n) + 7) & ~7)
+
+/* 8 floats as one value: GCC/Clang vector extensions give one AVX register on x86 and two NEON
+ * q registers on ARMv7, without intrinsics. */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
+static inline v8f splat8(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
+static inline v8f select8(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
+
+/* 1 / (1 + exp(-z)), 8 lanes: exp by range reduction to r in [-ln2/2, ln2/2] (Cody-Waite split
+ * of ln 2) and Cephes' degree-6 polynomial, 2^n from the exponent bits; -z is clamped to
+ * [-87, 88] (exp stays a normal float; sigmoid rounds to 1 or ~0 there anyway). */
+static inline v8f v8_sigmoid(v8f z) {
+    v8f x = -z;
+    x = select8(x < splat8(-87.0f), splat8(-87.0f), x);
+    x = select8(x > splat8(88.0f), splat8(88.0f), x);
+    const v8f magic = splat8(12582912.0f);  /* 1.5 * 2^23: adding and subtracting rounds to an integer */
+    v8f n = (x * splat8(1.44269504088896341f) + magic) - magic;
+    v8f r = x - n * splat8(0.693359375f) - n * splat8(-2.12194440e-4f);
+    v8f p = splat8(1.9875691500e-4f);
+    p = p * r + splat8(1.3981999507e-3f);
+    p = p * r + splat8(8.3334519073e-3f);
+    p = p * r + splat8(4.1665795894e-2f);
+    p = p * r + splat8(1.6666665459e-1f);
+    p = p * r + splat8(5.0000001201e-1f);
+    v8f e = p * r * r + r + splat8(1.0f);
+    v8i pow2 = (__builtin_convertvector(n, v8i) + 127) << 23;
+    e = e * (v8f)pow2;
+    return splat8(1.0f) / (splat8(1.0f) + e);
+}
 
 typedef struct {
-    int n_in, n_out;
-    float *b;
-    float *wt;        /* dense: n_in x n_out (W transposed), NULL when sparse */
+    int n_in, n_out, ld_in, ld_out;
+    float *b;         /* ld_out, zero padded */
+    float *w;         /* dense: layer 0 W^T (n_in x ld_out), others W (n_out x ld_in); NULL when sparse */
     int sparse, nnz, block;
     int32_t *colptr;  /* n_in + 1, in weights */
     uint16_t *row;    /* nnz / block: first output row of each kept block of `block` rows */
-    float *wv;        /* nnz */
+    float *wv;        /* nnz (+ 8 zeros) */
+    float *gv;        /* layer 0 in 8-row blocks: the mini-batch's gradient of each kept weight */
 } layer_t;
-
-/* 8 floats as one value: GCC/Clang vector extensions give one AVX register on x86 and two NEON
- * q registers on ARMv7, without intrinsics (the compiler would not vectorise these short loops). */
-typedef float v8f __attribute__((vector_size(32)));
-static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
-static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 
 static inline int row_of(const layer_t *L, int k) {
     return L->block == 1 ? L->row[k] : L->row[k / L->block] + k % L->block;
 }
 
 struct sf_net {
-    int n_layers, sizes[16], maxn, cap;
+    int n_layers, sizes[16], ld[16], cap;
     layer_t L[15];
-    float *act[16];   /* cap x n_l */
-    float *d, *d2;    /* cap x maxn: deltas of the current / previous layer */
-    float *g;         /* maxn: one column of a gradient */
-    int32_t *nz_ptr;  /* nonzero inputs by sample (cap + 1) and by column (maxn + 1) */
-    uint16_t *nz_i, *c_s;
+    float *act[16];   /* act[l] (l >= 1): cap x ld[l]; layer 0's input lives in the lists below */
+    float *delta[15]; /* delta[l]: cap x ld[l+1], error at layer l's output */
+    float *gs;        /* max ld: one gradient row / block sums */
+    float *zpart;     /* 4 x ld[1]: partial sums of layer 0's forward walk */
+    /* the input pixels: nonzero ones by sample (nz_*) and by pixel (c_*) */
+    int32_t *nz_ptr, *nz_i, *c_ptr, *c_s;
     float *nz_x, *c_x;
-    int32_t *c_ptr;
+    /* layer 0 in 8-row blocks: per sample, the kept blocks at its nonzero pixels (blk_k: offset of
+     * the block in wv, blk_x: the pixel value), one flat list walked by forward and gradient */
+    int32_t *blk_ptr, *blk_k;
+    float *blk_x;
 };
 
 static char last_error[256];
@@ -68,28 +110,45 @@ static void *zalloc(size_t bytes) {
     return p;
 }
 
+/* p / 255.0f for every byte, folded by the compiler (correctly rounded, as numpy's division). */
+#define PV(p) ((float)(p) / 255.0f)
+#define PV4(p) PV(p), PV(p + 1), PV(p + 2), PV(p + 3)
+#define PV16(p) PV4(p), PV4(p + 4), PV4(p + 8), PV4(p + 12)
+#define PV64(p) PV16(p), PV16(p + 16), PV16(p + 32), PV16(p + 48)
+static const float pixel_value[256] = {PV64(0), PV64(64), PV64(128), PV64(192)};
+
 static void free_buffers(sf_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
-    free(n->d); free(n->d2); free(n->g); free(n->nz_ptr); free(n->nz_i); free(n->c_s);
-    free(n->nz_x); free(n->c_x); free(n->c_ptr);
-    n->d = n->d2 = n->g = n->nz_x = n->c_x = NULL;
-    n->nz_ptr = n->c_ptr = NULL;
-    n->nz_i = n->c_s = NULL;
+    for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
+    free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
+    free(n->blk_ptr); free(n->blk_k); free(n->blk_x);
+    n->gs = n->nz_x = n->c_x = n->blk_x = NULL;
+    n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->blk_ptr = n->blk_k = NULL;
     n->cap = 0;
 }
+
+/* Layer 0 pruned in blocks of 8 rows: walked through the block lists. */
+static int blocked_first(const sf_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
 
 static int ensure_capacity(sf_net *n, int m) {
     if (m <= n->cap) return 0;
     free_buffers(n);
-    int cap = m < 64 ? 64 : m;
-    size_t big = (size_t)cap * n->maxn;
-    for (int l = 0; l <= n->n_layers; l++)
-        if (!(n->act[l] = zalloc(sizeof(float) * (size_t)cap * n->sizes[l]))) goto oom;
-    if (!(n->d = zalloc(4 * big)) || !(n->d2 = zalloc(4 * big)) || !(n->g = zalloc(4 * (size_t)n->maxn)) ||
-        !(n->nz_ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->c_ptr = zalloc(4 * ((size_t)n->maxn + 1))) ||
-        !(n->nz_i = zalloc(2 * big)) || !(n->c_s = zalloc(2 * big)) || !(n->nz_x = zalloc(4 * big)) ||
-        !(n->c_x = zalloc(4 * big)))
+    int cap = m < 64 ? 64 : m, maxld = 0;
+    for (int l = 0; l <= n->n_layers; l++) maxld = n->ld[l] > maxld ? n->ld[l] : maxld;
+    size_t pix = (size_t)cap * n->sizes[0];
+    for (int l = 1; l <= n->n_layers; l++)
+        if (!(n->act[l] = zalloc(sizeof(float) * (size_t)cap * n->ld[l])) ||
+            !(n->delta[l - 1] = zalloc(sizeof(float) * (size_t)cap * n->ld[l]))) goto oom;
+    if (!(n->gs = zalloc(4 * (size_t)maxld)) || !(n->zpart = zalloc(16 * (size_t)n->ld[1])) || !(n->nz_ptr = zalloc(4 * ((size_t)cap + 1))) ||
+        !(n->c_ptr = zalloc(4 * ((size_t)n->sizes[0] + 1))) || !(n->nz_i = zalloc(4 * pix)) ||
+        !(n->c_s = zalloc(4 * pix)) || !(n->nz_x = zalloc(4 * pix)) || !(n->c_x = zalloc(4 * pix)))
         goto oom;
+    if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
+        size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
+        if (!(n->blk_ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->blk_k = zalloc(4 * entries)) ||
+            !(n->blk_x = zalloc(4 * entries)))
+            goto oom;
+    }
     n->cap = cap;
     return 0;
 oom:
@@ -97,14 +156,21 @@ oom:
     return fail("out of memory for a mini-batch of %d samples", m);
 }
 
+static void free_layer_storage(layer_t *L) {
+    free(L->w); free(L->colptr); free(L->row); free(L->wv); free(L->gv);
+    L->w = L->wv = L->gv = NULL; L->colptr = NULL; L->row = NULL;
+}
+
 void sf_destroy(sf_net *n) {
     if (!n) return;
-    for (int l = 0; l < n->n_layers; l++) {
-        layer_t *L = &n->L[l];
-        free(L->b); free(L->wt); free(L->colptr); free(L->row); free(L->wv);
-    }
+    for (int l = 0; l < n->n_layers; l++) { free(n->L[l].b); free_layer_storage(&n->L[l]); }
     free_buffers(n);
     free(n);
+}
+
+/* Index of weight (j, i) of a dense layer in its storage. */
+static inline long dense_index(const layer_t *L, int first, int j, int i) {
+    return first ? (long)i * L->ld_out + j : (long)j * L->ld_in + i;
 }
 
 sf_net *sf_create(int n_sizes, const int *sizes, const float *const *params) {
@@ -115,14 +181,14 @@ sf_net *sf_create(int n_sizes, const int *sizes, const float *const *params) {
     if (!n) { fail("out of memory"); return NULL; }
     n->n_layers = n_sizes - 1;
     memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
-    for (int l = 0; l < n_sizes; l++) n->maxn = sizes[l] > n->maxn ? sizes[l] : n->maxn;
+    for (int l = 0; l < n_sizes; l++) n->ld[l] = LD8(sizes[l]);
     for (int l = 0; l < n->n_layers; l++) {
         layer_t *L = &n->L[l];
-        L->n_in = sizes[l];
-        L->n_out = sizes[l + 1];
-        L->b = zalloc(sizeof(float) * L->n_out);
-        L->wt = zalloc(sizeof(float) * (size_t)L->n_in * L->n_out);
-        if (!L->b || !L->wt) { sf_destroy(n); fail("out of memory"); return NULL; }
+        L->n_in = sizes[l]; L->n_out = sizes[l + 1];
+        L->ld_in = n->ld[l]; L->ld_out = n->ld[l + 1];
+        L->b = zalloc(sizeof(float) * L->ld_out);
+        L->w = zalloc(sizeof(float) * (size_t)(l == 0 ? L->n_in * L->ld_out : L->n_out * L->ld_in));
+        if (!L->b || !L->w) { sf_destroy(n); fail("out of memory"); return NULL; }
     }
     sf_set_params(n, params);
     return n;
@@ -133,30 +199,33 @@ int sf_set_params(sf_net *n, const float *const *params) {
         layer_t *L = &n->L[l];
         const float *w = params[2 * l];
         memcpy(L->b, params[2 * l + 1], sizeof(float) * L->n_out);
-        for (int i = 0; i < L->n_in; i++) {
-            if (L->sparse) {
+        if (L->sparse) {  /* the mask stays: only the kept positions take the new values */
+            for (int i = 0; i < L->n_in; i++)
                 for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) L->wv[k] = w[(long)row_of(L, k) * L->n_in + i];
-            } else {
-                for (int j = 0; j < L->n_out; j++) L->wt[(long)i * L->n_out + j] = w[(long)j * L->n_in + i];
-            }
+        } else {
+            for (int j = 0; j < L->n_out; j++)
+                for (int i = 0; i < L->n_in; i++) L->w[dense_index(L, l == 0, j, i)] = w[(long)j * L->n_in + i];
         }
     }
     return 0;
 }
 
+/* Layer l's weights in the book's shape (n_out x n_in), zeros where pruned. */
+static void dense_copy(const layer_t *L, int first, float *w) {
+    if (L->sparse) {
+        memset(w, 0, sizeof(float) * (size_t)L->n_in * L->n_out);
+        for (int i = 0; i < L->n_in; i++)
+            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) w[(long)row_of(L, k) * L->n_in + i] = L->wv[k];
+    } else {
+        for (int j = 0; j < L->n_out; j++)
+            for (int i = 0; i < L->n_in; i++) w[(long)j * L->n_in + i] = L->w[dense_index(L, first, j, i)];
+    }
+}
+
 int sf_get_params(const sf_net *n, float *const *params) {
     for (int l = 0; l < n->n_layers; l++) {
-        const layer_t *L = &n->L[l];
-        float *w = params[2 * l];
-        memcpy(params[2 * l + 1], L->b, sizeof(float) * L->n_out);
-        if (L->sparse) memset(w, 0, sizeof(float) * (size_t)L->n_in * L->n_out);
-        for (int i = 0; i < L->n_in; i++) {
-            if (L->sparse) {
-                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) w[(long)row_of(L, k) * L->n_in + i] = L->wv[k];
-            } else {
-                for (int j = 0; j < L->n_out; j++) w[(long)j * L->n_in + i] = L->wt[(long)i * L->n_out + j];
-            }
-        }
+        memcpy(params[2 * l + 1], n->L[l].b, sizeof(float) * n->L[l].n_out);
+        dense_copy(&n->L[l], l == 0, params[2 * l]);
     }
     return 0;
 }
@@ -176,19 +245,13 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     float *dense = malloc(sizeof(float) * (size_t)size);  /* (n_out x n_in); pruning is rare */
     int32_t *colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
     uint16_t *row = zalloc(sizeof(uint16_t) * (nnz ? nnz / block : 1));
-    float *wv = zalloc(sizeof(float) * (nnz ? nnz : 1));
-    if (!dense || !colptr || !row || !wv) {
-        free(dense); free(colptr); free(row); free(wv);
+    float *wv = zalloc(sizeof(float) * (size_t)(nnz + 8));
+    float *gv = l == 0 && block == 8 ? zalloc(sizeof(float) * (size_t)(nnz + 8)) : NULL;
+    if (!dense || !colptr || !row || !wv || (l == 0 && block == 8 && !gv)) {
+        free(dense); free(colptr); free(row); free(wv); free(gv);
         return fail("out of memory");
     }
-    for (long k = 0; k < size; k++) dense[k] = 0.0f;
-    for (int i = 0; i < L->n_in; i++) {
-        if (L->sparse) {
-            for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) dense[(long)row_of(L, k) * L->n_in + i] = L->wv[k];
-        } else {
-            for (int j = 0; j < L->n_out; j++) dense[(long)j * L->n_in + i] = L->wt[(long)i * L->n_out + j];
-        }
-    }
+    dense_copy(L, l == 0, dense);
     long k = 0;
     for (int i = 0; i < L->n_in; i++) {
         colptr[i] = (int32_t)k;
@@ -201,159 +264,344 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     }
     colptr[L->n_in] = (int32_t)k;
     free(dense);
-    free(L->wt); free(L->colptr); free(L->row); free(L->wv);
-    L->wt = NULL;
-    L->colptr = colptr; L->row = row; L->wv = wv;
+    free_layer_storage(L);
+    L->colptr = colptr; L->row = row; L->wv = wv; L->gv = gv;
     L->nnz = (int)nnz;
     L->block = block;
     L->sparse = 1;
+    free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
     return 0;
 }
 
-/* Nonzero entries of x (m x n_in) by sample (nz_*) and by column (c_*). */
-static void list_nonzero(sf_net *n, const float *x, int m, int n_in) {
+/* ---- the input layer's nonzero pixels ------------------------------------------------------ */
+/* By sample: 8 pixels at a time, all-zero words skipped (MNIST's background), the others
+ * compacted without branches; then by pixel (counting sort; within a pixel, samples ascend). */
+static void list_pixels(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
+    const int n_in = n->sizes[0];
     int32_t cnt = 0;
-    for (int i = 0; i <= n_in; i++) n->c_ptr[i] = 0;
+    int32_t *restrict nz_i = n->nz_i, *restrict c_ptr = n->c_ptr;
+    float *restrict nz_x = n->nz_x;
+    memset(c_ptr, 0, sizeof(int32_t) * (n_in + 1));
     for (int s = 0; s < m; s++) {
+        const uint8_t *px = images + (long)(idx ? idx[s] : s) * n_in;
         n->nz_ptr[s] = cnt;
-        const float *xs = x + (long)s * n_in;
-        for (int i0 = 0; i0 < n_in; i0 += 8) {
-            const int i1 = i0 + 8 < n_in ? i0 + 8 : n_in;
-            int any = 0;
-            for (int i = i0; i < i1; i++) any |= xs[i] != 0.0f;
-            if (!any) continue;  /* MNIST background: 8 zero pixels at a time */
-            for (int i = i0; i < i1; i++) {  /* branch-free compaction */
-                n->nz_i[cnt] = (uint16_t)i;
-                n->nz_x[cnt] = xs[i];
-                int nz = xs[i] != 0.0f;
-                cnt += nz;
-                n->c_ptr[i + 1] += nz;
+        int i = 0;
+        for (; i + 8 <= n_in; i += 8) {
+            uint64_t word;
+            memcpy(&word, px + i, 8);
+            if (!word) continue;
+            for (int k = i; k < i + 8; k++) {
+                nz_i[cnt] = k;
+                nz_x[cnt] = pixel_value[px[k]];
+                cnt += px[k] != 0;
             }
+        }
+        for (; i < n_in; i++) {
+            nz_i[cnt] = i;
+            nz_x[cnt] = pixel_value[px[i]];
+            cnt += px[i] != 0;
         }
     }
     n->nz_ptr[m] = cnt;
-    for (int i = 0; i < n_in; i++) n->c_ptr[i + 1] += n->c_ptr[i];
+    for (int t = 0; t < cnt; t++) c_ptr[nz_i[t] + 1]++;
+    for (int i = 0; i < n_in; i++) c_ptr[i + 1] += c_ptr[i];
     for (int s = 0; s < m; s++)
         for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
-            int pos = n->c_ptr[n->nz_i[t]]++;
-            n->c_s[pos] = (uint16_t)s;
-            n->c_x[pos] = n->nz_x[t];
+            int pos = c_ptr[nz_i[t]]++;
+            n->c_s[pos] = s;
+            n->c_x[pos] = nz_x[t];
         }
-    for (int i = n_in; i > 0; i--) n->c_ptr[i] = n->c_ptr[i - 1];
-    n->c_ptr[0] = 0;
+    for (int i = n_in; i > 0; i--) c_ptr[i] = c_ptr[i - 1];
+    c_ptr[0] = 0;
 }
 
-static void forward(sf_net *n, int m, int keep_lists_of) {
-    for (int l = 0; l < n->n_layers; l++) {
-        const layer_t *L = &n->L[l];
-        const int n_out = L->n_out;
-        list_nonzero(n, n->act[l], m, L->n_in);
-        float *z = n->act[l + 1];
+/* The block lists of layer 0 (8-row blocks): per sample, for each nonzero pixel, its kept blocks.
+ * Written without a data-dependent loop: 16 entries (one pixel's blocks when n_out <= 128) are
+ * stored unconditionally and the count advances by the real number, so the walk over a pixel's
+ * 0..16 blocks costs no branch misprediction (the list is walked twice, forward and gradient). */
+static inline int32_t emit_blocks(const int32_t *restrict colptr, int i, float value, int32_t *restrict blk_k,
+                                  float *restrict blk_x, int32_t cnt) {
+    const v8i lane = {0, 8, 16, 24, 32, 40, 48, 56};
+    const int k0 = colptr[i], nk = colptr[i + 1] - k0;
+    const v8f x = splat8(value);
+    for (int b = 0; b == 0 || b < nk; b += 128) {
+        v8i k = lane + (k0 + b);
+        memcpy(blk_k + cnt + b / 8, &k, sizeof k);
+        k += 64;
+        memcpy(blk_k + cnt + b / 8 + 8, &k, sizeof k);
+        store8(blk_x + cnt + b / 8, x);
+        store8(blk_x + cnt + b / 8 + 8, x);
+    }
+    return cnt + (nk >> 3);
+}
+
+/* Bit b set when byte b of p[0..n) (n <= 32) is nonzero. */
+static inline uint32_t nonzero_bits(const uint8_t *p, int n) {
+#if defined(__AVX2__)
+    if (n == 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)p);
+        return ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_setzero_si256()));
+    }
+#endif
+    uint32_t bits = 0;
+    for (int b = 0; b < n; b++) bits |= (uint32_t)(p[b] != 0) << b;
+    return bits;
+}
+
+/* The images' nonzero pixels straight into the block lists (the pixel lists are not needed). */
+static void list_blocks(sf_net *n, const layer_t *L, const uint8_t *images, const int32_t *idx, int m) {
+    const int n_in = n->sizes[0];
+    int32_t cnt = 0;
+    int32_t *restrict blk_k = n->blk_k, *restrict blk_ptr = n->blk_ptr;
+    float *restrict blk_x = n->blk_x;
+    const int32_t *restrict colptr = L->colptr;
+    for (int s = 0; s < m; s++) {
+        const uint8_t *px = images + (long)(idx ? idx[s] : s) * n_in;
+        blk_ptr[s] = cnt;
+        for (int c = 0; c < n_in; c += 32) {
+            uint32_t bits = nonzero_bits(px + c, n_in - c < 32 ? n_in - c : 32);
+            while (bits) {
+                const int i = c + __builtin_ctz(bits);
+                bits &= bits - 1;
+                cnt = emit_blocks(colptr, i, pixel_value[px[i]], blk_k, blk_x, cnt);
+            }
+        }
+    }
+    blk_ptr[m] = cnt;
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+/* z (ld_out) = layer 0's pre-activation of sample s, without the bias. */
+static void forward_first(const sf_net *n, const layer_t *L, int s, float *restrict z) {
+    const int ld = L->ld_out;
+    for (int c = 0; c < ld; c += 8) store8(z + c, splat8(0.0f));
+    const int32_t *restrict nz_i = n->nz_i;
+    const float *restrict nz_x = n->nz_x;
+    const int t0 = n->nz_ptr[s], t1 = n->nz_ptr[s + 1];
+    if (!L->sparse) {
+        for (int c = 0; c < ld; c += 64) {  /* up to 8 vectors of outputs kept in registers */
+            const int nv = (ld - c) / 8 < 8 ? (ld - c) / 8 : 8;
+            v8f acc[8];
+            for (int v = 0; v < 8; v++) acc[v] = splat8(0.0f);
+            for (int t = t0; t < t1; t++) {
+                const float *restrict wr = L->w + (long)nz_i[t] * ld + c;
+                const v8f x = splat8(nz_x[t]);
+                for (int v = 0; v < nv; v++) acc[v] += x * load8(wr + 8 * v);
+            }
+            for (int v = 0; v < nv; v++) store8(z + c + 8 * v, acc[v]);
+        }
+        return;
+    }
+    const int32_t *restrict colptr = L->colptr;
+    const uint16_t *restrict row = L->row;
+    const float *restrict wv = L->wv;
+    if (L->block == 8) {  /* one vector operation per kept block at a nonzero pixel */
+        /* Consecutive pixels keep mostly the same rows, so one accumulator row would chain every
+         * few entries through a store and a reload; entries alternate over 4 copies of z instead. */
+        float *restrict zp = n->zpart;
+        for (int c = 0; c < 4 * ld; c += 8) store8(zp + c, splat8(0.0f));
+        const int32_t *restrict blk_k = n->blk_k;
+        const float *restrict blk_x = n->blk_x;
+        const int e0 = n->blk_ptr[s], e1 = n->blk_ptr[s + 1];
+        int e = e0;
+        for (; e + 4 <= e1; e += 4)
+            for (int q = 0; q < 4; q++) {
+                const int k = blk_k[e + q];
+                float *zb = zp + q * ld + row[k >> 3];
+                store8(zb, load8(zb) + splat8(blk_x[e + q]) * load8(wv + k));
+            }
+        for (; e < e1; e++) {
+            const int k = blk_k[e];
+            float *zb = zp + row[k >> 3];
+            store8(zb, load8(zb) + splat8(blk_x[e]) * load8(wv + k));
+        }
+        for (int c = 0; c < ld; c += 8)
+            store8(z + c, (load8(zp + c) + load8(zp + ld + c)) + (load8(zp + 2 * ld + c) + load8(zp + 3 * ld + c)));
+        return;
+    }
+    for (int t = t0; t < t1; t++) {
+        const int i = nz_i[t];
+        const float x = nz_x[t];
+        for (int k = colptr[i]; k < colptr[i + 1]; k++) z[row[k]] += x * wv[k];
+    }
+}
+
+/* z (ld_out) = layer l's (l >= 1) pre-activation from the dense activations a (ld_in), no bias. */
+static void forward_hidden(const layer_t *L, const float *restrict a, float *restrict z) {
+    if (!L->sparse) {
+        for (int j = 0; j < L->n_out; j++) {
+            const float *restrict wr = L->w + (long)j * L->ld_in;
+            v8f acc = splat8(0.0f);
+            for (int c = 0; c < L->ld_in; c += 8) acc += load8(a + c) * load8(wr + c);
+            float sum = 0.0f;
+            for (int q = 0; q < 8; q++) sum += acc[q];
+            z[j] = sum;
+        }
+        for (int j = L->n_out; j < L->ld_out; j++) z[j] = 0.0f;
+        return;
+    }
+    memset(z, 0, sizeof(float) * L->ld_out);
+    for (int i = 0; i < L->n_in; i++)
+        for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) z[row_of(L, k)] += a[i] * L->wv[k];
+}
+
+/* a = sigmoid(z + b) on the n real outputs (in place); the padding stays 0. */
+static void bias_sigmoid(float *z, const float *b, int n, int ld) {
+    for (int c = 0; c < ld; c += 8) store8(z + c, v8_sigmoid(load8(z + c) + load8(b + c)));
+    for (int j = n; j < ld; j++) z[j] = 0.0f;
+}
+
+static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
+    if (blocked_first(n)) list_blocks(n, &n->L[0], images, idx, m);
+    else list_pixels(n, images, idx, m);
+    for (int s = 0; s < m; s++) {
+        float *z = n->act[1] + (long)s * n->ld[1];
+        forward_first(n, &n->L[0], s, z);
+        bias_sigmoid(z, n->L[0].b, n->sizes[1], n->ld[1]);
+        for (int l = 1; l < n->n_layers; l++) {
+            const layer_t *L = &n->L[l];
+            z = n->act[l + 1] + (long)s * L->ld_out;
+            forward_hidden(L, n->act[l] + (long)s * L->ld_in, z);
+            bias_sigmoid(z, L->b, L->n_out, L->ld_out);
+        }
+    }
+}
+
+/* ---- backward and update ------------------------------------------------------------------- */
+static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *idx, float step) {
+    const int nl = n->n_layers;
+    {  /* output error: (a - y) a (1 - a) */
+        const int ld = n->ld[nl];
         for (int s = 0; s < m; s++) {
-            float *restrict zs = z + (long)s * n_out;
-            for (int j = 0; j < n_out; j++) zs[j] = 0.0f;
-            for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
-                const int i = n->nz_i[t];
-                const float x = n->nz_x[t];
-                if (L->sparse) {
-                    const int k1 = L->colptr[i + 1];
-                    const uint16_t *restrict row = L->row;
-                    const float *restrict wv = L->wv;
-                    if (L->block == 8) {  /* one 8-wide vector operation per kept block */
-                        for (int k = L->colptr[i]; k < k1; k += 8) {
-                            float *zb = zs + row[k / 8];
-                            store8(zb, load8(zb) + x * load8(wv + k));
+            const float *a = n->act[nl] + (long)s * ld;
+            float *d = n->delta[nl - 1] + (long)s * ld;
+            for (int c = 0; c < ld; c += 8) {
+                v8f av = load8(a + c);
+                store8(d + c, av * av * (splat8(1.0f) - av));  /* (a - 0) a (1 - a); the label below */
+            }
+            const int j = labels[idx[s]];
+            d[j] = (a[j] - 1.0f) * a[j] * (1.0f - a[j]);
+        }
+    }
+    for (int l = nl - 1; l >= 1; l--) {  /* delta[l-1] = (W_l^T delta[l]) * a (1 - a), old weights */
+        const layer_t *L = &n->L[l];
+        const int ldi = L->ld_in, ldo = L->ld_out;
+        for (int s = 0; s < m; s++) {
+            const float *restrict d = n->delta[l] + (long)s * ldo;
+            const float *restrict a = n->act[l] + (long)s * ldi;
+            float *restrict e = n->delta[l - 1] + (long)s * ldi;
+            if (!L->sparse) {
+                for (int c = 0; c < ldi; c += 8) store8(e + c, splat8(0.0f));
+                for (int j = 0; j < L->n_out; j++) {
+                    const v8f dj = splat8(d[j]);
+                    const float *restrict wr = L->w + (long)j * ldi;
+                    for (int c = 0; c < ldi; c += 8) store8(e + c, load8(e + c) + dj * load8(wr + c));
+                }
+            } else {
+                for (int i = 0; i < L->n_in; i++) {
+                    float sum = 0.0f;
+                    for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) sum += d[row_of(L, k)] * L->wv[k];
+                    e[i] = sum;
+                }
+                for (int i = L->n_in; i < ldi; i++) e[i] = 0.0f;
+            }
+            for (int c = 0; c < ldi; c += 8) {
+                v8f av = load8(a + c);
+                store8(e + c, load8(e + c) * av * (splat8(1.0f) - av));
+            }
+        }
+    }
+    const v8f stepv = splat8(step);
+    for (int l = 0; l < nl; l++) {
+        layer_t *L = &n->L[l];
+        const int ldo = L->ld_out;
+        const float *restrict d = n->delta[l];
+        float *restrict gs = n->gs;
+        for (int c = 0; c < ldo; c += 8) {  /* biases */
+            v8f gb = splat8(0.0f);
+            for (int s = 0; s < m; s++) gb += load8(d + (long)s * ldo + c);
+            store8(L->b + c, load8(L->b + c) - stepv * gb);
+        }
+        if (l == 0 && blocked_first(n)) {  /* the block lists again, then every kept weight's step */
+            /* local copies: the vector stores (memcpy) may alias anything, struct fields included */
+            float *restrict gv = L->gv, *restrict wv = L->wv;
+            const uint16_t *restrict row = L->row;
+            const int32_t *restrict blk_k = n->blk_k, *restrict blk_ptr = n->blk_ptr;
+            const float *restrict blk_x = n->blk_x;
+            for (int s = 0; s < m; s++) {
+                const float *restrict ds = d + (long)s * ldo;
+                const int e1 = blk_ptr[s + 1];
+                for (int e = blk_ptr[s]; e < e1; e++) {
+                    const int k = blk_k[e];
+                    store8(gv + k, load8(gv + k) + splat8(blk_x[e]) * load8(ds + row[k >> 3]));
+                }
+            }
+            const int nnz = L->nnz;
+            for (int k = 0; k < nnz; k += 8) {  /* untouched blocks: w - step * 0 == w */
+                store8(wv + k, load8(wv + k) - stepv * load8(gv + k));
+                store8(gv + k, splat8(0.0f));
+            }
+            continue;
+        }
+        if (l == 0) {  /* by pixel: only pixels that are nonzero in some sample get work */
+            for (int i = 0; i < L->n_in; i++) {
+                const int t0 = n->c_ptr[i], t1 = n->c_ptr[i + 1];
+                if (t0 == t1) continue;
+                if (!L->sparse) {
+                    float *restrict wr = L->w + (long)i * ldo;
+                    for (int c = 0; c < ldo; c += 64) {
+                        const int nv = (ldo - c) / 8 < 8 ? (ldo - c) / 8 : 8;
+                        v8f acc[8];
+                        for (int v = 0; v < 8; v++) acc[v] = splat8(0.0f);
+                        for (int t = t0; t < t1; t++) {
+                            const float *restrict ds = d + (long)n->c_s[t] * ldo + c;
+                            const v8f x = splat8(n->c_x[t]);
+                            for (int v = 0; v < nv; v++) acc[v] += x * load8(ds + 8 * v);
                         }
-                    } else {
-                        for (int k = L->colptr[i]; k < k1; k++) zs[row[k]] += x * wv[k];
+                        for (int v = 0; v < nv; v++) store8(wr + c + 8 * v, load8(wr + c + 8 * v) - stepv * acc[v]);
                     }
                 } else {
-                    const float *restrict wc = L->wt + (long)i * n_out;
-                    for (int j = 0; j < n_out; j++) zs[j] += x * wc[j];
-                }
-            }
-            for (int j = 0; j < n_out; j++) zs[j] = 1.0f / (1.0f + expf(-(zs[j] + L->b[j])));
-        }
-    }
-    if (keep_lists_of >= 0 && keep_lists_of != n->n_layers - 1)
-        list_nonzero(n, n->act[keep_lists_of], m, n->sizes[keep_lists_of]);
-}
-
-static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *idx, float step) {
-    const int nl = n->n_layers, n_out = n->sizes[nl];
-    forward(n, m, nl - 1);  /* leaves the lists of the last layer's input */
-    const float *a = n->act[nl];
-    for (int s = 0; s < m; s++)
-        for (int j = 0; j < n_out; j++) {
-            float v = a[s * n_out + j], y = labels[idx[s]] == j ? 1.0f : 0.0f;
-            n->d[s * n_out + j] = (v - y) * v * (1.0f - v);
-        }
-    for (int l = nl - 1; l >= 0; l--) {
-        layer_t *L = &n->L[l];
-        const int no = L->n_out, ni = L->n_in;
-        if (l != nl - 1) list_nonzero(n, n->act[l], m, ni);
-        if (l > 0) {  /* back-propagate through the weights before they change */
-            const float *ap = n->act[l];
-            for (int s = 0; s < m; s++) {
-                const float *ds = n->d + (long)s * no;
-                for (int i = 0; i < ni; i++) {
-                    float e = 0.0f;
-                    if (L->sparse)
-                        for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) e += ds[row_of(L, k)] * L->wv[k];
-                    else
-                        for (int j = 0; j < no; j++) e += ds[j] * L->wt[(long)i * no + j];
-                    float v = ap[(long)s * ni + i];
-                    n->d2[(long)s * ni + i] = e * v * (1.0f - v);
-                }
-            }
-        }
-        /* gradient by column, only where some sample has a nonzero input; then the update */
-        float *restrict g = n->g;
-        for (int i = 0; i < ni; i++) {
-            if (n->c_ptr[i] == n->c_ptr[i + 1]) continue;
-            if (L->sparse) {
-                const int k0 = L->colptr[i], nk = L->colptr[i + 1] - k0;
-                for (int k = 0; k < nk; k++) g[k] = 0.0f;
-                for (int t = n->c_ptr[i]; t < n->c_ptr[i + 1]; t++) {
-                    const float *restrict ds = n->d + (long)n->c_s[t] * no;
-                    const float x = n->c_x[t];
-                    if (L->block == 8) {
-                        const uint16_t *restrict brows = L->row + k0 / 8;
-                        for (int kb = 0; kb < nk / 8; kb++)
-                            store8(g + 8 * kb, load8(g + 8 * kb) + x * load8(ds + brows[kb]));
-                    } else {
-                        const uint16_t *restrict rows = L->row + k0;
-                        for (int k = 0; k < nk; k++) g[k] += x * ds[rows[k]];
+                    for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) {
+                        const int r = L->row[k];
+                        float acc = 0.0f;
+                        for (int t = t0; t < t1; t++) acc += n->c_x[t] * d[(long)n->c_s[t] * ldo + r];
+                        L->wv[k] -= step * acc;
                     }
                 }
-                float *restrict wv = L->wv + k0;
-                for (int k = 0; k < nk; k++) wv[k] -= step * g[k];
-            } else {
-                for (int j = 0; j < no; j++) g[j] = 0.0f;
-                for (int t = n->c_ptr[i]; t < n->c_ptr[i + 1]; t++) {
-                    const float *restrict ds = n->d + (long)n->c_s[t] * no;
-                    const float x = n->c_x[t];
-                    for (int j = 0; j < no; j++) g[j] += x * ds[j];
-                }
-                float *restrict wc = L->wt + (long)i * no;
-                for (int j = 0; j < no; j++) wc[j] -= step * g[j];
             }
+            continue;
         }
-        for (int j = 0; j < no; j++) {
-            float gb = 0.0f;
-            for (int s = 0; s < m; s++) gb += n->d[s * no + j];
-            L->b[j] -= step * gb;
+        const int ldi = L->ld_in;
+        const float *restrict a = n->act[l];
+        if (!L->sparse) {  /* G = delta^T a, row by row, then W -= step G */
+            for (int j = 0; j < L->n_out; j++) {
+                for (int c = 0; c < ldi; c += 8) store8(gs + c, splat8(0.0f));
+                for (int s = 0; s < m; s++) {
+                    const v8f dj = splat8(d[(long)s * ldo + j]);
+                    const float *restrict as = a + (long)s * ldi;
+                    for (int c = 0; c < ldi; c += 8) store8(gs + c, load8(gs + c) + dj * load8(as + c));
+                }
+                float *restrict wr = L->w + (long)j * ldi;
+                for (int c = 0; c < ldi; c += 8) store8(wr + c, load8(wr + c) - stepv * load8(gs + c));
+            }
+        } else {
+            for (int i = 0; i < L->n_in; i++)
+                for (int k = L->colptr[i]; k < L->colptr[i + 1]; k++) {
+                    const int r = row_of(L, k);
+                    float acc = 0.0f;
+                    for (int s = 0; s < m; s++) acc += a[(long)s * ldi + i] * d[(long)s * ldo + r];
+                    L->wv[k] -= step * acc;
+                }
         }
-        float *tmp = n->d; n->d = n->d2; n->d2 = tmp;
     }
 }
 
-static void load_inputs(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    const int n_in = n->sizes[0];
+/* The epoch order visits the training images at random: each image is a fresh trip to memory. */
+static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, int n_in) {
     for (int s = 0; s < m; s++) {
-        const uint8_t *src = images + (long)(idx ? idx[s] : s) * n_in;
-        float *dst = n->act[0] + (long)s * n_in;
-        for (int i = 0; i < n_in; i++) dst[i] = (float)src[i] / 255.0f;  /* as numpy: one division */
+        const char *p = (const char *)(images + (long)idx[s] * n_in);
+        for (int b = 0; b < n_in; b += 64) __builtin_prefetch(p + b);
+        __builtin_prefetch(p + n_in - 1);
     }
 }
 
@@ -364,9 +612,12 @@ int sf_train(sf_net *n, const uint8_t *images, const uint8_t *labels, int n_imag
     for (int i = 0; i < count; i++)
         if (order[i] < 0 || order[i] >= n_images) return fail("order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
     if (ensure_capacity(n, batch_size) != 0) return -1;
+    prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
-        load_inputs(n, images, order + k, m);
+        if (k + m < count)  /* the next mini-batch's images travel from memory while this one trains */
+            prefetch_images(images, order + k + m, count - k - m < batch_size ? count - k - m : batch_size, n->sizes[0]);
+        forward(n, images, order + k, m);
         train_batch(n, m, labels, order + k, (float)(lr / m));
     }
     return 0;
@@ -374,20 +625,19 @@ int sf_train(sf_net *n, const uint8_t *images, const uint8_t *labels, int n_imag
 
 int sf_evaluate(sf_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
     if (ensure_capacity(n, 64) != 0) return -1;
-    const int nl = n->n_layers, n_out = n->sizes[nl];
+    const int nl = n->n_layers, n_out = n->sizes[nl], ld = n->ld[nl];
     double sum = 0.0;
     int ok = 0;
     for (int k = 0; k < count; k += n->cap) {
         int m = count - k < n->cap ? count - k : n->cap;
-        load_inputs(n, images + (long)k * n->sizes[0], NULL, m);
-        forward(n, m, -1);
-        const float *a = n->act[nl];
+        forward(n, images + (long)k * n->sizes[0], NULL, m);
         for (int s = 0; s < m; s++) {
+            const float *a = n->act[nl] + (long)s * ld;
             int best = 0;
             for (int j = 0; j < n_out; j++) {
-                double v = a[s * n_out + j], y = labels[k + s] == j ? 1.0 : 0.0;
+                double v = a[j], y = labels[k + s] == j ? 1.0 : 0.0;
                 sum += 0.5 * (v - y) * (v - y);
-                if (a[s * n_out + j] > a[s * n_out + best]) best = j;
+                if (a[j] > a[best]) best = j;
             }
             ok += best == labels[k + s];
         }
