@@ -27,13 +27,14 @@ struct ecufl_net {
     float *gb[HDRNN_MAX_LAYERS];
     float *act[ECUFL_MAX_SIZES];     /* act[l]: (max_batch, ld[l]); act[0] = the inputs p/255 */
     float *delta[HDRNN_MAX_LAYERS];  /* delta[l]: (max_batch, ld[l+1]), error at layer l's output */
-    /* the first layer's sparse input: per sample the nonzero pixels (index, value) ... */
+    /* the first layer's sparse input (optimised path): per sample the nonzero pixels (index, value) ... */
     int32_t *nz_index;
     float *nz_value;
     int *nz_start;   /* max_batch + 1 */
-    /* ... and the same mini-batch by pixel: for pixel i, entries by_pixel_start[i].. of (sample, value) */
-    int32_t *by_pixel_start; /* sizes[0] + 1 */
-    int32_t *by_pixel_sample;
+    const uint8_t **sample_pixels; /* max_batch: each sample's image row */
+    /* ... and by pixel: bit s of pixel i's words is set when pixel i of sample s is nonzero */
+    uint64_t *pixel_samples;  /* sizes[0] x ceil(max_batch / 64) */
+    int32_t *by_pixel_sample; /* max_batch: one pixel's samples and values, gathered from its bits */
     float *by_pixel_value;
     float *scratch;  /* max(ld) floats */
     void *memory;    /* the one allocation everything above points into */

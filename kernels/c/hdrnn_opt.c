@@ -8,8 +8,12 @@
  *   - ~80% of MNIST pixels are 0: the first layer visits only the nonzero pixels of each sample,
  *     both forward (sum of the rows of w1 at those pixels) and in the weight update (each pixel's
  *     row of w1 is updated from the samples of the mini-batch in which that pixel is nonzero).
+ *     The nonzero pixels are found 16 or 32 bytes at a time (simd.h vb_nonzero_mask: compare,
+ *     movemask) and visited by their bits; while scanning, each pixel also gets one bit per sample
+ *     of the mini-batch in which it is nonzero (pixel_samples), which is all the update needs.
+ *   - Sigmoid is vectorised (simd.h vf_sigmoid), a few ulp from libm's expf.
  *   - All deltas are computed before any weight changes, then each weight row is updated once
- *     per mini-batch straight from the summed gradient (no gradient matrix is stored).
+ *     per mini-batch straight from the summed gradient, still in registers (no gradient matrix).
  */
 #include <math.h>
 #include <string.h>
@@ -33,7 +37,8 @@ const int hdrnn_path_vector_width = VF_WIDTH;
  * the latency of the multiply-adds. The sparse (idx) and dense cases are separate loops so the
  * compiler sees a plain pointer walk in each. */
 static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stride, const int32_t *idx,
-                                         const float *vals, int vstride, int count, const int NV, const int dual) {
+                                         const float *vals, int vstride, int count, const int NV, const int dual,
+                                         int update, float step) {
     vf a0[8], a1[8];
     for (int v = 0; v < NV; v++) a0[v] = a1[v] = vf_zero();
     int k = 0;
@@ -67,37 +72,43 @@ static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stri
             for (int v = 0; v < NV; v++) a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
         }
     }
-    for (int v = 0; v < NV; v++) vf_store(out + v * VF_WIDTH, dual ? vf_add(a0[v], a1[v]) : a0[v]);
+    if (dual)
+        for (int v = 0; v < NV; v++) a0[v] = vf_add(a0[v], a1[v]);
+    if (update) { /* out -= step * sum: product rounded, then subtracted, as the reference does */
+        vf st = vf_set1(step);
+        for (int v = 0; v < NV; v++) vf_store(out + v * VF_WIDTH, vf_sub(vf_load(out + v * VF_WIDTH), vf_mul(st, a0[v])));
+    } else {
+        for (int v = 0; v < NV; v++) vf_store(out + v * VF_WIDTH, a0[v]);
+    }
 }
 
 /* out[0..n) for n a multiple of VF_WIDTH, in blocks of 8, 4, 2, 1 vectors (one function per
- * block size, so each keeps its accumulators in registers). */
-static void sum_rows_8(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
-    sum_rows_block(o, b, st, ix, x, xs, c, 8, 0);
-}
-static void sum_rows_4(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
-    sum_rows_block(o, b, st, ix, x, xs, c, 4, 1);
-}
-static void sum_rows_2(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
-    sum_rows_block(o, b, st, ix, x, xs, c, 2, 1);
-}
-static void sum_rows_1(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, int c) {
-    sum_rows_block(o, b, st, ix, x, xs, c, 1, 1);
-}
+ * block size, so each keeps its accumulators in registers). update = 0: out = the sums;
+ * update = 1: out -= step * the sums (a weight row's SGD step, the gradient never stored). */
+#define SUM_ROWS_N(NV, DUAL)                                                                              \
+    static void sum_rows_##NV(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, \
+                              int c, int update, float step) {                                            \
+        sum_rows_block(o, b, st, ix, x, xs, c, NV, DUAL, update, step);                                   \
+    }
+SUM_ROWS_N(8, 0)
+SUM_ROWS_N(4, 1)
+SUM_ROWS_N(2, 1)
+SUM_ROWS_N(1, 1)
 
 static void sum_rows(float *out, int n, const float *base, int stride, const int32_t *idx,
-                     const float *vals, int vstride, int count) {
+                     const float *vals, int vstride, int count, int update, float step) {
     int c = 0;
-    for (; c + 8 * VF_WIDTH <= n; c += 8 * VF_WIDTH) sum_rows_8(out + c, base + c, stride, idx, vals, vstride, count);
+    for (; c + 8 * VF_WIDTH <= n; c += 8 * VF_WIDTH)
+        sum_rows_8(out + c, base + c, stride, idx, vals, vstride, count, update, step);
     if (c + 4 * VF_WIDTH <= n) {
-        sum_rows_4(out + c, base + c, stride, idx, vals, vstride, count);
+        sum_rows_4(out + c, base + c, stride, idx, vals, vstride, count, update, step);
         c += 4 * VF_WIDTH;
     }
     if (c + 2 * VF_WIDTH <= n) {
-        sum_rows_2(out + c, base + c, stride, idx, vals, vstride, count);
+        sum_rows_2(out + c, base + c, stride, idx, vals, vstride, count, update, step);
         c += 2 * VF_WIDTH;
     }
-    if (c < n) sum_rows_1(out + c, base + c, stride, idx, vals, vstride, count);
+    if (c < n) sum_rows_1(out + c, base + c, stride, idx, vals, vstride, count, update, step);
 }
 
 static inline float dot(const float *a, const float *b, int n) {
@@ -126,65 +137,84 @@ static inline void bias_sigmoid(float *z, const float *b, int n, int ld) {
 #define PV64(p) PV16(p), PV16(p + 16), PV16(p + 32), PV16(p + 48)
 static const float pixel_value[256] = {PV64(0), PV64(64), PV64(128), PV64(192)};
 
-/* The nonzero pixels of one image: 8 bytes at a time, all-zero words skipped (MNIST's borders),
- * the others compacted without branches (a pixel's slot is written, kept only if nonzero). */
-static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *value) {
-    int nnz = 0, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t word;
-        memcpy(&word, pixels + i, sizeof word);
-        if (!word) continue;
-        for (int k = i; k < i + 8; k++) {
+/* Bit k of the result: p[k] != 0, for k < len <= 64 (whole simd.h blocks, then byte by byte). */
+static inline uint64_t nonzero_mask(const uint8_t *p, int len) {
+    uint64_t mask = 0;
+    int k = 0;
+    for (; k + VB_WIDTH <= len; k += VB_WIDTH) mask |= (uint64_t)vb_nonzero_mask(p + k) << k;
+    for (; k < len; k++) mask |= (uint64_t)(p[k] != 0) << k;
+    return mask;
+}
+
+/* Ask for the n bytes at p to be brought into the cache (the images of a mini-batch are rows
+ * scattered over the 47 MB training set: without this the scan waits on memory). */
+static inline void prefetch_bytes(const uint8_t *p, int n) {
+#if defined(__GNUC__)
+    for (int k = 0; k < n; k += 64) __builtin_prefetch(p + k);
+    __builtin_prefetch(p + n - 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+/* Index of the lowest set bit of a nonzero word (tzcnt / rbit+clz). */
+static inline int lowest_bit(uint64_t x) {
+#if defined(__GNUC__)
+    return __builtin_ctzll(x);
+#else
+    int k = 0;
+    while (!(x & 1)) x >>= 1, k++;
+    return k;
+#endif
+}
+
+/* The nonzero pixels of one image, 64 at a time by their bits: index and p / 255 in the
+ * sample's list, and the sample's bit in each such pixel's word of pixel_samples. */
+static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *value,
+                          uint64_t *pixel_samples, int words, uint64_t sample_bit) {
+    int nnz = 0;
+    for (int i = 0; i < n; i += 64) {
+        uint64_t mask = nonzero_mask(pixels + i, n - i < 64 ? n - i : 64);
+        while (mask) {
+            int k = i + lowest_bit(mask);
+            mask &= mask - 1;
             index[nnz] = k;
             value[nnz] = pixel_value[pixels[k]];
-            nnz += pixels[k] != 0;
+            pixel_samples[(size_t)k * words] |= sample_bit;
+            nnz++;
         }
-    }
-    for (; i < n; i++) {
-        index[nnz] = i;
-        value[nnz] = pixel_value[pixels[i]];
-        nnz += pixels[i] != 0;
     }
     return nnz;
 }
 
 void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m) {
-    int n0 = net->sizes[0], nnz = 0;
+    int n0 = net->sizes[0], nnz = 0, words = (m + 63) / 64;
+    memset(net->pixel_samples, 0, (size_t)n0 * words * sizeof *net->pixel_samples);
+#define IMAGE(s) (images + (size_t)(rows ? rows[s] : first + (s)) * n0)
+    enum { AHEAD = 2 }; /* images requested ahead of the scan */
+    for (int s = 0; s < AHEAD && s < m; s++) prefetch_bytes(IMAGE(s), n0);
     for (int s = 0; s < m; s++) { /* the nonzero pixels of each sample, as p / 255 */
-        const uint8_t *pixels = images + (size_t)(rows ? rows[s] : first + s) * n0;
+        const uint8_t *pixels = IMAGE(s);
+        if (s + AHEAD < m) prefetch_bytes(IMAGE(s + AHEAD), n0);
+        net->sample_pixels[s] = pixels;
         net->nz_start[s] = nnz;
-        nnz += nonzero_pixels(pixels, n0, net->nz_index + nnz, net->nz_value + nnz);
+        nnz += nonzero_pixels(pixels, n0, net->nz_index + nnz, net->nz_value + nnz,
+                              net->pixel_samples + s / 64, words, (uint64_t)1 << (s % 64));
     }
     net->nz_start[m] = nnz;
     for (int s = 0; s < m; s++) {
         int ld1 = net->ld[1], start = net->nz_start[s];
         float *z = net->act[1] + (size_t)s * ld1;
-        sum_rows(z, ld1, net->w[0], ld1, net->nz_index + start, net->nz_value + start, 1, net->nz_start[s + 1] - start);
+        sum_rows(z, ld1, net->w[0], ld1, net->nz_index + start, net->nz_value + start, 1,
+                 net->nz_start[s + 1] - start, 0, 0.0f);
         bias_sigmoid(z, net->b[0], net->sizes[1], ld1);
         for (int l = 1; l < net->n_layers; l++) {
             int ld_in = net->ld[l], ld_out = net->ld[l + 1];
             z = net->act[l + 1] + (size_t)s * ld_out;
-            sum_rows(z, ld_out, net->w[l], ld_out, NULL, net->act[l] + (size_t)s * ld_in, 1, net->sizes[l]);
+            sum_rows(z, ld_out, net->w[l], ld_out, NULL, net->act[l] + (size_t)s * ld_in, 1, net->sizes[l], 0, 0.0f);
             bias_sigmoid(z, net->b[l], net->sizes[l + 1], ld_out);
         }
     }
-}
-
-/* The mini-batch by pixel: for each pixel, the samples in which it is nonzero and its values. */
-static void group_by_pixel(ecufl_net *net, int m) {
-    int n0 = net->sizes[0];
-    int32_t *start = net->by_pixel_start;
-    memset(start, 0, (size_t)(n0 + 1) * sizeof *start);
-    for (int k = 0; k < net->nz_start[m]; k++) start[net->nz_index[k] + 1]++;
-    for (int i = 0; i < n0; i++) start[i + 1] += start[i];
-    for (int s = 0; s < m; s++)
-        for (int k = net->nz_start[s]; k < net->nz_start[s + 1]; k++) {
-            int pos = start[net->nz_index[k]]++;
-            net->by_pixel_sample[pos] = s;
-            net->by_pixel_value[pos] = net->nz_value[k];
-        }
-    for (int i = n0; i > 0; i--) start[i] = start[i - 1]; /* the fill advanced each start by its count */
-    start[0] = 0;
 }
 
 void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step) {
@@ -219,20 +249,25 @@ void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t 
             for (int c = 0; c < ld_out; c += VF_WIDTH)
                 vf_store(g + c, vf_add(vf_load(g + c), vf_load(d + (size_t)s * ld_out + c)));
         update_row(net->b[l], g, ld_out, step);
-        if (l == 0) {
-            group_by_pixel(net, m);
+        if (l == 0) { /* pixel i's row: the samples whose bit it got in the scan, in sample order */
+            int words = (m + 63) / 64;
+            int32_t *sample = net->by_pixel_sample;
+            float *value = net->by_pixel_value;
             for (int i = 0; i < net->sizes[0]; i++) {
-                int start = net->by_pixel_start[i], count = net->by_pixel_start[i + 1] - start;
-                if (!count) continue; /* pixel zero in every sample: its gradient is 0 */
-                sum_rows(g, ld_out, d, ld_out, net->by_pixel_sample + start, net->by_pixel_value + start, 1, count);
-                update_row(net->w[0] + (size_t)i * ld_out, g, ld_out, step);
+                int count = 0;
+                for (int w = 0; w < words; w++)
+                    for (uint64_t bits = net->pixel_samples[(size_t)i * words + w]; bits; bits &= bits - 1) {
+                        int s = w * 64 + lowest_bit(bits);
+                        sample[count] = s;
+                        value[count++] = pixel_value[net->sample_pixels[s][i]];
+                    }
+                if (count) /* else pixel zero in every sample: its gradient is 0 */
+                    sum_rows(net->w[0] + (size_t)i * ld_out, ld_out, d, ld_out, sample, value, 1, count, 1, step);
             }
         } else {
             int ld_in = net->ld[l];
-            for (int i = 0; i < net->sizes[l]; i++) {
-                sum_rows(g, ld_out, d, ld_out, NULL, net->act[l] + i, ld_in, m);
-                update_row(net->w[l] + (size_t)i * ld_out, g, ld_out, step);
-            }
+            for (int i = 0; i < net->sizes[l]; i++)
+                sum_rows(net->w[l] + (size_t)i * ld_out, ld_out, d, ld_out, NULL, net->act[l] + i, ld_in, m, 1, step);
         }
     }
 }
