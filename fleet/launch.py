@@ -115,7 +115,8 @@ def run_deployment(state: FleetState, spec: dict[str, Any], results: Path, *, re
                          f"{len(state.nodes)}; `ecufl fleet down` and run again (or `fleet up --nodes {spec['nodes']}`)")
     spec_path = results / "spec.json" if resume else write_spec(results, spec)
     env, cwd = state.env(), state.path
-    run_id = flwr_app.run(state.app, CONNECTION, env, cwd, {"run-spec": str(spec_path), "resume": resume})
+    # the ServerApp runs in a process of Flower's with another working directory: an absolute path
+    run_id = flwr_app.run(state.app, CONNECTION, env, cwd, {"run-spec": str(spec_path.resolve()), "resume": resume})
     with open(results / "flower-runs.txt", "a") as f:
         f.write(f"{run_id} deployment {state.folder}\n")
     if on_started:
@@ -160,7 +161,7 @@ def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
         federation = {"num-supernodes": spec["nodes"], "client-resources-num-cpus": 1,
                       "init-args-num-cpus": actors}
         run_id = flwr_app.run(folder / "app", SIM_CONNECTION, env, folder,
-                              {"run-spec": str(spec_path), "resume": resume}, federation)
+                              {"run-spec": str(spec_path.resolve()), "resume": resume}, federation)
         with open(results / "flower-runs.txt", "a") as f:
             f.write(f"{run_id} simulation {folder}\n")
         return follow(results, spec["rounds"], lambda: flwr_app.status(run_id, SIM_CONNECTION, env, folder),
