@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "block_list.h"
 #include "int8_ops.h"
 #include "int8_sigmoid_lut.h"
 
@@ -46,6 +47,7 @@ typedef struct {
     uint16_t *row;    /* nnz / block: first output row of each kept block */
     float *wv;        /* nnz float32 masters */
     int8_t *wqv;      /* nnz int8 */
+    int32_t *gv;      /* layer 0 in 8-row blocks: the mini-batch's int32 gradient of each kept weight */
 } layer_t;
 
 /* 8 int32 as one value (GCC/Clang vector extensions: one AVX2 register, two NEON q registers). */
@@ -54,8 +56,14 @@ typedef int8_t v8b __attribute__((vector_size(8)));
 typedef int16_t v8h __attribute__((vector_size(16)));
 static inline v8i load8i(const int32_t *p) { v8i v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8i(int32_t *p, v8i v) { memcpy(p, &v, sizeof v); }
+#if defined(__AVX2__)  /* one vpmovsx each (the generic conversion compiles to byte shifts) */
+#include <immintrin.h>
+static inline v8i widen8b(const int8_t *p) { return (v8i)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+static inline v8i widen8h(const int16_t *p) { return (v8i)_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)p)); }
+#else
 static inline v8i widen8b(const int8_t *p) { v8b v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
 static inline v8i widen8h(const int16_t *p) { v8h v; memcpy(&v, p, sizeof v); return __builtin_convertvector(v, v8i); }
+#endif
 
 /* Output row of the k-th kept weight of a pruned layer. */
 static inline int row_of(const layer_t *L, int k) {
@@ -82,6 +90,7 @@ struct i8_net {
     uint8_t *c_x;
     int32_t *g;       /* max n: gradients of one column */
     int listed;       /* the layer whose input the lists hold, -1 if none */
+    block_list bl;    /* layer 0 in 8-row blocks: the kept blocks at each sample's nonzero inputs */
     int maxn, maxld;
 };
 
@@ -187,8 +196,13 @@ static void free_buffers(i8_net *n) {
     free(n->nz_ptr); free(n->nz_i); free(n->nz_x); free(n->c_ptr); free(n->c_s); free(n->c_x); free(n->g);
     n->acc = n->z = n->nz_ptr = n->c_ptr = n->g = NULL; n->dq = n->dq2 = n->packed = NULL;
     n->nz_i = n->c_s = NULL; n->nz_x = n->c_x = NULL;
+    free(n->bl.ptr); free(n->bl.k); free(n->bl.v);
+    n->bl.ptr = n->bl.k = NULL; n->bl.v = NULL;
     n->cap = 0;
 }
+
+/* Layer 0 pruned in blocks of 8 rows: walked through the block lists (block_list.h). */
+static int blocked_first(const i8_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
 
 static int ensure_capacity(i8_net *n, int m) {
     if (m <= n->cap) return 0;
@@ -206,6 +220,12 @@ static int ensure_capacity(i8_net *n, int m) {
         !(n->c_ptr = zalloc(4 * ((size_t)n->maxld + 1))) || !(n->c_s = zalloc((size_t)cap * n->maxld * 2)) ||
         !(n->c_x = zalloc((size_t)cap * n->maxld)) || !(n->g = zalloc(4 * (size_t)n->maxn)))
         goto oom;
+    if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
+        size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
+        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) ||
+            !(n->bl.v = zalloc(entries)))
+            goto oom;
+    }
     n->cap = cap;
     return 0;
 oom:
@@ -218,7 +238,7 @@ int i8_reserve(i8_net *n, int max_batch) { return ensure_capacity(n, max_batch);
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
     free(L->b); free(L->bq); free(L->w); free(L->wq); free(L->colmax);
-    free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
+    free(L->colptr); free(L->row); free(L->wv); free(L->wqv); free(L->gv);
     memset(L, 0, sizeof *L);
 }
 
@@ -315,12 +335,16 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     }
     long nnz = 0;
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
-    free(L->colptr); free(L->row); free(L->wv); free(L->wqv);
+    free(L->colptr); free(L->row); free(L->wv); free(L->wqv); free(L->gv);
     L->colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
     L->row = zalloc(sizeof(uint16_t) * (nnz ? nnz / block : 1));
     L->wv = zalloc(sizeof(float) * I8_LD(nnz));
     L->wqv = zalloc(I8_LD(nnz));
-    if (!L->colptr || !L->row || !L->wv || !L->wqv) { free(dense); return fail("out of memory"); }
+    L->gv = l == 0 && block == 8 ? zalloc(sizeof(int32_t) * I8_LD(nnz)) : NULL;
+    if (!L->colptr || !L->row || !L->wv || !L->wqv || (l == 0 && block == 8 && !L->gv)) {
+        free(dense);
+        return fail("out of memory");
+    }
     long k = 0;
     for (int i = 0; i < L->n_in; i++) {
         L->colptr[i] = (int32_t)k;
@@ -340,6 +364,7 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     L->w = NULL; L->wq = NULL;
     L->sparse = 1;
     requantise(L, master_maxabs(L));
+    free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
     return 0;
 }
 
@@ -444,6 +469,57 @@ static float sparse_update(i8_net *n, layer_t *L, const int16_t *dq, float c) {
     return out;
 }
 
+/* Layer 0 in 8-row blocks, through the block list: acc[s][rows] += x * wq[rows, i]. */
+static void blocked_forward(const i8_net *n, const layer_t *L, int m, int32_t *acc) {
+    const uint16_t *restrict row = L->row;
+    const int8_t *restrict wqv = L->wqv;
+    const int32_t *restrict blk_k = n->bl.k, *restrict ptr = n->bl.ptr;
+    const uint8_t *restrict blk_v = n->bl.v;
+    for (int s = 0; s < m; s++) {
+        int32_t *restrict as = acc + (long)s * L->n_out;
+        for (int j = 0; j < L->n_out; j++) as[j] = 0;
+        const int e1 = ptr[s + 1];
+        for (int e = ptr[s]; e < e1; e++) {
+            const int k = blk_k[e];
+            int32_t *ab = as + row[k >> 3];
+            store8i(ab, load8i(ab) + (int32_t)blk_v[e] * widen8b(wqv + k));
+        }
+    }
+}
+
+/* Layer 0 in 8-row blocks: G[rows, i] = sum_s x[s][i] dq[s][rows] (int32, exact in any order)
+ * through the block list, then every kept weight's step wv -= (float)G * c in one sweep (a block
+ * no sample touched has G = 0: w - 0 * c == w). Returns max |wv|. */
+static float blocked_update(i8_net *n, layer_t *L, int m, const int16_t *dq, float c) {
+    int32_t *restrict gv = L->gv;
+    float *restrict wv = L->wv;
+    const uint16_t *restrict row = L->row;
+    const int32_t *restrict blk_k = n->bl.k, *restrict ptr = n->bl.ptr;
+    const uint8_t *restrict blk_v = n->bl.v;
+    for (int s = 0; s < m; s++) {
+        const int16_t *restrict ds = dq + (long)s * L->n_out;
+        const int e1 = ptr[s + 1];
+        for (int e = ptr[s]; e < e1; e++) {
+            const int k = blk_k[e];
+            store8i(gv + k, load8i(gv + k) + (int32_t)blk_v[e] * widen8h(ds + row[k >> 3]));
+        }
+    }
+    uint32_t mx = 0;  /* |w| compared as bit patterns: for finite floats their order is |w|'s */
+    const int nnz = L->nnz;
+    for (int k = 0; k < nnz; k++) {
+        float t = (float)gv[k] * c;  /* rounded before the subtraction: no FMA (-ffp-contract=off) */
+        wv[k] = wv[k] - t;
+        gv[k] = 0;
+        uint32_t b;
+        memcpy(&b, wv + k, 4);
+        b &= 0x7fffffffu;
+        mx = b > mx ? b : mx;
+    }
+    float out;
+    memcpy(&out, &mx, sizeof out);
+    return out;
+}
+
 /* ---- forward / backward -------------------------------------------------------------------- */
 static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, int m) {
     const uint8_t *t = input_q_table();
@@ -466,7 +542,10 @@ static void forward(i8_net *n, int m) {
     n->listed = -1;  /* new activations */
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
-        if (L->sparse) {
+        if (l == 0 && blocked_first(n)) {
+            bl_build(L->colptr, n->act[0], L->ld, NULL, m, L->n_in, &n->bl);
+            blocked_forward(n, L, m, n->acc);
+        } else if (L->sparse) {
             list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);
             sparse_forward(n, L, m, n->acc);
         } else i8_fc_forward(n->act[l], m, L->wq, L->n_out, L->ld, n->acc);
@@ -504,15 +583,16 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
         if (l > 0) {  /* back-propagate through the old int8 weights first */
             int32_t *e = n->acc;
             memset(e, 0, sizeof(int32_t) * (size_t)m * L->n_in);
+            const int n_in = L->n_in, n_out = L->n_out, ld = L->ld;
+            const int8_t *restrict wq = L->wq;
+            const int16_t *restrict dqs = n->dq;
             for (int s = 0; s < m; s++) {
-                int32_t *er = e + (long)s * L->n_in;
-                for (int j = 0; j < L->n_out; j++) {
-                    int32_t d = n->dq[s * L->n_out + j];
+                int32_t *restrict er = e + (long)s * n_in;
+                for (int j = 0; j < n_out && !L->sparse; j++) {  /* local bounds: a vectorised axpy */
+                    const int32_t d = dqs[s * n_out + j];
                     if (!d) continue;
-                    if (!L->sparse) {
-                        const int8_t *wr = L->wq + (long)j * L->ld;
-                        for (int i = 0; i < L->n_in; i++) er[i] += d * wr[i];
-                    }
+                    const int8_t *restrict wr = wq + (long)j * ld;
+                    for (int i = 0; i < n_in; i++) er[i] += d * wr[i];
                 }
                 if (L->sparse) {
                     const int16_t *ds = n->dq + (long)s * L->n_out;
@@ -535,7 +615,9 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
         }
         const float c_w = (float)(lr / (double)m * s_d / 127.0);
         const float c_b = (float)(lr / (double)m * s_d);
-        if (L->sparse) {
+        if (l == 0 && blocked_first(n)) {
+            new_maxabs[l] = blocked_update(n, L, m, n->dq, c_w);
+        } else if (L->sparse) {
             list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);  /* kept from the forward pass if still there */
             new_maxabs[l] = sparse_update(n, L, n->dq, c_w);
         } else {
@@ -554,6 +636,15 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
     for (int l = 0; l < nl; l++) requantise(&n->L[l], new_maxabs[l]);
 }
 
+/* The epoch order visits the training images at random: each image is a fresh trip to memory. */
+static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, int n_in) {
+    for (int s = 0; s < m; s++) {
+        const char *p = (const char *)(images + (long)idx[s] * n_in);
+        for (int b = 0; b < n_in; b += 64) __builtin_prefetch(p + b);
+        __builtin_prefetch(p + n_in - 1);
+    }
+}
+
 int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
              const int32_t *order, int count, double lr, int batch_size) {
     if (batch_size < 1 || batch_size > MAX_BATCH)
@@ -562,8 +653,11 @@ int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_imag
     for (int i = 0; i < count; i++)
         if (order[i] < 0 || order[i] >= n_images) return fail("order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
     if (ensure_capacity(n, batch_size) != 0) return -1;
+    prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
+        if (k + m < count)  /* the next mini-batch's images travel from memory while this one trains */
+            prefetch_images(images, order + k + m, count - k - m < batch_size ? count - k - m : batch_size, n->sizes[0]);
         load_inputs(n, images, order + k, m);
         train_batch(n, m, labels, order + k, lr);
     }

@@ -18,14 +18,13 @@
 #define _POSIX_C_SOURCE 200112L
 #include "sparse_f32.h"
 
+#include "block_list.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 #define LD8(n) (((n) + 7) & ~7)
 
@@ -85,10 +84,7 @@ struct sf_net {
     /* the input pixels: nonzero ones by sample (nz_*) and by pixel (c_*) */
     int32_t *nz_ptr, *nz_i, *c_ptr, *c_s;
     float *nz_x, *c_x;
-    /* layer 0 in 8-row blocks: per sample, the kept blocks at its nonzero pixels (blk_k: offset of
-     * the block in wv, blk_x: the pixel value), one flat list walked by forward and gradient */
-    int32_t *blk_ptr, *blk_k;
-    float *blk_x;
+    block_list bl;    /* layer 0 in 8-row blocks: the kept blocks at each sample's nonzero pixels */
 };
 
 static char last_error[256];
@@ -121,9 +117,10 @@ static void free_buffers(sf_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
     for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
     free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
-    free(n->blk_ptr); free(n->blk_k); free(n->blk_x);
-    n->gs = n->nz_x = n->c_x = n->blk_x = NULL;
-    n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->blk_ptr = n->blk_k = NULL;
+    free(n->bl.ptr); free(n->bl.k); free(n->bl.v);
+    n->gs = n->nz_x = n->c_x = NULL;
+    n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->bl.ptr = n->bl.k = NULL;
+    n->bl.v = NULL;
     n->cap = 0;
 }
 
@@ -145,8 +142,8 @@ static int ensure_capacity(sf_net *n, int m) {
         goto oom;
     if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
         size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
-        if (!(n->blk_ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->blk_k = zalloc(4 * entries)) ||
-            !(n->blk_x = zalloc(4 * entries)))
+        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) ||
+            !(n->bl.v = zalloc(entries)))
             goto oom;
     }
     n->cap = cap;
@@ -315,61 +312,6 @@ static void list_pixels(sf_net *n, const uint8_t *images, const int32_t *idx, in
     c_ptr[0] = 0;
 }
 
-/* The block lists of layer 0 (8-row blocks): per sample, for each nonzero pixel, its kept blocks.
- * Written without a data-dependent loop: 16 entries (one pixel's blocks when n_out <= 128) are
- * stored unconditionally and the count advances by the real number, so the walk over a pixel's
- * 0..16 blocks costs no branch misprediction (the list is walked twice, forward and gradient). */
-static inline int32_t emit_blocks(const int32_t *restrict colptr, int i, float value, int32_t *restrict blk_k,
-                                  float *restrict blk_x, int32_t cnt) {
-    const v8i lane = {0, 8, 16, 24, 32, 40, 48, 56};
-    const int k0 = colptr[i], nk = colptr[i + 1] - k0;
-    const v8f x = splat8(value);
-    for (int b = 0; b == 0 || b < nk; b += 128) {
-        v8i k = lane + (k0 + b);
-        memcpy(blk_k + cnt + b / 8, &k, sizeof k);
-        k += 64;
-        memcpy(blk_k + cnt + b / 8 + 8, &k, sizeof k);
-        store8(blk_x + cnt + b / 8, x);
-        store8(blk_x + cnt + b / 8 + 8, x);
-    }
-    return cnt + (nk >> 3);
-}
-
-/* Bit b set when byte b of p[0..n) (n <= 32) is nonzero. */
-static inline uint32_t nonzero_bits(const uint8_t *p, int n) {
-#if defined(__AVX2__)
-    if (n == 32) {
-        __m256i v = _mm256_loadu_si256((const __m256i *)p);
-        return ~(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_setzero_si256()));
-    }
-#endif
-    uint32_t bits = 0;
-    for (int b = 0; b < n; b++) bits |= (uint32_t)(p[b] != 0) << b;
-    return bits;
-}
-
-/* The images' nonzero pixels straight into the block lists (the pixel lists are not needed). */
-static void list_blocks(sf_net *n, const layer_t *L, const uint8_t *images, const int32_t *idx, int m) {
-    const int n_in = n->sizes[0];
-    int32_t cnt = 0;
-    int32_t *restrict blk_k = n->blk_k, *restrict blk_ptr = n->blk_ptr;
-    float *restrict blk_x = n->blk_x;
-    const int32_t *restrict colptr = L->colptr;
-    for (int s = 0; s < m; s++) {
-        const uint8_t *px = images + (long)(idx ? idx[s] : s) * n_in;
-        blk_ptr[s] = cnt;
-        for (int c = 0; c < n_in; c += 32) {
-            uint32_t bits = nonzero_bits(px + c, n_in - c < 32 ? n_in - c : 32);
-            while (bits) {
-                const int i = c + __builtin_ctz(bits);
-                bits &= bits - 1;
-                cnt = emit_blocks(colptr, i, pixel_value[px[i]], blk_k, blk_x, cnt);
-            }
-        }
-    }
-    blk_ptr[m] = cnt;
-}
-
 /* ---- forward ------------------------------------------------------------------------------- */
 /* z (ld_out) = layer 0's pre-activation of sample s, without the bias. */
 static void forward_first(const sf_net *n, const layer_t *L, int s, float *restrict z) {
@@ -400,20 +342,20 @@ static void forward_first(const sf_net *n, const layer_t *L, int s, float *restr
          * few entries through a store and a reload; entries alternate over 4 copies of z instead. */
         float *restrict zp = n->zpart;
         for (int c = 0; c < 4 * ld; c += 8) store8(zp + c, splat8(0.0f));
-        const int32_t *restrict blk_k = n->blk_k;
-        const float *restrict blk_x = n->blk_x;
-        const int e0 = n->blk_ptr[s], e1 = n->blk_ptr[s + 1];
+        const int32_t *restrict blk_k = n->bl.k;
+        const uint8_t *restrict blk_v = n->bl.v;
+        const int e0 = n->bl.ptr[s], e1 = n->bl.ptr[s + 1];
         int e = e0;
         for (; e + 4 <= e1; e += 4)
             for (int q = 0; q < 4; q++) {
                 const int k = blk_k[e + q];
                 float *zb = zp + q * ld + row[k >> 3];
-                store8(zb, load8(zb) + splat8(blk_x[e + q]) * load8(wv + k));
+                store8(zb, load8(zb) + splat8(pixel_value[blk_v[e + q]]) * load8(wv + k));
             }
         for (; e < e1; e++) {
             const int k = blk_k[e];
             float *zb = zp + row[k >> 3];
-            store8(zb, load8(zb) + splat8(blk_x[e]) * load8(wv + k));
+            store8(zb, load8(zb) + splat8(pixel_value[blk_v[e]]) * load8(wv + k));
         }
         for (int c = 0; c < ld; c += 8)
             store8(z + c, (load8(zp + c) + load8(zp + ld + c)) + (load8(zp + 2 * ld + c) + load8(zp + 3 * ld + c)));
@@ -452,7 +394,7 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
 }
 
 static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    if (blocked_first(n)) list_blocks(n, &n->L[0], images, idx, m);
+    if (blocked_first(n)) bl_build(n->L[0].colptr, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
         float *z = n->act[1] + (long)s * n->ld[1];
@@ -526,14 +468,14 @@ static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *
             /* local copies: the vector stores (memcpy) may alias anything, struct fields included */
             float *restrict gv = L->gv, *restrict wv = L->wv;
             const uint16_t *restrict row = L->row;
-            const int32_t *restrict blk_k = n->blk_k, *restrict blk_ptr = n->blk_ptr;
-            const float *restrict blk_x = n->blk_x;
+            const int32_t *restrict blk_k = n->bl.k, *restrict blk_ptr = n->bl.ptr;
+            const uint8_t *restrict blk_v = n->bl.v;
             for (int s = 0; s < m; s++) {
                 const float *restrict ds = d + (long)s * ldo;
                 const int e1 = blk_ptr[s + 1];
                 for (int e = blk_ptr[s]; e < e1; e++) {
                     const int k = blk_k[e];
-                    store8(gv + k, load8(gv + k) + splat8(blk_x[e]) * load8(ds + row[k >> 3]));
+                    store8(gv + k, load8(gv + k) + splat8(pixel_value[blk_v[e]]) * load8(ds + row[k >> 3]));
                 }
             }
             const int nnz = L->nnz;
