@@ -31,6 +31,17 @@ const int hdrnn_path_vector_width = VF_WIDTH;
 #define ALWAYS_INLINE inline
 #endif
 
+/* Ask for the n bytes at p to be brought into the cache (the images of a mini-batch are rows
+ * scattered over the 47 MB training set: without this the scan waits on memory). */
+static inline void prefetch_bytes(const void *p, int n) {
+#if defined(__GNUC__)
+    for (int k = 0; k < n; k += 64) __builtin_prefetch((const char *)p + k);
+    __builtin_prefetch((const char *)p + n - 1);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* out[0 .. NV*VF_WIDTH) = sum over k < count of vals[k*vstride] * row_k[same columns], where
  * row_k = base + (idx ? idx[k] : k) * stride. Accumulators stay in registers (NV is a constant
  * after inlining, the v loops unroll); with few vectors two independent sums (even/odd k) hide
@@ -38,7 +49,7 @@ const int hdrnn_path_vector_width = VF_WIDTH;
  * compiler sees a plain pointer walk in each. */
 static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stride, const int32_t *idx,
                                          const float *vals, int vstride, int count, const int NV, const int dual,
-                                         int update, float step) {
+                                         int update, float step, int ahead) {
     vf a0[8], a1[8];
     for (int v = 0; v < NV; v++) a0[v] = a1[v] = vf_zero();
     int k = 0;
@@ -54,6 +65,7 @@ static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stri
             }
         for (; k < count; k++) {
             const float *r0 = base + (size_t)idx[k] * stride;
+            if (ahead && k + ahead < count) prefetch_bytes(base + (size_t)idx[k + ahead] * stride, NV * VF_WIDTH * sizeof(float));
             vf x0 = vf_set1(vals[(size_t)k * vstride]);
             for (int v = 0; v < NV; v++) a0[v] = vf_madd(a0[v], x0, vf_load(r0 + v * VF_WIDTH));
         }
@@ -87,8 +99,8 @@ static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stri
  * update = 1: out -= step * the sums (a weight row's SGD step, the gradient never stored). */
 #define SUM_ROWS_N(NV, DUAL)                                                                              \
     static void sum_rows_##NV(float *o, const float *b, int st, const int32_t *ix, const float *x, int xs, \
-                              int c, int update, float step) {                                            \
-        sum_rows_block(o, b, st, ix, x, xs, c, NV, DUAL, update, step);                                   \
+                              int c, int update, float step, int ahead) {                                 \
+        sum_rows_block(o, b, st, ix, x, xs, c, NV, DUAL, update, step, ahead);                            \
     }
 SUM_ROWS_N(8, 0)
 SUM_ROWS_N(4, 1)
@@ -96,19 +108,19 @@ SUM_ROWS_N(2, 1)
 SUM_ROWS_N(1, 1)
 
 static void sum_rows(float *out, int n, const float *base, int stride, const int32_t *idx,
-                     const float *vals, int vstride, int count, int update, float step) {
+                     const float *vals, int vstride, int count, int update, float step, int ahead) {
     int c = 0;
     for (; c + 8 * VF_WIDTH <= n; c += 8 * VF_WIDTH)
-        sum_rows_8(out + c, base + c, stride, idx, vals, vstride, count, update, step);
+        sum_rows_8(out + c, base + c, stride, idx, vals, vstride, count, update, step, ahead);
     if (c + 4 * VF_WIDTH <= n) {
-        sum_rows_4(out + c, base + c, stride, idx, vals, vstride, count, update, step);
+        sum_rows_4(out + c, base + c, stride, idx, vals, vstride, count, update, step, ahead);
         c += 4 * VF_WIDTH;
     }
     if (c + 2 * VF_WIDTH <= n) {
-        sum_rows_2(out + c, base + c, stride, idx, vals, vstride, count, update, step);
+        sum_rows_2(out + c, base + c, stride, idx, vals, vstride, count, update, step, ahead);
         c += 2 * VF_WIDTH;
     }
-    if (c < n) sum_rows_1(out + c, base + c, stride, idx, vals, vstride, count, update, step);
+    if (c < n) sum_rows_1(out + c, base + c, stride, idx, vals, vstride, count, update, step, ahead);
 }
 
 static inline float dot(const float *a, const float *b, int n) {
@@ -144,17 +156,6 @@ static inline uint64_t nonzero_mask(const uint8_t *p, int len) {
     for (; k + VB_WIDTH <= len; k += VB_WIDTH) mask |= (uint64_t)vb_nonzero_mask(p + k) << k;
     for (; k < len; k++) mask |= (uint64_t)(p[k] != 0) << k;
     return mask;
-}
-
-/* Ask for the n bytes at p to be brought into the cache (the images of a mini-batch are rows
- * scattered over the 47 MB training set: without this the scan waits on memory). */
-static inline void prefetch_bytes(const uint8_t *p, int n) {
-#if defined(__GNUC__)
-    for (int k = 0; k < n; k += 64) __builtin_prefetch(p + k);
-    __builtin_prefetch(p + n - 1);
-#else
-    (void)p, (void)n;
-#endif
 }
 
 /* Index of the lowest set bit of a nonzero word (tzcnt / rbit+clz). */
@@ -206,12 +207,12 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
         int ld1 = net->ld[1], start = net->nz_start[s];
         float *z = net->act[1] + (size_t)s * ld1;
         sum_rows(z, ld1, net->w[0], ld1, net->nz_index + start, net->nz_value + start, 1,
-                 net->nz_start[s + 1] - start, 0, 0.0f);
+                 net->nz_start[s + 1] - start, 0, 0.0f, 8);
         bias_sigmoid(z, net->b[0], net->sizes[1], ld1);
         for (int l = 1; l < net->n_layers; l++) {
             int ld_in = net->ld[l], ld_out = net->ld[l + 1];
             z = net->act[l + 1] + (size_t)s * ld_out;
-            sum_rows(z, ld_out, net->w[l], ld_out, NULL, net->act[l] + (size_t)s * ld_in, 1, net->sizes[l], 0, 0.0f);
+            sum_rows(z, ld_out, net->w[l], ld_out, NULL, net->act[l] + (size_t)s * ld_in, 1, net->sizes[l], 0, 0.0f, 0);
             bias_sigmoid(z, net->b[l], net->sizes[l + 1], ld_out);
         }
     }
@@ -262,12 +263,12 @@ void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t 
                         value[count++] = pixel_value[net->sample_pixels[s][i]];
                     }
                 if (count) /* else pixel zero in every sample: its gradient is 0 */
-                    sum_rows(net->w[0] + (size_t)i * ld_out, ld_out, d, ld_out, sample, value, 1, count, 1, step);
+                    sum_rows(net->w[0] + (size_t)i * ld_out, ld_out, d, ld_out, sample, value, 1, count, 1, step, 0);
             }
         } else {
             int ld_in = net->ld[l];
             for (int i = 0; i < net->sizes[l]; i++)
-                sum_rows(net->w[l] + (size_t)i * ld_out, ld_out, d, ld_out, NULL, net->act[l] + i, ld_in, m, 1, step);
+                sum_rows(net->w[l] + (size_t)i * ld_out, ld_out, d, ld_out, NULL, net->act[l] + i, ld_in, m, 1, step, 0);
         }
     }
 }
