@@ -22,6 +22,7 @@
 typedef struct {
     int32_t *ptr;  /* m + 1 */
     int32_t *k;    /* entries: offset of the block's 8 values */
+    int32_t *r;    /* entries: the block's first output row (row[k / 8], looked up once here) */
     uint8_t *v;    /* entries: the input byte at the block's pixel */
 } block_list;
 
@@ -38,10 +39,13 @@ static inline uint32_t bl_nonzero_bits(const uint8_t *p, int n) {
     return bits;
 }
 
-/* Entries of the kept blocks of pixel i with input byte v, appended at cnt; returns the new count. */
-static inline int32_t bl_emit(const int32_t *restrict colptr, int i, uint8_t v, int32_t *restrict k_out,
-                              uint8_t *restrict v_out, int32_t cnt) {
+/* Entries of the kept blocks of pixel i with input byte v, appended at cnt; returns the new count.
+ * row: the block-CSC's first output row per block (at least 16 readable entries past the end). */
+static inline int32_t bl_emit(const int32_t *restrict colptr, const uint16_t *restrict row, int i, uint8_t v,
+                              int32_t *restrict k_out, int32_t *restrict r_out, uint8_t *restrict v_out,
+                              int32_t cnt) {
     typedef int32_t v8i_bl __attribute__((vector_size(32)));
+    typedef uint16_t v8u16_bl __attribute__((vector_size(16)));
     const v8i_bl lane = {0, 8, 16, 24, 32, 40, 48, 56};
     const int k0 = colptr[i], nk = colptr[i + 1] - k0;
     for (int b = 0; b == 0 || b < nk; b += 128) {  /* once when the layer has <= 128 outputs */
@@ -49,16 +53,22 @@ static inline int32_t bl_emit(const int32_t *restrict colptr, int i, uint8_t v, 
         memcpy(k_out + cnt + b / 8, &k, sizeof k);
         k += 64;
         memcpy(k_out + cnt + b / 8 + 8, &k, sizeof k);
+        for (int h = 0; h < 16; h += 8) {
+            v8u16_bl r16;
+            memcpy(&r16, row + (k0 + b) / 8 + h, sizeof r16);
+            v8i_bl r = __builtin_convertvector(r16, v8i_bl);
+            memcpy(r_out + cnt + b / 8 + h, &r, sizeof r);
+        }
         memset(v_out + cnt + b / 8, v, 16);
     }
     return cnt + (nk >> 3);
 }
 
 /* The block list of m input rows: row s at rows + (idx ? idx[s] : s) * stride, n_in bytes. */
-static inline void bl_build(const int32_t *restrict colptr, const uint8_t *rows, long stride, const int32_t *idx,
-                            int m, int n_in, block_list *bl) {
+static inline void bl_build(const int32_t *restrict colptr, const uint16_t *restrict row, const uint8_t *rows,
+                            long stride, const int32_t *idx, int m, int n_in, block_list *bl) {
     int32_t cnt = 0;
-    int32_t *restrict ptr = bl->ptr, *restrict k_out = bl->k;
+    int32_t *restrict ptr = bl->ptr, *restrict k_out = bl->k, *restrict r_out = bl->r;
     uint8_t *restrict v_out = bl->v;
     for (int s = 0; s < m; s++) {
         const uint8_t *px = rows + (idx ? idx[s] : s) * stride;
@@ -68,7 +78,7 @@ static inline void bl_build(const int32_t *restrict colptr, const uint8_t *rows,
             while (bits) {
                 const int i = c + __builtin_ctz(bits);
                 bits &= bits - 1;
-                cnt = bl_emit(colptr, i, px[i], k_out, v_out, cnt);
+                cnt = bl_emit(colptr, row, i, px[i], k_out, r_out, v_out, cnt);
             }
         }
     }

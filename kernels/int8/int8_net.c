@@ -196,8 +196,8 @@ static void free_buffers(i8_net *n) {
     free(n->nz_ptr); free(n->nz_i); free(n->nz_x); free(n->c_ptr); free(n->c_s); free(n->c_x); free(n->g);
     n->acc = n->z = n->nz_ptr = n->c_ptr = n->g = NULL; n->dq = n->dq2 = n->packed = NULL;
     n->nz_i = n->c_s = NULL; n->nz_x = n->c_x = NULL;
-    free(n->bl.ptr); free(n->bl.k); free(n->bl.v);
-    n->bl.ptr = n->bl.k = NULL; n->bl.v = NULL;
+    free(n->bl.ptr); free(n->bl.k); free(n->bl.r); free(n->bl.v);
+    n->bl.ptr = n->bl.k = n->bl.r = NULL; n->bl.v = NULL;
     n->cap = 0;
 }
 
@@ -222,7 +222,7 @@ static int ensure_capacity(i8_net *n, int m) {
         goto oom;
     if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
         size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
-        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) ||
+        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) || !(n->bl.r = zalloc(4 * entries)) ||
             !(n->bl.v = zalloc(entries)))
             goto oom;
     }
@@ -337,7 +337,7 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
     free(L->colptr); free(L->row); free(L->wv); free(L->wqv); free(L->gv);
     L->colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
-    L->row = zalloc(sizeof(uint16_t) * (nnz ? nnz / block : 1));
+    L->row = zalloc(sizeof(uint16_t) * (nnz / block + 16));  /* + 16: bl_emit reads 16 */
     L->wv = zalloc(sizeof(float) * I8_LD(nnz));
     L->wqv = zalloc(I8_LD(nnz));
     L->gv = l == 0 && block == 8 ? zalloc(sizeof(int32_t) * I8_LD(nnz)) : NULL;
@@ -471,9 +471,8 @@ static float sparse_update(i8_net *n, layer_t *L, const int16_t *dq, float c) {
 
 /* Layer 0 in 8-row blocks, through the block list: acc[s][rows] += x * wq[rows, i]. */
 static void blocked_forward(const i8_net *n, const layer_t *L, int m, int32_t *acc) {
-    const uint16_t *restrict row = L->row;
     const int8_t *restrict wqv = L->wqv;
-    const int32_t *restrict blk_k = n->bl.k, *restrict ptr = n->bl.ptr;
+    const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r, *restrict ptr = n->bl.ptr;
     const uint8_t *restrict blk_v = n->bl.v;
     for (int s = 0; s < m; s++) {
         int32_t *restrict as = acc + (long)s * L->n_out;
@@ -481,7 +480,7 @@ static void blocked_forward(const i8_net *n, const layer_t *L, int m, int32_t *a
         const int e1 = ptr[s + 1];
         for (int e = ptr[s]; e < e1; e++) {
             const int k = blk_k[e];
-            int32_t *ab = as + row[k >> 3];
+            int32_t *ab = as + blk_r[e];
             store8i(ab, load8i(ab) + (int32_t)blk_v[e] * widen8b(wqv + k));
         }
     }
@@ -493,15 +492,14 @@ static void blocked_forward(const i8_net *n, const layer_t *L, int m, int32_t *a
 static float blocked_update(i8_net *n, layer_t *L, int m, const int16_t *dq, float c) {
     int32_t *restrict gv = L->gv;
     float *restrict wv = L->wv;
-    const uint16_t *restrict row = L->row;
-    const int32_t *restrict blk_k = n->bl.k, *restrict ptr = n->bl.ptr;
+    const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r, *restrict ptr = n->bl.ptr;
     const uint8_t *restrict blk_v = n->bl.v;
     for (int s = 0; s < m; s++) {
         const int16_t *restrict ds = dq + (long)s * L->n_out;
         const int e1 = ptr[s + 1];
         for (int e = ptr[s]; e < e1; e++) {
             const int k = blk_k[e];
-            store8i(gv + k, load8i(gv + k) + (int32_t)blk_v[e] * widen8h(ds + row[k >> 3]));
+            store8i(gv + k, load8i(gv + k) + (int32_t)blk_v[e] * widen8h(ds + blk_r[e]));
         }
     }
     uint32_t mx = 0;  /* |w| compared as bit patterns: for finite floats their order is |w|'s */
@@ -543,7 +541,7 @@ static void forward(i8_net *n, int m) {
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
         if (l == 0 && blocked_first(n)) {
-            bl_build(L->colptr, n->act[0], L->ld, NULL, m, L->n_in, &n->bl);
+            bl_build(L->colptr, L->row, n->act[0], L->ld, NULL, m, L->n_in, &n->bl);
             blocked_forward(n, L, m, n->acc);
         } else if (L->sparse) {
             list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);

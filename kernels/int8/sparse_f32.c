@@ -117,9 +117,9 @@ static void free_buffers(sf_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
     for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
     free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
-    free(n->bl.ptr); free(n->bl.k); free(n->bl.v);
+    free(n->bl.ptr); free(n->bl.k); free(n->bl.r); free(n->bl.v);
     n->gs = n->nz_x = n->c_x = NULL;
-    n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->bl.ptr = n->bl.k = NULL;
+    n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->bl.ptr = n->bl.k = n->bl.r = NULL;
     n->bl.v = NULL;
     n->cap = 0;
 }
@@ -142,7 +142,7 @@ static int ensure_capacity(sf_net *n, int m) {
         goto oom;
     if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
         size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
-        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) ||
+        if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) || !(n->bl.r = zalloc(4 * entries)) ||
             !(n->bl.v = zalloc(entries)))
             goto oom;
     }
@@ -241,7 +241,7 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
     float *dense = malloc(sizeof(float) * (size_t)size);  /* (n_out x n_in); pruning is rare */
     int32_t *colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
-    uint16_t *row = zalloc(sizeof(uint16_t) * (nnz ? nnz / block : 1));
+    uint16_t *row = zalloc(sizeof(uint16_t) * (nnz / block + 16));  /* + 16: bl_emit reads 16 */
     float *wv = zalloc(sizeof(float) * (size_t)(nnz + 8));
     float *gv = l == 0 && block == 8 ? zalloc(sizeof(float) * (size_t)(nnz + 8)) : NULL;
     if (!dense || !colptr || !row || !wv || (l == 0 && block == 8 && !gv)) {
@@ -342,19 +342,19 @@ static void forward_first(const sf_net *n, const layer_t *L, int s, float *restr
          * few entries through a store and a reload; entries alternate over 4 copies of z instead. */
         float *restrict zp = n->zpart;
         for (int c = 0; c < 4 * ld; c += 8) store8(zp + c, splat8(0.0f));
-        const int32_t *restrict blk_k = n->bl.k;
+        const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r;
         const uint8_t *restrict blk_v = n->bl.v;
         const int e0 = n->bl.ptr[s], e1 = n->bl.ptr[s + 1];
         int e = e0;
         for (; e + 4 <= e1; e += 4)
             for (int q = 0; q < 4; q++) {
                 const int k = blk_k[e + q];
-                float *zb = zp + q * ld + row[k >> 3];
+                float *zb = zp + q * ld + blk_r[e + q];
                 store8(zb, load8(zb) + splat8(pixel_value[blk_v[e + q]]) * load8(wv + k));
             }
         for (; e < e1; e++) {
             const int k = blk_k[e];
-            float *zb = zp + row[k >> 3];
+            float *zb = zp + blk_r[e];
             store8(zb, load8(zb) + splat8(pixel_value[blk_v[e]]) * load8(wv + k));
         }
         for (int c = 0; c < ld; c += 8)
@@ -394,7 +394,7 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
 }
 
 static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    if (blocked_first(n)) bl_build(n->L[0].colptr, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
+    if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
         float *z = n->act[1] + (long)s * n->ld[1];
@@ -467,15 +467,14 @@ static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *
         if (l == 0 && blocked_first(n)) {  /* the block lists again, then every kept weight's step */
             /* local copies: the vector stores (memcpy) may alias anything, struct fields included */
             float *restrict gv = L->gv, *restrict wv = L->wv;
-            const uint16_t *restrict row = L->row;
-            const int32_t *restrict blk_k = n->bl.k, *restrict blk_ptr = n->bl.ptr;
+            const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r, *restrict blk_ptr = n->bl.ptr;
             const uint8_t *restrict blk_v = n->bl.v;
             for (int s = 0; s < m; s++) {
                 const float *restrict ds = d + (long)s * ldo;
                 const int e1 = blk_ptr[s + 1];
                 for (int e = blk_ptr[s]; e < e1; e++) {
                     const int k = blk_k[e];
-                    store8(gv + k, load8(gv + k) + splat8(pixel_value[blk_v[e]]) * load8(ds + row[k >> 3]));
+                    store8(gv + k, load8(gv + k) + splat8(pixel_value[blk_v[e]]) * load8(ds + blk_r[e]));
                 }
             }
             const int nnz = L->nnz;
