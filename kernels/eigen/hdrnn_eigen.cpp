@@ -3,10 +3,15 @@
 //
 // Written as an Eigen user would: a mini-batch is a row-major (m, n) matrix, one sample per row;
 // each layer keeps its weights transposed, wt = W^T (n_in, n_out), so a layer is
-// sigmoid(A * wt + b) and the products run in Eigen's GEMM. The mini-batch's input is an Eigen
-// sparse matrix (Map over buffers allocated at create: MNIST is ~80% zero pixels), so the first
-// layer's forward product and weight gradient are sparse x dense products.
-// Initial weights come from the project's PRNG (ecufl_rand.h). Single-threaded (no OpenMP).
+// sigmoid(A * wt + b), and the products of the dense layers run in Eigen's GEMM.
+// MNIST is ~80% zero pixels, so the mini-batch's input is an Eigen sparse matrix (CSR, a Map over
+// buffers allocated at create): the first layer's forward product x * wt and its weight update
+// wt -= x^T * (step * delta) are Eigen's sparse x dense products, which touch only nonzero pixels.
+// Those products add one weight row per nonzero pixel; they run over fixed-width column panels of
+// the first layer (padded to a multiple of 8 columns), so each row addition is a few packet
+// instructions (see for_each_panel). Sigmoid is an array expression (vectorised exp).
+// Compiled with the C kernel's SIMD flags (AVX2+FMA / NEON); Release builds define NDEBUG, hence
+// EIGEN_NO_DEBUG. Initial weights come from the project's PRNG (ecufl_rand.h). Single-threaded.
 #include <Eigen/Dense>
 #include <Eigen/SparseCore>
 
@@ -17,8 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
-#include <numeric>
-#include <algorithm>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -35,11 +39,19 @@
 namespace {
 using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RowVec = Eigen::RowVectorXf;
-// The mini-batch's input, (m, 784), in the two storage orders the two sparse products want:
-// by sample (CSR: each sample's nonzero pixels) and by pixel (CSC: each pixel's samples).
+// The mini-batch's input, (m, 784), by sample (CSR: each sample's nonzero pixels).
 using BySample = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::RowMajor, int>>;
-using ByPixel = Eigen::Map<const Eigen::SparseMatrix<float, Eigen::ColMajor, int>>;
 }  // namespace
+
+// Training and evaluation never allocate: every matrix is sized at create. The test build
+// (-DEIGEN_RUNTIME_NO_MALLOC, asserts on: tests/test_eigen.py) makes any heap allocation by Eigen
+// inside them abort, e.g. a product evaluated into a temporary inside a larger expression.
+struct NoAllocation {
+#ifdef EIGEN_RUNTIME_NO_MALLOC
+    NoAllocation() { Eigen::internal::set_is_malloc_allowed(false); }
+    ~NoAllocation() { Eigen::internal::set_is_malloc_allowed(true); }
+#endif
+};
 
 // p / 255.0f for every byte value (one correctly rounded division each, done once).
 static const std::array<float, 256> pixel_value = [] {
@@ -62,6 +74,7 @@ struct SparseBuffers {
 struct ecufl_net {
     std::vector<int> sizes;
     int max_batch = 0;
+    int ld1 = 0;                // the first layer's width rounded up to 8: its matrices are padded
     std::vector<Mat> wt;        // wt[l] = W_l^T, (n_in, n_out)
     std::vector<RowVec> b;      // b[l], (1, n_out)
     std::vector<Mat> act;       // act[l], (max_batch, sizes[l]) for l >= 1 (act[0] is the sparse input)
@@ -69,8 +82,6 @@ struct ecufl_net {
     Mat step_delta;             // (lr/m) * delta[0], the first layer's update
     Mat y;                      // one-hot labels of the mini-batch
     SparseBuffers by_sample;    // the input, CSR (m rows)
-    SparseBuffers by_pixel;     // the input, CSC (784 columns)
-    std::vector<int> fill;      // by_pixel's write positions while it is built
     char error[256] = "";
 
     int fail(const char *fmt, ...) {
@@ -114,42 +125,44 @@ struct ecufl_net {
         return BySample(m, n0, nnz, start, index, value);
     }
 
-    // The same matrix by pixel (a counting sort of the CSR entries by column). Eigen's own
-    // conversion (SparseMatrix<float, ColMajor> = x) would allocate a new matrix per mini-batch.
-    ByPixel transpose_storage(const BySample &x) {
-        const int n0 = int(x.cols()), nnz = int(x.nonZeros());
-        int *start = by_pixel.start.data(), *sample = by_pixel.index.data();
-        float *value = by_pixel.value.data();
-        const int *x_start = x.outerIndexPtr(), *x_pixel = x.innerIndexPtr();
-        const float *x_value = x.valuePtr();
-        std::fill(start, start + n0 + 1, 0);
-        for (int k = 0; k < nnz; k++) start[x_pixel[k] + 1]++;
-        std::partial_sum(start, start + n0 + 1, start);
-        std::copy(start, start + n0, fill.data());
-        for (int s = 0; s < int(x.rows()); s++)
-            for (int k = x_start[s]; k < x_start[s + 1]; k++) {
-                const int pos = fill[x_pixel[k]]++;
-                sample[pos] = s;
-                value[pos] = x_value[k];
-            }
-        return ByPixel(x.rows(), n0, nnz, start, sample, value);
+    // sigmoid as an Eigen array expression: vectorised exp (Eigen's polynomial, about 1 ulp) and
+    // an IEEE division (divps), 8% of the epoch at 784-32-10 against libm's expf per element.
+    // ARMv7 NEON has no divide instruction: Eigen's packet division there is a reciprocal
+    // estimate plus Newton steps, which over an epoch drove the weights 4e-3 away from the
+    // reference, so that build keeps the C library's expf and a real division per element.
+    template <typename Block>
+    static void sigmoid(Block &&z) {
+#if defined(EIGEN_VECTORIZE_NEON) && !EIGEN_ARCH_ARM64
+        z = z.unaryExpr([](float v) { return 1.0f / (1.0f + std::exp(-v)); });
+#else
+        z.array() = (1.0f + (-z.array()).exp()).inverse();
+#endif
     }
 
-    // sigmoid with the C library's expf and an IEEE division per element. Eigen's packet exp and
-    // reciprocal are approximations on ARMv7 NEON (no divide instruction: vrecpe + Newton steps),
-    // which over an epoch drove the weights 4e-3 away from the reference; elementwise work is a
-    // small part of the time (n_out per sample against n_in * n_out multiply-adds).
-    template <typename Block>
-    static void sigmoid(Block &&z) { z = z.unaryExpr([](float v) { return 1.0f / (1.0f + std::exp(-v)); }); }
+    // The first layer's products go through its columns in panels of fixed width (128, 32,
+    // then 8 columns): Eigen compiles a fixed-size row operation into straight packet
+    // instructions, where a dynamic-size row pays a run-time alignment prologue and loop for
+    // every nonzero pixel (which made narrow layers 2x slower than the C kernel).
+    template <typename Op>
+    void for_each_panel(Op op) const {
+        int c = 0;
+        for (; c + 128 <= ld1; c += 128) op(std::integral_constant<int, 128>{}, c);
+        for (; c + 32 <= ld1; c += 32) op(std::integral_constant<int, 32>{}, c);
+        for (; c < ld1; c += 8) op(std::integral_constant<int, 8>{}, c);
+    }
 
     void forward(const BySample &x, int m) {
         for (int l = 0; l < layers(); l++) {
-            auto z = act[l + 1].topRows(m);
-            if (l == 0)
-                z.noalias() = x * wt[0];
-            else
-                z.noalias() = act[l].topRows(m) * wt[l];
-            z.rowwise() += b[l];
+            const int n_in = sizes[l], n_out = sizes[l + 1];
+            if (l == 0) {
+                for_each_panel([&](auto P, int c) {
+                    act[1].topRows(m).template middleCols<P>(c).noalias() = x * wt[0].template middleCols<P>(c);
+                });
+            } else {
+                act[l + 1].topRows(m).leftCols(n_out).noalias() = act[l].topRows(m).leftCols(n_in) * wt[l];
+            }
+            auto z = act[l + 1].topRows(m).leftCols(n_out);
+            z.rowwise() += b[l].head(n_out);
             sigmoid(z);
         }
     }
@@ -159,12 +172,12 @@ struct ecufl_net {
         auto yb = y.topRows(m);
         yb.setZero();
         for (int s = 0; s < m; s++) yb(s, labels[rows[s]]) = 1.0f;
-        auto a = act[L].topRows(m).array();
-        delta[L - 1].topRows(m) = ((a - yb.array()) * a * (1.0f - a)).matrix();  // BP1
-        for (int l = L - 1; l >= 1; l--) {                                          // BP2
-            auto al = act[l].topRows(m).array();
-            auto dl = delta[l - 1].topRows(m);
-            dl.noalias() = delta[l].topRows(m) * wt[l].transpose();
+        auto a = act[L].topRows(m).leftCols(sizes[L]).array();
+        delta[L - 1].topRows(m).leftCols(sizes[L]) = ((a - yb.array()) * a * (1.0f - a)).matrix();  // BP1
+        for (int l = L - 1; l >= 1; l--) {                                                             // BP2
+            auto al = act[l].topRows(m).leftCols(sizes[l]).array();
+            auto dl = delta[l - 1].topRows(m).leftCols(sizes[l]);
+            dl.noalias() = delta[l].topRows(m).leftCols(sizes[l + 1]) * wt[l].transpose();
             dl.array() *= al * (1.0f - al);
         }
         for (int l = 0; l < L; l++) {  // BP3, BP4, w -= (lr/m) * sum(grad)
@@ -176,9 +189,11 @@ struct ecufl_net {
                 // scalar times the sparse x would be evaluated into a new sparse matrix).
                 auto sd = step_delta.topRows(m);
                 sd.noalias() = step * d;
-                wt[0].noalias() -= x.transpose() * sd;
+                for_each_panel([&](auto P, int c) {
+                    wt[0].template middleCols<P>(c).noalias() -= x.transpose() * sd.template middleCols<P>(c);
+                });
             } else {
-                wt[l].noalias() -= step * (act[l].topRows(m).transpose() * d);
+                wt[l].noalias() -= step * (act[l].topRows(m).leftCols(sizes[l]).transpose() * d);
             }
         }
     }
@@ -203,18 +218,19 @@ ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *
             auto *net = new ecufl_net;
             net->sizes.assign(sizes, sizes + n_sizes);
             net->max_batch = max_batch;
+            net->ld1 = (sizes[1] + 7) / 8 * 8;
             for (int l = 0; l < n_sizes - 1; l++) {
-                net->wt.push_back(Mat::Zero(sizes[l], sizes[l + 1]));
-                net->b.push_back(RowVec::Zero(sizes[l + 1]));
-                net->delta.push_back(Mat::Zero(max_batch, sizes[l + 1]));
+                const int width = l == 0 ? net->ld1 : sizes[l + 1];  // the padding stays 0
+                net->wt.push_back(Mat::Zero(sizes[l], width));
+                net->b.push_back(RowVec::Zero(width));
+                net->delta.push_back(Mat::Zero(max_batch, width));
+                net->act.push_back(l == 0 ? Mat() : Mat::Zero(max_batch, sizes[l]));  // act[0]: the sparse input
             }
-            net->act.push_back(Mat());  // the input lives in x_* as a sparse matrix
-            for (int l = 1; l < n_sizes; l++) net->act.push_back(Mat::Zero(max_batch, sizes[l]));
+            net->act.push_back(Mat::Zero(max_batch, sizes[n_sizes - 1]));
+            net->act[1] = Mat::Zero(max_batch, net->ld1);
             net->y = Mat::Zero(max_batch, sizes[n_sizes - 1]);
-            net->step_delta = Mat::Zero(max_batch, sizes[1]);
+            net->step_delta = Mat::Zero(max_batch, net->ld1);
             net->by_sample.reserve(max_batch, size_t(max_batch) * sizes[0]);
-            net->by_pixel.reserve(sizes[0], size_t(max_batch) * sizes[0]);
-            net->fill.assign(size_t(sizes[0]), 0);
             return net;
         } catch (const std::bad_alloc &) {
             std::snprintf(msg, sizeof msg, "out of memory");
@@ -235,8 +251,8 @@ int ecufl_net_set_params(ecufl_net *net, const float *const *arrays) {
         Eigen::Map<const RowVec> b(arrays[2 * l + 1], n_out);
         if (!w.allFinite()) return net->fail("w%d holds NaN or Inf", l + 1);
         if (!b.allFinite()) return net->fail("b%d holds NaN or Inf", l + 1);
-        net->wt[l] = w.transpose();
-        net->b[l] = b;
+        net->wt[l].leftCols(n_out) = w.transpose();
+        net->b[l].head(n_out) = b;
     }
     return 0;
 }
@@ -244,8 +260,8 @@ int ecufl_net_set_params(ecufl_net *net, const float *const *arrays) {
 int ecufl_net_get_params(const ecufl_net *net, float *const *arrays) {
     for (int l = 0; l < net->layers(); l++) {
         const int n_in = net->sizes[l], n_out = net->sizes[l + 1];
-        Eigen::Map<Mat>(arrays[2 * l], n_out, n_in) = net->wt[l].transpose();
-        Eigen::Map<RowVec>(arrays[2 * l + 1], n_out) = net->b[l];
+        Eigen::Map<Mat>(arrays[2 * l], n_out, n_in) = net->wt[l].leftCols(n_out).transpose();
+        Eigen::Map<RowVec>(arrays[2 * l + 1], n_out) = net->b[l].head(n_out);
     }
     return 0;
 }
@@ -279,6 +295,7 @@ int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels
         if (order[k] < 0 || order[k] >= n_images)
             return net->fail("order[%d] = %d is outside 0..%d", k, order[k], n_images - 1);
     if (check_labels(net, labels, n_images)) return -1;
+    [[maybe_unused]] const NoAllocation no_allocation;
     for (int k = 0; k < n; k += batch_size) {
         const int m = n - k < batch_size ? n - k : batch_size;
         const float step = float(lr / m);
@@ -296,11 +313,13 @@ int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *lab
     const int L = net->layers(), n_out = net->sizes.back();
     double sum = 0.0;
     int hits = 0;
+    [[maybe_unused]] const NoAllocation no_allocation;
     for (int k = 0; k < n; k += net->max_batch) {
         const int m = n - k < net->max_batch ? n - k : net->max_batch;
-        net->forward(net->input(images, nullptr, k, m), m);
+        BySample x = net->input(images, nullptr, k, m);
+        net->forward(x, m);
         for (int s = 0; s < m; s++) {
-            auto a = net->act[L].row(s);
+            auto a = net->act[L].row(s).head(n_out);
             Eigen::Index best;
             a.maxCoeff(&best);  // first largest, as np.argmax
             for (int j = 0; j < n_out; j++) {
@@ -331,11 +350,17 @@ const char *ecufl_net_describe(void) {
 #else
     const char *simd = "none";
 #endif
+#if defined(EIGEN_RUNTIME_NO_MALLOC) && !defined(EIGEN_NO_DEBUG)
+    const char *no_malloc = "true";  // allocations in train/evaluate abort (the test build)
+#else
+    const char *no_malloc = "false";
+#endif
     static char text[512];
     if (!text[0])
         std::snprintf(text, sizeof text,
-                      "{\"kernel\": \"eigen\", \"path\": \"%s\", \"eigen\": \"%d.%d.%d\", \"compiler\": \"%s\", \"flags\": \"%s\"}",
-                      simd, EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, ECUFL_COMPILER, ECUFL_FLAGS);
+                      "{\"kernel\": \"eigen\", \"path\": \"%s\", \"eigen\": \"%d.%d.%d\", \"compiler\": \"%s\", \"flags\": \"%s\", "
+                      "\"no_malloc_checked\": %s}",
+                      simd, EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, ECUFL_COMPILER, ECUFL_FLAGS, no_malloc);
     return text;
 }
 
