@@ -6,7 +6,9 @@ How it measures (so figures from one run can be compared as ratios):
 - Single-threaded: the worker limits BLAS to one thread (threadpoolctl) and sets
   OMP/OPENBLAS/MKL_NUM_THREADS=1, so numpy's BLAS and native kernels compete on equal terms.
 - The worker trains ``repeats`` epochs from the same initial weights in the same order and reports
-  the median samples/s; test accuracy is measured after the first epoch.
+  the median samples/s; test accuracy is measured after the first epoch. It also reports samples
+  per CPU-second of the process (median too): on a loaded machine wall time stretches, CPU time
+  much less, so that is the figure to compare across runs (``ecufl report --bench`` uses it).
 - ``textbook`` (network.py's per-sample loop, float64 as the book runs it) is slow, so it trains on the first
   ``--textbook-limit`` samples of the epoch; its samples/s is still per sample, its accuracy is
   after that partial epoch (marked with *).
@@ -57,6 +59,7 @@ class BenchRow:
     partial: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    samples_per_cpu_second: float = 0.0
 
 
 def gemm_peak_gflops(n: int = 512, repeats: int = 7) -> float:
@@ -96,17 +99,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     order = EpochOrder(len(train), spec["seed"]).next()
     if spec.get("limit"):
         order = order[: spec["limit"]]
-    rates = []
+    rates, cpu_rates = [], []
     with threadpool_limits(1):
         kernel = create(spec["kernel"], params, dtype=dtype, **spec.get("options", {}))
         accuracy = None
         for r in range(spec["repeats"]):
             if r:
                 kernel.set_params(params)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             kernel.train(train.images, train.labels, order, spec["lr"], bs)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             rates.append(len(order) / dt)
+            cpu_rates.append(len(order) / max(dc, 1e-9))
             if accuracy is None:
                 accuracy = kernel.evaluate(test.images, test.labels).accuracy
         extra = kernel.describe()
@@ -118,6 +122,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         samples_per_second=sps, epoch_seconds=len(train) / sps, test_accuracy=accuracy,
         peak_rss_bytes=peak_rss_bytes(), gflops=sps * train_flops_per_sample(sizes, bs) / 1e9,
         weight_bytes=wbytes, partial=bool(spec.get("limit")), extra=extra,
+        samples_per_cpu_second=statistics.median(cpu_rates),
     ))
 
 

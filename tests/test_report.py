@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -110,6 +111,7 @@ def test_report_compares_each_kernel_with_the_bench(results_dir, bench_json):
     report.add_bench(kernels, bench)
     f32 = kernels["numpy:float32"]
     assert f32["bench_samples_per_second"] == bench[("numpy", "784-16-10", 10)] > 0
+    assert bench[("numpy", "784-16-10", 10)] == json.loads(bench_json.read_text())["rows"][0]["samples_per_cpu_second"]
     assert f32["cpu_rate_over_bench"] == pytest.approx(f32["samples_per_cpu_second"] / f32["bench_samples_per_second"])
     # the bench runs numpy in float32: a float64 client has nothing to be held against
     assert kernels["numpy:float64"]["bench_samples_per_second"] is None
@@ -128,3 +130,14 @@ def test_report_bench_file_that_is_not_bench_json(results_dir, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(f"ecufl: error: --bench {bad}: not the JSON of `ecufl bench kernels --json`")
     assert (results_dir / "report.html").exists()  # the earlier report is still there
+
+
+def test_bench_json_rows(bench_json):
+    """`ecufl bench kernels --json`: one row per kernel/config/batch with wall and CPU rates."""
+    doc = json.loads(bench_json.read_text())
+    (row,) = doc["rows"]
+    assert (row["kernel"], row["config"], row["batch_size"], row["samples"]) == ("numpy", "784-16-10", 10, 60000)
+    assert row["error"] is None and row["ratio_to_numpy"] == 1.0
+    assert row["samples_per_second"] > 0 and row["samples_per_cpu_second"] > 0
+    assert 0 < row["percent_of_gemm_peak"] < 100 and doc["gemm_peak_gflops"] > 1
+    assert 0.8 < row["test_accuracy"] <= 1.0  # one epoch of 784-16-10 at lr 3
