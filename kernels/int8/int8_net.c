@@ -81,6 +81,7 @@ struct i8_net {
     int32_t *z;       /* cap x n_out of the last layer */
     int16_t *dq, *dq2;/* cap x max n: q15 errors of the current / previous layer */
     int16_t *packed;  /* cap x max ld int16: activations packed for i8_fc_update */
+    int32_t *pairs;   /* (cap + 1) / 2 x max n int32: i8_fc_update's scratch */
     /* nonzero activations of a layer's input, by sample and by column (pruned layers) */
     int32_t *nz_ptr;  /* cap + 1 */
     uint16_t *nz_i;   /* cap x max ld */
@@ -192,7 +193,7 @@ static int q15(const int32_t *x, long n, int16_t *out) {
 /* ---- buffers ------------------------------------------------------------------------------- */
 static void free_buffers(i8_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; free(n->zi[l]); n->zi[l] = NULL; }
-    free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed);
+    free(n->acc); free(n->z); free(n->dq); free(n->dq2); free(n->packed); free(n->pairs); n->pairs = NULL;
     free(n->nz_ptr); free(n->nz_i); free(n->nz_x); free(n->c_ptr); free(n->c_s); free(n->c_x); free(n->g);
     n->acc = n->z = n->nz_ptr = n->c_ptr = n->g = NULL; n->dq = n->dq2 = n->packed = NULL;
     n->nz_i = n->c_s = NULL; n->nz_x = n->c_x = NULL;
@@ -215,7 +216,7 @@ static int ensure_capacity(i8_net *n, int m) {
     if (!(n->acc = zalloc((size_t)cap * n->maxld * 4)) ||
         !(n->z = zalloc((size_t)cap * n->sizes[n->n_layers] * 4)) ||
         !(n->dq = zalloc((size_t)cap * n->maxld * 2)) || !(n->dq2 = zalloc((size_t)cap * n->maxld * 2)) ||
-        !(n->packed = zalloc((size_t)cap2 * n->maxld * 2)) || !(n->nz_ptr = zalloc(4 * ((size_t)cap + 1))) ||
+        !(n->packed = zalloc((size_t)cap2 * n->maxld * 2)) || !(n->pairs = zalloc((size_t)cap2 / 2 * n->maxn * 4)) || !(n->nz_ptr = zalloc(4 * ((size_t)cap + 1))) ||
         !(n->nz_i = zalloc((size_t)cap * n->maxld * 2)) || !(n->nz_x = zalloc((size_t)cap * n->maxld)) ||
         !(n->c_ptr = zalloc(4 * ((size_t)n->maxld + 1))) || !(n->c_s = zalloc((size_t)cap * n->maxld * 2)) ||
         !(n->c_x = zalloc((size_t)cap * n->maxld)) || !(n->g = zalloc(4 * (size_t)n->maxn)))
@@ -620,7 +621,7 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
             new_maxabs[l] = sparse_update(n, L, n->dq, c_w);
         } else {
             i8_pack_acts(n->act[l], m, L->ld, n->packed);
-            new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w, L->colmax);
+            new_maxabs[l] = i8_fc_update(n->act[l], n->packed, m, n->dq, L->n_out, L->ld, c_w, L->w, L->colmax, n->pairs);
         }
         for (int j = 0; j < L->n_out; j++) {
             int32_t gb = 0;

@@ -27,9 +27,10 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *scratch);
 /* For every row j < n_out: g_i = sum_s dq[s * n_out + j] * a[s * ld + i] (exact int32), then
  * w[j * ld + i] = w[j * ld + i] - (float)g_i * c. colmax[i] holds max_j |w[j * ld + i]| and is kept
  * up to date; returns max |w| over the whole matrix. A column whose inputs are all zero in the
- * batch has g = 0, and w - 0.0f * c == w: an implementation may skip it (and its colmax stays). */
+ * batch has g = 0, and w - 0.0f * c == w: an implementation may skip it (and its colmax stays).
+ * scratch: ((m + 1) / 2) * n_out int32 the implementation may use (avx2: the error pairs). */
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w, float *colmax);
+                   int ld, float c, float *w, float *colmax, int32_t *scratch);
 
 /* wq[i] = clamp(rint_even(w[i] * qmul), -127, 127) for i < n (n a multiple of 32). */
 void i8_quantise(const float *w, int n, float qmul, int8_t *wq);

@@ -19,8 +19,8 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *scratch) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w, float *colmax) {
-    (void)packed;
+                   int ld, float c, float *w, float *colmax, int32_t *scratch) {
+    (void)packed; (void)scratch;
     float maxabs = 0.0f;
     for (int i = 0; i < ld; i++) colmax[i] = 0.0f;
     for (int j = 0; j < n_out; j++) {

@@ -92,42 +92,51 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w, float *colmax) {
+                   int ld, float c, float *w, float *colmax, int32_t *scratch) {
     (void)a;
-    enum { MAXP = 256 };  /* batch <= 512 (reference.MAX_BATCH) */
-    __m256i dpair[MAXP];
-    int blocks[8192];  /* 8-column blocks with a nonzero input in the batch (ld <= 65536) */
-    int nb = 0;
+    enum { MAXP = 256, REG = 6 };  /* batch <= 512 (reference.MAX_BATCH); pairs kept in registers */
+    int32_t *dp = scratch;  /* dp[j * np + p] = (dq[2p][j], dq[2p+1][j]) as int16 pairs */
     const int np = (m + 1) / 2;
-    for (int i = 0; i < ld; i += 8) {
-        __m256i any = _mm256_setzero_si256();
-        for (int p = 0; p < np; p++)
-            any = _mm256_or_si256(any, _mm256_load_si256((const __m256i *)(packed + ((long)p * ld + i) * 2)));
-        if (!_mm256_testz_si256(any, any)) {
-            blocks[nb++] = i;
-            _mm256_storeu_ps(colmax + i, _mm256_setzero_ps());  /* recomputed below */
-        }
-    }
-    const __m256 cv = _mm256_set1_ps(c);
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (int j = 0; j < n_out; j++) {
+    for (int j = 0; j < n_out; j++)
         for (int p = 0; p < np; p++) {
             uint16_t d0 = (uint16_t)dq[(2 * p) * n_out + j];
             uint16_t d1 = 2 * p + 1 < m ? (uint16_t)dq[(2 * p + 1) * n_out + j] : 0;
-            dpair[p] = _mm256_set1_epi32((int32_t)((uint32_t)d0 | ((uint32_t)d1 << 16)));
+            dp[j * np + p] = (int32_t)((uint32_t)d0 | ((uint32_t)d1 << 16));
         }
-        float *row = w + (long)j * ld;
-        for (int b = 0; b < nb; b++) {
-            const int i = blocks[b];
+    const __m256 cv = _mm256_set1_ps(c);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    int pairs[MAXP];
+    /* Column block by column block (8 inputs): the sample pairs with a nonzero input there, then every
+     * output row's 8 weights: G = sum over those pairs of vpmaddwd(activation pair, error pair). */
+    for (int i = 0; i < ld; i += 8) {
+        int nzp = 0;
+        for (int p = 0; p < np; p++) {
+            __m256i x = _mm256_load_si256((const __m256i *)(packed + ((long)p * ld + i) * 2));
+            pairs[nzp] = p;
+            nzp += !_mm256_testz_si256(x, x);
+        }
+        if (!nzp) continue;  /* no input in the batch: G = 0, w - 0 * c == w, colmax stays */
+        __m256i x[REG];
+        for (int q = 0; q < REG; q++)
+            x[q] = q < nzp ? _mm256_load_si256((const __m256i *)(packed + ((long)pairs[q] * ld + i) * 2))
+                           : _mm256_setzero_si256();
+        __m256 vmax = _mm256_setzero_ps();
+        for (int j = 0; j < n_out; j++) {
+            const int32_t *dj = dp + j * np;
             __m256i g = _mm256_setzero_si256();
-            for (int p = 0; p < np; p++)
+            int q = 0;
+            for (; q < nzp && q < REG; q++) g = _mm256_add_epi32(g, _mm256_madd_epi16(x[q], _mm256_set1_epi32(dj[pairs[q]])));
+            for (; q < nzp; q++)
                 g = _mm256_add_epi32(g, _mm256_madd_epi16(
-                    _mm256_load_si256((const __m256i *)(packed + ((long)p * ld + i) * 2)), dpair[p]));
+                    _mm256_load_si256((const __m256i *)(packed + ((long)pairs[q] * ld + i) * 2)),
+                    _mm256_set1_epi32(dj[pairs[q]])));
+            float *wr = w + (long)j * ld + i;
             __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(g), cv);
-            __m256 wv = _mm256_sub_ps(_mm256_load_ps(row + i), t);
-            _mm256_store_ps(row + i, wv);
-            _mm256_storeu_ps(colmax + i, _mm256_max_ps(_mm256_loadu_ps(colmax + i), _mm256_and_ps(wv, absmask)));
+            __m256 wv = _mm256_sub_ps(_mm256_load_ps(wr), t);
+            _mm256_store_ps(wr, wv);
+            vmax = _mm256_max_ps(vmax, _mm256_and_ps(wv, absmask));
         }
+        _mm256_storeu_ps(colmax + i, vmax);
     }
     __m256 vmax = _mm256_setzero_ps();
     for (int i = 0; i < ld; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(colmax + i));
@@ -199,7 +208,8 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
 }
 
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
-                   int ld, float c, float *w, float *colmax) {
+                   int ld, float c, float *w, float *colmax, int32_t *scratch) {
+    (void)scratch;
     int blocks[8192];  /* 8-column blocks with a nonzero input in the batch */
     int nb = 0;
     for (int i = 0; i < ld; i += 8) {
