@@ -114,6 +114,7 @@ class Lab:
                 "LogLevel ERROR", ""]))
             b.disk.mkdir(exist_ok=True)
         mount = f"mount -t tmpfs -o size={b.disk_mb}m ecufl-test-disk {b.disk} && " if b.disk_mb else ""
+        mount += cgroup_mounts()
         b.sshd = subprocess.Popen(
             ["ip", "netns", "exec", b.ns, "sh", "-c", f"{mount}exec {SSHD} -D -e -f {b.dir}/sshd_config"],
             stdout=open(b.dir / "sshd.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -175,6 +176,13 @@ class Lab:
                 except subprocess.TimeoutExpired:
                     pass
         self.kill_ns(self.gw_ns)
+        # cgroups ecufl-supervise made for services killed above (it removes them itself when stopped)
+        for f in self.root.rglob("*.cgroup"):
+            for d in f.read_text().split():
+                try:
+                    Path(d).rmdir()
+                except OSError:
+                    pass
         for ns in [b.ns for b in self.boards] + [self.gw_ns]:
             sh("ip", "netns", "del", ns, check=False)
         left = sh("ip", "netns", "list", check=False).stdout
@@ -191,6 +199,24 @@ class Lab:
     def on_board(self, b: Board, cmd: str) -> subprocess.CompletedProcess:
         """Run a shell command directly in a board's namespace (to inspect or tamper, not via SSH)."""
         return sh("ip", "netns", "exec", b.ns, "sh", "-c", cmd, check=False)
+
+
+def cgroup_mounts() -> str:
+    """Shell that mounts this machine's memory and cpu cgroup hierarchies in a board, as a board's
+    init does: `ip netns exec` gives each board its own /sys, where /sys/fs/cgroup is empty, and
+    ecufl-supervise applies MemoryMax/CPUQuota through cgroups."""
+    cmds = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, mnt, fs, opts = line.split()[:4]
+        if fs == "cgroup2" and mnt == "/sys/fs/cgroup":
+            cmds.append(f"mount -t cgroup2 cgroup2 {mnt}")
+        elif fs == "cgroup":
+            ctrls = [o for o in opts.split(",") if o in ("memory", "cpu", "cpuacct")]
+            if "memory" in ctrls or "cpu" in ctrls:
+                cmds.append(f"mkdir -p {mnt} && mount -t cgroup -o {','.join(ctrls)} cgroup {mnt}")
+    if cmds and not cmds[0].startswith("mount -t cgroup2"):  # v1: the hierarchies sit in a tmpfs
+        cmds.insert(0, "mount -t tmpfs cgroup-root /sys/fs/cgroup")
+    return "".join(c + " && " for c in cmds)
 
 
 def new_prefix() -> str:

@@ -2,8 +2,10 @@
 
 `ecufl deploy build --arch armv7-a9` cross-builds ecufl-agent (static, against Debian's armhf
 OpenSSL/protobuf-c/zlib unpacked into build/armhf-sysroot) into the armv7-a9 bundle; the agent is
-taken from that bundle and run under qemu-user with the A9's strict instruction set, holding a
-6,000-sample MNIST shard as its board data. The gateway side is the real `remote` kernel.
+taken from that bundle and run under qemu-user with the A9's strict instruction set, holding as its
+board data either the MNIST training set (what a deployed agent board holds today: the gateway sends
+indices of the board's partition into it) or only a 6,000-sample shard. The gateway side is the
+real `remote` kernel.
 Checks: one training request over mutual TLS gives the float32 reference's weights within the
 native kernels' tolerance (kernels/README.md), the footprint target (<= 64 MiB), and a client
 without a certificate from the fleet CA is refused.
@@ -80,21 +82,26 @@ def test_bundle_carries_a_static_arm_agent(arm_bundle):
     assert digests["bin/ecufl-agent"] == hashlib.sha256(exe.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def arm_agent(arm_bundle, tmp_path_factory, mnist_train):
+@pytest.fixture(scope="module", params=["training-set", "shard"])
+def arm_agent(request, arm_bundle, tmp_path_factory, mnist_train, mnist_dir):
+    """The agent holding what a deployed agent board holds today, the whole MNIST training set (the
+    gateway sends indices of its partition into it), or only its 6,000-sample shard as IDX files."""
     from ecufl.fleet.deploy.certs import PKI
 
     d = tmp_path_factory.mktemp("arm-agent")
-    shard = d / "shard"
-    shard.mkdir()
-    write_idx(shard, mnist_train.images[SHARD], mnist_train.labels[SHARD])
+    if request.param == "shard":
+        data, first = d / "shard", 0
+        data.mkdir()
+        write_idx(data, mnist_train.images[SHARD], mnist_train.labels[SHARD])
+    else:
+        data, first = mnist_dir, SHARD.start
     pki = PKI(d / "state")
     ca = pki.ensure_ca()
     pem, key = pki.agent_server("a9", "127.0.0.1")
     cpem, ckey = pki.agent_client()
     port = free_port()
     conf = d / "agent.conf"
-    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {shard}\nnode = a9\n")
+    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {data}\nnode = a9\n")
     log = d / "agent.log"
     proc = subprocess.Popen([*QEMU, str(arm_bundle / "bin" / "ecufl-agent"), "--config", str(conf)],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -106,7 +113,8 @@ def arm_agent(arm_bundle, tmp_path_factory, mnist_train):
     endpoint.write_text(json.dumps({"node": "a9", "address": f"127.0.0.1:{port}", "ca": str(ca),
                                     "cert": str(cpem), "key": str(ckey)}))
     try:
-        yield {"port": port, "endpoint": endpoint, "log": log, "ca": ca, "pki": pki, "proc": proc}
+        yield {"port": port, "endpoint": endpoint, "log": log, "ca": ca, "pki": pki, "proc": proc,
+               "holds": request.param, "first": first}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -136,7 +144,7 @@ def test_arm_agent_trains_one_request_like_the_reference(arm_agent, mnist_train)
         order = EpochOrder(6000, 1).next()
         images, labels = mnist_train.images[SHARD], mnist_train.labels[SHARD]
         k = remote.RemoteAgentKernel(params)
-        k.train(None, None, order, 3.0, 10)
+        k.train(None, None, arm_agent["first"] + order, 3.0, 10)
         rep = k.last_report
         k.close()
     finally:
@@ -155,8 +163,8 @@ def test_arm_agent_trains_one_request_like_the_reference(arm_agent, mnist_train)
     # (qemu shows a guest only its mappings and passes mincore through). The qemu process's host
     # peak RSS also holds the emulator (translated code, qemu's heap): it exists only here.
     qemu_hwm = host_vm(arm_agent["proc"].pid, "VmHWM")
-    print(f"A9 agent own resident peak {rep.trainer_peak_rss_bytes / 2**20:.1f} MiB; qemu-arm process VmHWM "
-          f"{qemu_hwm / 2**20:.1f} MiB (agent's VmHWM read: {rep.peak_rss_bytes / 2**20:.1f} MiB); "
+    print(f"A9 agent holding the {arm_agent['holds']}: own resident peak {rep.trainer_peak_rss_bytes / 2**20:.1f} MiB; "
+          f"qemu-arm process VmHWM {qemu_hwm / 2**20:.1f} MiB (agent's VmHWM read: {rep.peak_rss_bytes / 2**20:.1f} MiB); "
           f"emulated train {rep.train_seconds:.2f} s")
     assert 4 * 2**20 < rep.trainer_peak_rss_bytes <= 64 * 2**20, rep.trainer_peak_rss_bytes
     assert rep.trainer_peak_rss_bytes < qemu_hwm  # the guest's share of the emulator process

@@ -5,7 +5,8 @@ mode `agent` (only the native ecufl-agent on the board; their SuperNodes run on 
 `remote` kernel and reach the agents over mutual TLS). `ecufl deploy` builds and pushes the x86_64
 bundle, starts the services (ecufl-supervise), starts the SuperLink with TLS and SuperNode
 authentication and registers the boards' keys, then runs scenarios/quickstart.toml on the boards.
-One board's SuperNode is killed mid-run: its supervisor restarts it and the run goes on. Then the security checks: a SuperNode whose key is not registered
+In round 2 one board's SuperNode is killed (its supervisor restarts it) and one agent board
+reboots (it misses round 2 with one line naming it, boots, and trains again in round 3). Then the security checks: a SuperNode whose key is not registered
 is refused, a plaintext SuperNode and a plaintext request are refused by the TLS SuperLink. Finally
 rollback and remove, and nothing is left (the lab's teardown checks the namespaces).
 """
@@ -23,7 +24,7 @@ import pytest
 
 from conftest import ROOT
 from netns import Lab, ecufl_wheel, new_prefix
-from test_deploy_netns import board_toml, deploy, errors, inventory, status
+from test_deploy_netns import board_toml, cgroup_limits, deploy, errors, inventory, status
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def fleet(lab, tmp_path_factory, mnist_dir):
     work = tmp_path_factory.mktemp("fleet")
     state = work / "state"
     boards = [board_toml(b.name, b.addr, lab.client_key, b.dir / "opt" / "ecufl", data=str(mnist_dir),
-                         mode="supernode" if i < 2 else "agent")
+                         mode="supernode" if i < 2 else "agent", profile="default" if i < 2 else "imx6")
               for i, b in enumerate(lab.boards)]
     inv = inventory(lab, work / "inv.toml", boards, state)
     wheel = ecufl_wheel()
@@ -86,32 +87,50 @@ def test_tls_end_to_end_in_process_arguments(lab, fleet):
     for b in lab.boards[2:]:  # agent boards: only the agent, no Python, no Flower
         cmds = [c for c in lab.cmdlines(b) if not c.startswith(("sshd", "/usr/sbin/sshd", "sh -c"))]
         assert any("/bin/ecufl-agent --config" in c for c in cmds) and not any("python" in c for c in cmds), cmds
+        # in a cgroup holding it to the imx6 profile's MemoryMax (64 MB), trained in by the quickstart test
+        child = int((b.dir / "opt" / "ecufl" / "run" / "ecufl-agent.child").read_text())
+        assert cgroup_limits(child)["memory"] == 64 * 2**20
     gw = json.loads((fleet["state"] / "gateway" / "state.json").read_text())
     for name, pid in gw.items():
         args = cmdline(pid)
         assert "--root-certificates" in args and "--auth-supernode-private-key" in args and "--insecure" not in args
 
 
-def test_quickstart_across_boards_survives_a_killed_node(lab, fleet, tmp_path):
+def test_quickstart_across_boards_survives_a_killed_node_and_a_rebooted_board(lab, fleet, tmp_path):
+    """Round 2: b2's SuperNode is killed (its supervisor restarts it) and agent board b4 reboots
+    (every process on it dies; sshd comes back, the agent does not). Round 2 goes on without b4, which
+    is one line naming the board; once its round-2 reply is in, b4 "boots" (`deploy start`, what
+    systemd does for an enabled unit), its untouched release passes the checksum check, and it trains
+    again in round 3."""
     results = tmp_path / "results"
     env = dict(os.environ)
     run = lab.gw_popen(*deploy_cmd(fleet["inv"]), "run", str(ROOT / "scenarios" / "quickstart.toml"),
                        "--results", str(results), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim, rebooted = lab.boards[1], lab.boards[3]
+    before = status(lab, fleet["inv"])["b4"]
     try:
-        # wait for round 2, then kill board b2's SuperNode (its supervisor brings it back)
-        victim = lab.boards[1]
         child_file = victim.dir / "opt" / "ecufl" / "run" / "ecufl-supernode.child"
         deadline = time.time() + 900
-        killed = False
-        while time.time() < deadline and run.poll() is None and not killed:
+        stage, b4_node = "wait-round-2", None
+        while time.time() < deadline and run.poll() is None and stage != "done":
             prog = list(results.glob("*/progress.jsonl"))
-            if prog:
-                events = [json.loads(ln) for ln in prog[0].read_text().splitlines() if ln.strip()]
-                if any(e["event"] == "round-start" and e["round"] == 2 for e in events):
-                    os.kill(int(child_file.read_text()), 9)
-                    killed = True
+            events = [json.loads(ln) for ln in prog[0].read_text().splitlines() if ln.strip()] if prog else []
+            b4_node = next((e["node"] for e in events if e["event"] == "client" and e["partition"] == 3), None)
+            if stage == "wait-round-2" and any(e["event"] == "round-start" and e["round"] == 2 for e in events):
+                os.kill(int(child_file.read_text()), 9)
+                lab.reboot(rebooted)  # power cut mid-round: agent, supervisor and sshd die; sshd comes back
+                stage = "wait-b4-reply"
+            elif stage == "wait-b4-reply" and any(e["event"] == "reply" and e["round"] == 2 and e["node"] == b4_node
+                                                  for e in events):
+                # b4's gateway has answered round 2 for it (with the error); the round still runs (b2's
+                # SuperNode was killed). Now b4 boots: its enabled unit starts, as systemd would.
+                st = status(lab, fleet["inv"])["b4"]
+                assert not st["running"] and (st["current"], st["previous"]) == (before["current"], before["previous"])
+                r = deploy(lab, fleet["inv"], "start", "b4")
+                assert r.returncode == 0, r.stderr
+                stage = "done"
             time.sleep(0.5)
-        assert killed, "round 2 never started"
+        assert stage == "done", f"stopped at {stage}"
         out, err = run.communicate(timeout=1200)
     finally:
         if run.poll() is None:
@@ -123,18 +142,26 @@ def test_quickstart_across_boards_survives_a_killed_node(lab, fleet, tmp_path):
     assert len(rounds) == 3
     # every board replied in round 1 and 3; per-client rows carry the boards' node ids
     registered = json.loads((fleet["state"] / "superlink" / "registered.json").read_text())
-    by_round = {r: {row["node_id"] for row in rows if row["round"] == str(r) and row["accepted"] == "1"} for r in (1, 3)}
+    by_round = {r: {row["node_id"] for row in rows if row["round"] == str(r) and row["accepted"] == "1"} for r in (1, 2, 3)}
     assert by_round[1] == {str(v) for v in registered.values()}, (by_round, registered)
     assert len(by_round[3]) >= 3
     assert float(rounds[-1]["test_accuracy"]) > 0.90, rounds[-1]
+    # the rebooted agent board: out of round 2 with one line naming it, back in round 3
+    b4 = {int(row["round"]): row for row in rows if row["partition_id"] == "3"}
+    assert b4[2]["accepted"] == "0" and "agent b4" in b4[2]["error"], b4[2]
+    assert b4[3]["accepted"] == "1", b4[3]
+    said = [ln for ln in out.splitlines() if "rejected partition 3 " in ln]
+    assert len(said) == 1 and "agent b4" in said[0], out
+    assert len(by_round[2]) >= 2  # the round went on with the others
     # both modes delivered rows: the agent boards' clients trained with the remote kernel
     kernels = {row["partition_id"]: row["kernel"] for row in rows if row["round"] == "1"}
     assert kernels["2"].startswith("remote") and kernels["3"].startswith("remote"), kernels
     assert not kernels["0"].startswith("remote") and not kernels["1"].startswith("remote"), kernels
     st = status(lab, fleet["inv"])
-    assert st["b2"]["running"] and st["b2"]["restarts"] >= 1
+    assert st["b2"]["running"] and st["b2"]["restarts"] >= 1 and st["b4"]["running"]
     agent_log = deploy(lab, fleet["inv"], "logs", "b3", "-n", "400").stdout
     assert "trained" in agent_log and "peak RSS" in agent_log
+    assert "over MemoryMax" not in agent_log  # trained within the imx6 profile's 64 MB
 
 
 def deploy_cmd(inv: Path) -> list[str]:

@@ -45,7 +45,8 @@ def arm_natives(tmp_path_factory):
     return d
 
 
-def board_toml(name, host, key, root, *, arch="x86_64", mode="supernode", port=22, data="/nonexistent") -> str:
+def board_toml(name, host, key, root, *, arch="x86_64", mode="supernode", port=22, data="/nonexistent",
+               profile="default") -> str:
     import sys
 
     site = next(p for p in sys.path if p.endswith("site-packages"))
@@ -57,6 +58,7 @@ user = "root"
 key = "{key}"
 arch = "{arch}"
 mode = "{mode}"
+profile = "{profile}"
 data = "{data}"
 install_root = "{root}"
 init = "supervise"
@@ -65,8 +67,12 @@ python_path = ["{site}"]
 """
 
 
+# The example inventory's i.MX6 profile: the board agent must train within 64 MB (issue #9).
+PROFILES = "[profiles.default]\n[profiles.imx6]\nmemory_max_mb = 64\ncpu_quota_percent = 80\nnice = 10\n"
+
+
 def inventory(lab: Lab, path: Path, boards: list[str], state: Path) -> Path:
-    text = f'[fleet]\nsuperlink = "{lab.gw_addr}:9092"\nstate_dir = "{state}"\n' + "".join(boards)
+    text = f'[fleet]\nsuperlink = "{lab.gw_addr}:9092"\nstate_dir = "{state}"\n' + PROFILES + "".join(boards)
     path.write_text(text)
     return path
 
@@ -85,6 +91,26 @@ def std_boards(lab: Lab, names=("b1", "b2")) -> list[str]:
     for b in lab.boards:
         if b.name in names:
             out.append(board_toml(b.name, b.addr, lab.client_key, b.dir / "opt" / "ecufl"))
+    return out
+
+
+def cgroup_limits(pid: int) -> dict[str, int]:
+    """The memory limit and CPU quota of the cgroups ``pid`` is in (cgroup v1 or v2)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, ctrls, path = line.split(":", 2)
+        if ctrls == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():  # v2
+            d = Path("/sys/fs/cgroup" + path)
+            if (d / "memory.max").exists():
+                out["memory"] = int((d / "memory.max").read_text())
+            if (d / "cpu.max").exists():
+                out["cpu"] = int((d / "cpu.max").read_text().split()[0])
+        for c in ctrls.split(","):
+            if c in ("memory", "cpu"):
+                mnt = next(ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()
+                           if ln.split()[2] == "cgroup" and c in ln.split()[3].split(","))
+                f = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}[c]
+                out[c] = int(Path(mnt + path, f).read_text())
     return out
 
 
@@ -117,6 +143,10 @@ def test_lifecycle_push_start_status_logs_rollback_remove(lab, wheel, tmp_path):
     assert len(ps) == 1 and "--insecure" in ps[0] and f"--superlink {lab.gw_addr}:9092" in ps[0], ps
     logs = deploy(lab, inv, "logs", "b1", "-n", "200")
     assert logs.returncode == 0 and "ecufl-supervise: starting ecufl-supernode" in logs.stdout
+    # the unit's MemoryMax/CPUQuota (default profile) hold for the service and all it started
+    assert "limits MemoryMax=1024M CPUQuota=80%: " in logs.stdout, logs.stdout
+    mem = cgroup_limits(int(lab.on_board(b1, f"cat {b1.dir}/opt/ecufl/run/ecufl-supernode.child").stdout))
+    assert mem == {"memory": 1024 * 2**20, "cpu": 80000}, mem
 
     # the service dies: the supervisor restarts it (Restart=on-failure)
     child = int(lab.on_board(b1, f"cat {b1.dir}/opt/ecufl/run/ecufl-supernode.child").stdout)
@@ -266,3 +296,20 @@ def test_board_reboot(lab, wheel, tmp_path):
     assert r.returncode == 0, r.stderr
     assert status(lab, inv)["b1"]["running"]
     assert deploy(lab, inv, "remove").returncode == 0
+
+
+def test_agent_board_without_its_data_is_one_line(lab, tmp_path):
+    """push copies no training data: an agent board whose `data` directory holds no MNIST refuses to
+    start with one line naming the board and the directory, and nothing else is left running."""
+    state = tmp_path / "state"
+    b2 = lab.boards[1]
+    inv = inventory(lab, tmp_path / "inv.toml", [board_toml("nodata", b2.addr, lab.client_key, b2.dir / "opt" / "ecufl",
+                                                            mode="agent", profile="imx6", data="/nonexistent")], state)
+    assert deploy(lab, inv, "build", "--wheel", str(ecufl_wheel())).returncode == 0
+    assert deploy(lab, inv, "push").returncode == 0
+    r = deploy(lab, inv, "start")
+    assert r.returncode == 1
+    assert errors(r)[0] == ("ecufl: board nodata: ecufl-agent did not stay up: ecufl-agent: error: "
+                            "no train-images-idx3-ubyte[.gz] in /nonexistent"), r.stderr
+    assert deploy(lab, inv, "remove").returncode == 0
+    assert not (b2.dir / "opt" / "ecufl").exists()

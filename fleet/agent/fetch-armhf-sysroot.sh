@@ -16,6 +16,7 @@ PACKAGES="libssl-dev libssl3 libprotobuf-c-dev libprotobuf-c1 zlib1g-dev zlib1g"
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
 APT="$DEST/.apt"
+rm -f "$DEST/PACKAGES"
 rm -rf "$APT"
 mkdir -p "$APT/sources.list.d" "$APT/lists/partial" "$APT/cache/archives/partial" "$APT/debs"
 : > "$APT/status"
@@ -41,9 +42,10 @@ apt-get -qq "$@" update || echo "fetch-armhf-sysroot: some package lists failed 
 for deb in "$APT"/debs/*.deb; do
   dpkg -x "$deb" "$DEST"
   basename "$deb"
-done > "$DEST/PACKAGES"
+done > "$APT/PACKAGES"
 for lib in libssl.a libcrypto.a libprotobuf-c.a libz.a; do
   [ -f "$DEST/usr/lib/arm-linux-gnueabihf/$lib" ] || { echo "fetch-armhf-sysroot: $lib missing after unpacking" >&2; exit 1; }
 done
+mv "$APT/PACKAGES" "$DEST/PACKAGES"   # last: its presence says the sysroot is complete
 rm -rf "$APT"
 echo "armhf sysroot in $DEST: $(tr '\n' ' ' < "$DEST/PACKAGES")"

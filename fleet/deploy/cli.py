@@ -38,6 +38,11 @@ def _say(msg: str) -> None:
     click.echo(msg)
 
 
+def _plain(msg: str) -> None:
+    """Progress lines of a run: launch marks a rejected client up for rich ([red]...[/]), echoed plainly here."""
+    _say(msg.replace("[red]", "").replace("[/]", ""))
+
+
 def _fail(msg: str) -> None:
     click.echo(f"ecufl: {msg}", err=True)
 
@@ -379,7 +384,7 @@ def run_cmd(ctx, scenario, results_base):
          f"({'INSECURE' if st['insecure'] else 'TLS + node authentication'})")
     try:
         launch.follow(results, spec["rounds"], lambda: flwr_app.status(run_id, sl.CONNECTION, env, d),
-                      300 + spec["rounds"] * (spec["round_timeout"] + 60), _say, str(d / "superlink.log"))
+                      300 + spec["rounds"] * (spec["round_timeout"] + 60), _plain, str(d / "superlink.log"))
     except FleetError as e:
         flwr_app.stop(run_id, sl.CONNECTION, env, d)
         raise Failure(str(e))

@@ -32,7 +32,9 @@ class Strict(BaseModel):
 class Profile(Strict):
     """Resource limits of a device profile, written into the board's unit file."""
 
-    memory_max_mb: int = Field(256, ge=16, le=65536)
+    # 1 GB by default: supernode mode's three Python processes (SuperNode, SuperExec, ClientApp)
+    # held about 480 MB RSS together in a quickstart round; agent mode needs far less (imx6: 64).
+    memory_max_mb: int = Field(1024, ge=16, le=65536)
     cpu_quota_percent: int = Field(80, ge=1, le=100 * 64)
     nice: int = Field(10, ge=-20, le=19)
 
@@ -45,7 +47,9 @@ class Board(Strict):
     arch: Literal["armv7-a9", "x86_64"]
     profile: str = "default"
     mode: Literal["supernode", "agent"]
-    data: PurePosixPath  # directory on the board with this board's MNIST shard
+    # directory on the board with the MNIST training set (IDX files, .gz or not); the node trains
+    # its partition of it. `push` copies no data: it must be there before `start`.
+    data: PurePosixPath
     install_root: PurePosixPath = PurePosixPath("/opt/ecufl")
     # How services run: systemd on real boards; the project's supervisor where there is none.
     init: Literal["systemd", "supervise"] = "systemd"

@@ -215,9 +215,15 @@ async def start(c: Conn, manifests: dict[str, str]) -> None:
     for _ in range(20):
         await asyncio.sleep(0.25)
         st = await running(c)
+        # The agent never exits on its own: a restart means it died (bad data, bad config), even if
+        # the poll catches the restarted one alive. A SuperNode does exit and come back by design
+        # (turned away by the SuperLink: Restart=always), so for it running is enough.
+        if b.mode == "agent" and st.get("restarts", 0) > 0:
+            break
         if st["running"]:
             return
-    tail = (await logs(c, 3)).strip().splitlines()
+    # the service's own last words, not the supervisor's lines about starting and exiting it
+    tail = [ln for ln in (await logs(c, 20)).strip().splitlines() if "ecufl-supervise:" not in ln]
     raise BoardError(c.name, f"{svc} did not stay up" + (f": {tail[-1]}" if tail else ""))
 
 
