@@ -40,6 +40,7 @@ typedef struct {
     /* dense storage (n_out x ld), or NULL when sparse */
     float *w;
     int8_t *wq;
+    int8_t *wq4;      /* wq in i8_fc_forward's layout (i8_pack_weights) */
     float *colmax;    /* ld: max_j |w[j][i]| of the dense masters (kept by i8_fc_update) */
     /* CSC storage when pruned, in blocks of `block` consecutive output rows (1 or 8) */
     int sparse, nnz, block;
@@ -146,6 +147,7 @@ static void requantise(layer_t *L, float maxabs) {
         i8_quantise(L->wv, I8_LD(L->nnz), qmul, L->wqv);  /* padded to 32 with zeros */
     } else {
         i8_quantise(L->w, L->n_out * L->ld, qmul, L->wq);
+        i8_pack_weights(L->wq, L->n_out, L->ld, L->wq4);
     }
     multiplier(maxabs, &L->m0, &L->r);
     for (int j = 0; j < L->n_out; j++) {
@@ -238,7 +240,7 @@ int i8_reserve(i8_net *n, int max_batch) { return ensure_capacity(n, max_batch);
 
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
-    free(L->b); free(L->bq); free(L->w); free(L->wq); free(L->colmax);
+    free(L->b); free(L->bq); free(L->w); free(L->wq); free(L->wq4); free(L->colmax);
     free(L->colptr); free(L->row); free(L->wv); free(L->wqv); free(L->gv);
     memset(L, 0, sizeof *L);
 }
@@ -271,8 +273,9 @@ i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params) {
         L->bq = zalloc(sizeof(int16_t) * L->n_out);
         L->w = zalloc(sizeof(float) * (size_t)L->n_out * L->ld);
         L->wq = zalloc((size_t)L->n_out * L->ld);
+        L->wq4 = zalloc((size_t)I8_LD8(L->n_out) * L->ld);
         L->colmax = zalloc(sizeof(float) * L->ld);
-        if (!L->b || !L->bq || !L->w || !L->wq || !L->colmax) { i8_destroy(n); fail("out of memory"); return NULL; }
+        if (!L->b || !L->bq || !L->w || !L->wq || !L->wq4 || !L->colmax) { i8_destroy(n); fail("out of memory"); return NULL; }
     }
     if (i8_set_params(n, params) != 0) { i8_destroy(n); return NULL; }
     return n;
@@ -360,9 +363,9 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     L->colptr[L->n_in] = (int32_t)k;
     L->nnz = (int)nnz;
     free(dense);
-    free(L->w); free(L->wq); free(L->colmax);  /* the dense copies are gone: the footprint is the CSC one */
+    free(L->w); free(L->wq); free(L->wq4); free(L->colmax);  /* the dense copies are gone: the footprint is the CSC one */
     L->colmax = NULL;
-    L->w = NULL; L->wq = NULL;
+    L->w = NULL; L->wq = NULL; L->wq4 = NULL;
     L->sparse = 1;
     requantise(L, master_maxabs(L));
     free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
@@ -547,7 +550,7 @@ static void forward(i8_net *n, int m) {
         } else if (L->sparse) {
             list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);
             sparse_forward(n, L, m, n->acc);
-        } else i8_fc_forward(n->act[l], m, L->wq, L->n_out, L->ld, n->acc);
+        } else i8_fc_forward(n->act[l], m, L->wq, L->wq4, L->n_out, L->ld, n->acc);
         const int ldn = I8_LD(L->n_out);
         const int64_t half = (int64_t)1 << (L->r - 1);
         const int last = l == n->n_layers - 1;

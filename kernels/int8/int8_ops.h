@@ -16,8 +16,16 @@
 /* Which implementation was compiled in ("plain", "avx2", "neon"). */
 const char *i8_ops_path(void);
 
-/* acc[s * n_out + j] = sum_i a[s * ld + i] * wq[j * ld + i]  for s < m, j < n_out (exact int32). */
-void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc);
+/* After every requantisation of a dense layer: wq (row-major) copied into the layout i8_fc_forward
+ * reads, wq4 (I8_LD8(n_out) * ld bytes). plain / neon: not used. avx2: groups of 4 consecutive
+ * inputs interleaved, wq4[((i / 4) * I8_LD8(n_out) + j) * 4 + i % 4] = wq[j * ld + i] (rows past
+ * n_out are 0), so one broadcast of 4 inputs times one vector is 8 outputs x 4 inputs (vpmaddubsw). */
+#define I8_LD8(n) (((n) + 7) & ~7)
+void i8_pack_weights(const int8_t *wq, int n_out, int ld, int8_t *wq4);
+
+/* acc[s * n_out + j] = sum_i a[s * ld + i] * wq[j * ld + i]  for s < m, j < n_out (exact int32);
+ * wq4 is wq packed by i8_pack_weights. */
+void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, const int8_t *wq4, int n_out, int ld, int32_t *acc);
 
 /* Per batch, before i8_fc_update on these activations: an int16 copy of a in the layout the
  * implementation wants (plain: unused; avx2: pairs of samples interleaved; neon: widened rows).

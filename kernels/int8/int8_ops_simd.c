@@ -8,6 +8,7 @@
  * ARMv7 (NEON): forward vmull.s8 + vmlal.s8 (two products in int16, < 2^15) then vpadal.s16;
  *              update   vmlal.s16 by scalar (one sample's error) over widened activations. */
 #include <math.h>
+#include <string.h>
 
 #include "int8_ops.h"
 
@@ -23,53 +24,86 @@ static inline int32_t hsum8(__m256i v) {
     return _mm_cvtsi128_si32(x);
 }
 
-/* Offsets of the 32-byte chunks of a row pair (a0, a1) that hold a nonzero input: an MNIST
- * image is mostly background, and zero inputs add nothing to the integer sums. */
-static int nonzero_chunks(const uint8_t *a0, const uint8_t *a1, int ld, int *chunks) {
-    int n = 0;
-    for (int i = 0; i < ld; i += 32) {
-        __m256i v = _mm256_load_si256((const __m256i *)(a0 + i));
-        if (a1) v = _mm256_or_si256(v, _mm256_load_si256((const __m256i *)(a1 + i)));
-        if (!_mm256_testz_si256(v, v)) chunks[n++] = i;
+/* 8x8 transpose of int32 lanes: r[t] lane u -> c[u] lane t. */
+static inline void transpose8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_epi32(r[q], r[q + 1]);
+        t[q + 1] = _mm256_unpackhi_epi32(r[q], r[q + 1]);
     }
-    return n;
+    for (int q = 0; q < 8; q += 4) {
+        u[q] = _mm256_unpacklo_epi64(t[q], t[q + 2]);
+        u[q + 1] = _mm256_unpackhi_epi64(t[q], t[q + 2]);
+        u[q + 2] = _mm256_unpacklo_epi64(t[q + 1], t[q + 3]);
+        u[q + 3] = _mm256_unpackhi_epi64(t[q + 1], t[q + 3]);
+    }
+    for (int q = 0; q < 4; q++) {
+        r[q] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x20);
+        r[q + 4] = _mm256_permute2x128_si256(u[q], u[q + 4], 0x31);
+    }
 }
 
-void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    int chunks[2048];  /* ld <= 65536 */
-    int s = 0;
-    for (; s + 2 <= m; s += 2) {  /* two samples share each weight load */
-        const uint8_t *a0 = a + (long)s * ld, *a1 = a0 + ld;
-        const int nc = nonzero_chunks(a0, a1, ld, chunks);
-        for (int j = 0; j < n_out; j++) {
-            const int8_t *wr = wq + (long)j * ld;
-            __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-            for (int c = 0; c < nc; c++) {
-                const int i = chunks[c];
-                __m256i wv = _mm256_load_si256((const __m256i *)(wr + i));
-                __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)), wv);
-                __m256i p1 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a1 + i)), wv);
-                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
-                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, ones));
-            }
-            acc[s * n_out + j] = hsum8(s0);
-            acc[(s + 1) * n_out + j] = hsum8(s1);
+void i8_pack_weights(const int8_t *wq, int n_out, int ld, int8_t *wq4) {
+    const int ldo = I8_LD8(n_out);
+    for (int j0 = 0; j0 < ldo; j0 += 8)
+        for (int i = 0; i < ld; i += 32) {  /* 8 rows x 8 groups of 4 inputs, transposed */
+            __m256i r[8];
+            for (int t = 0; t < 8; t++)
+                r[t] = j0 + t < n_out ? _mm256_load_si256((const __m256i *)(wq + (long)(j0 + t) * ld + i))
+                                      : _mm256_setzero_si256();
+            transpose8(r);
+            for (int u = 0; u < 8; u++)
+                _mm256_storeu_si256((__m256i *)(wq4 + ((long)(i / 4 + u) * ldo + j0) * 4), r[u]);
         }
+}
+
+/* NV vectors (8 outputs each) of one sample: sum over its nonzero groups of 4 inputs of
+ * vpmaddubsw(4 inputs broadcast, 8 outputs x 4 weights) (pairs: 2 * 127 * 127 < 2^15), then
+ * vpmaddwd with ones to int32. The accumulators stay in registers. */
+static inline __attribute__((always_inline)) void forward_block(const uint32_t *a4, const int32_t *groups, int ng,
+                                                                const int8_t *w, int ldo, int NV, int32_t *out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[8];
+    for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_si256();
+    for (int q = 0; q < ng; q++) {
+        const int g = groups[q];
+        const __m256i x = _mm256_set1_epi32((int32_t)a4[g]);
+        const int8_t *wg = w + (long)g * ldo * 4;
+        for (int v = 0; v < NV; v++)
+            acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(
+                _mm256_maddubs_epi16(x, _mm256_loadu_si256((const __m256i *)(wg + 32 * v))), ones));
     }
-    for (; s < m; s++) {
-        const uint8_t *a0 = a + (long)s * ld;
-        const int nc = nonzero_chunks(a0, NULL, ld, chunks);
-        for (int j = 0; j < n_out; j++) {
-            const int8_t *wr = wq + (long)j * ld;
-            __m256i s0 = _mm256_setzero_si256();
-            for (int c = 0; c < nc; c++) {
-                const int i = chunks[c];
-                __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(a0 + i)),
-                                                  _mm256_load_si256((const __m256i *)(wr + i)));
-                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, ones));
+    for (int v = 0; v < NV; v++) _mm256_storeu_si256((__m256i *)(out + 8 * v), acc[v]);
+}
+
+void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, const int8_t *wq4, int n_out, int ld, int32_t *acc) {
+    (void)wq;
+    const int ldo = I8_LD8(n_out), n_groups = ld / 4;
+    int32_t groups[16384];  /* ld <= 65536 */
+    int32_t out[1024 + 64];
+    for (int s = 0; s < m; s++) {
+        const uint8_t *as = a + (long)s * ld;
+        const uint32_t *a4 = (const uint32_t *)(const void *)as;
+        int ng = 0;
+        for (int g0 = 0; g0 < n_groups; g0 += 8) {  /* groups of 4 inputs that are not all zero */
+            __m256i v = _mm256_load_si256((const __m256i *)(as + 4 * g0));
+            unsigned bits = ~(unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(
+                _mm256_cmpeq_epi32(v, _mm256_setzero_si256()))) & 0xffu;
+            while (bits) {
+                groups[ng++] = g0 + __builtin_ctz(bits);
+                bits &= bits - 1;
             }
-            acc[s * n_out + j] = hsum8(s0);
+        }
+        int32_t *dst = acc + (long)s * n_out;
+        for (int j0 = 0; j0 < ldo; j0 += 1024) {  /* out[] holds 1024 outputs at a time */
+            const int nj = ldo - j0 < 1024 ? ldo - j0 : 1024;
+            int c = 0;
+            for (; c + 64 <= nj; c += 64) forward_block(a4, groups, ng, wq4 + (long)(j0 + c) * 4, ldo, 8, out + c);
+            if (c + 32 <= nj) { forward_block(a4, groups, ng, wq4 + (long)(j0 + c) * 4, ldo, 4, out + c); c += 32; }
+            if (c + 16 <= nj) { forward_block(a4, groups, ng, wq4 + (long)(j0 + c) * 4, ldo, 2, out + c); c += 16; }
+            if (c < nj) forward_block(a4, groups, ng, wq4 + (long)(j0 + c) * 4, ldo, 1, out + c);
+            const int nc = n_out - j0 < nj ? n_out - j0 : nj;
+            memcpy(dst + j0, out, sizeof(int32_t) * (size_t)nc);
         }
     }
 }
@@ -94,7 +128,7 @@ void i8_pack_acts(const uint8_t *a, int m, int ld, int16_t *packed) {
 float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t *dq, int n_out,
                    int ld, float c, float *w, float *colmax, int32_t *scratch) {
     (void)a;
-    enum { MAXP = 256, REG = 6 };  /* batch <= 512 (reference.MAX_BATCH); pairs kept in registers */
+    enum { MAXP = 256, REG = 8 };  /* batch <= 512 (reference.MAX_BATCH); pairs kept in registers */
     int32_t *dp = scratch;  /* dp[j * np + p] = (dq[2p][j], dq[2p+1][j]) as int16 pairs */
     const int np = (m + 1) / 2;
     for (int j = 0; j < n_out; j++)
@@ -106,6 +140,7 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
     const __m256 cv = _mm256_set1_ps(c);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     int pairs[MAXP];
+    const int16_t *rows[MAXP];  /* the activation pairs of the current block (past the registers) */
     /* Column block by column block (8 inputs): the sample pairs with a nonzero input there, then every
      * output row's 8 weights: G = sum over those pairs of vpmaddwd(activation pair, error pair). */
     for (int i = 0; i < ld; i += 8) {
@@ -116,6 +151,7 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             nzp += !_mm256_testz_si256(x, x);
         }
         if (!nzp) continue;  /* no input in the batch: G = 0, w - 0 * c == w, colmax stays */
+        for (int q = REG; q < nzp; q++) rows[q] = packed + ((long)pairs[q] * ld + i) * 2;
         __m256i x[REG];
         for (int q = 0; q < REG; q++)
             x[q] = q < nzp ? _mm256_load_si256((const __m256i *)(packed + ((long)pairs[q] * ld + i) * 2))
@@ -127,9 +163,8 @@ float i8_fc_update(const uint8_t *a, const int16_t *packed, int m, const int16_t
             int q = 0;
             for (; q < nzp && q < REG; q++) g = _mm256_add_epi32(g, _mm256_madd_epi16(x[q], _mm256_set1_epi32(dj[pairs[q]])));
             for (; q < nzp; q++)
-                g = _mm256_add_epi32(g, _mm256_madd_epi16(
-                    _mm256_load_si256((const __m256i *)(packed + ((long)pairs[q] * ld + i) * 2)),
-                    _mm256_set1_epi32(dj[pairs[q]])));
+                g = _mm256_add_epi32(g, _mm256_madd_epi16(_mm256_load_si256((const __m256i *)rows[q]),
+                                                          _mm256_set1_epi32(dj[pairs[q]])));
             float *wr = w + (long)j * ld + i;
             __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(g), cv);
             __m256 wv = _mm256_sub_ps(_mm256_load_ps(wr), t);
@@ -175,7 +210,12 @@ static inline int any_nonzero_u8(uint8x16_t v) {
     return (vgetq_lane_u64(w, 0) | vgetq_lane_u64(w, 1)) != 0;
 }
 
-void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, int n_out, int ld, int32_t *acc) {
+void i8_pack_weights(const int8_t *wq, int n_out, int ld, int8_t *wq4) {
+    (void)wq; (void)n_out; (void)ld; (void)wq4;  /* the NEON path reads wq (vmull.s8 on rows) */
+}
+
+void i8_fc_forward(const uint8_t *a, int m, const int8_t *wq, const int8_t *wq4, int n_out, int ld, int32_t *acc) {
+    (void)wq4;
     int chunks[4096];  /* 16-byte chunks holding a nonzero input (MNIST: mostly background) */
     for (int s = 0; s < m; s++) {
         const int8_t *ar = (const int8_t *)(a + (long)s * ld);  /* 0..127 is the same as s8 */
