@@ -13,12 +13,13 @@
  *       dot products (forward), axpys (back-propagation) and outer products (gradient);
  *       pruned (multi-hidden configs): block-CSC by input, walked over all inputs.
  * All deltas are computed (with the weights before the step) before any weight changes; the
- * sigmoid is evaluated 8 at a time (v8_sigmoid: Cephes-style expf, within 2 ulp of libm).
+ * sigmoid is the C kernel's vectorised one (kernels/c/simd.h vf_sigmoid).
  * A weight whose gradient is 0 is left alone: w - step * 0 == w. */
 #define _POSIX_C_SOURCE 200112L
 #include "sparse_f32.h"
 
 #include "block_list.h"
+#include "simd.h"  /* kernels/c: vf_sigmoid, the C kernel's vectorised sigmoid */
 
 #include <math.h>
 #include <stdarg.h>
@@ -31,33 +32,9 @@
 /* 8 floats as one value: GCC/Clang vector extensions give one AVX register on x86 and two NEON
  * q registers on ARMv7, without intrinsics. */
 typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
 static inline v8f load8(const float *p) { v8f v; memcpy(&v, p, sizeof v); return v; }
 static inline void store8(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 static inline v8f splat8(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
-static inline v8f select8(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
-
-/* 1 / (1 + exp(-z)), 8 lanes: exp by range reduction to r in [-ln2/2, ln2/2] (Cody-Waite split
- * of ln 2) and Cephes' degree-6 polynomial, 2^n from the exponent bits; -z is clamped to
- * [-87, 88] (exp stays a normal float; sigmoid rounds to 1 or ~0 there anyway). */
-static inline v8f v8_sigmoid(v8f z) {
-    v8f x = -z;
-    x = select8(x < splat8(-87.0f), splat8(-87.0f), x);
-    x = select8(x > splat8(88.0f), splat8(88.0f), x);
-    const v8f magic = splat8(12582912.0f);  /* 1.5 * 2^23: adding and subtracting rounds to an integer */
-    v8f n = (x * splat8(1.44269504088896341f) + magic) - magic;
-    v8f r = x - n * splat8(0.693359375f) - n * splat8(-2.12194440e-4f);
-    v8f p = splat8(1.9875691500e-4f);
-    p = p * r + splat8(1.3981999507e-3f);
-    p = p * r + splat8(8.3334519073e-3f);
-    p = p * r + splat8(4.1665795894e-2f);
-    p = p * r + splat8(1.6666665459e-1f);
-    p = p * r + splat8(5.0000001201e-1f);
-    v8f e = p * r * r + r + splat8(1.0f);
-    v8i pow2 = (__builtin_convertvector(n, v8i) + 127) << 23;
-    e = e * (v8f)pow2;
-    return splat8(1.0f) / (splat8(1.0f) + e);
-}
 
 typedef struct {
     int n_in, n_out, ld_in, ld_out;
@@ -389,7 +366,7 @@ static void forward_hidden(const layer_t *L, const float *restrict a, float *res
 
 /* a = sigmoid(z + b) on the n real outputs (in place); the padding stays 0. */
 static void bias_sigmoid(float *z, const float *b, int n, int ld) {
-    for (int c = 0; c < ld; c += 8) store8(z + c, v8_sigmoid(load8(z + c) + load8(b + c)));
+    for (int c = 0; c < ld; c += VF_WIDTH) vf_store(z + c, vf_sigmoid(vf_add(vf_load(z + c), vf_load(b + c))));
     for (int j = n; j < ld; j++) z[j] = 0.0f;
 }
 
