@@ -17,6 +17,10 @@
 
 #define HDRNN_MAX_LAYERS (ECUFL_MAX_SIZES - 1)
 
+/* One machine word of bits (64 on x86-64, 32 on ARMv7: the cheapest width to shift and count). */
+typedef unsigned long hdrnn_bits;
+#define HDRNN_WORD_BITS ((int)(8 * sizeof(hdrnn_bits)))
+
 struct ecufl_net {
     int n_sizes, n_layers, max_batch;
     int sizes[ECUFL_MAX_SIZES];
@@ -33,7 +37,7 @@ struct ecufl_net {
     int *nz_start;   /* max_batch + 1 */
     const uint8_t **sample_pixels; /* max_batch: each sample's image row */
     /* ... and by pixel: bit s of pixel i's words is set when pixel i of sample s is nonzero */
-    uint64_t *pixel_samples;  /* sizes[0] x ceil(max_batch / 64) */
+    hdrnn_bits *pixel_samples; /* sizes[0] x ceil(max_batch / HDRNN_WORD_BITS) */
     int32_t *by_pixel_sample; /* max_batch: one pixel's samples and values, gathered from its bits */
     float *by_pixel_value;
     float *scratch;  /* max(ld) floats */
