@@ -55,7 +55,8 @@ static inline void prefetch_bytes(const void *p, int n) {
  * row_k = base + (idx ? idx[k] : k) * stride. Accumulators stay in registers (NV is a constant
  * after inlining, the v loops unroll); with few vectors two independent sums (even/odd k) hide
  * the latency of the multiply-adds. The sparse (idx) and dense cases are separate loops so the
- * compiler sees a plain pointer walk in each. */
+ * compiler sees a plain pointer walk in each. update = 1: out -= step * sum instead of out = sum.
+ * ahead > 0 (single-sum sparse loop): prefetch the row that many entries further on. */
 static ALWAYS_INLINE void sum_rows_block(float *out, const float *base, int stride, const int32_t *idx,
                                          const float *vals, int vstride, int count, const int NV, const int dual,
                                          int update, float step, int ahead) {
