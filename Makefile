@@ -67,12 +67,13 @@ arm: system-deps
 # The board agent for the i.MX6: static ecufl-agent in build/agent-armv7-a9/, linked against
 # OpenSSL, protobuf-c and zlib from Debian's armhf packages unpacked into build/armhf-sysroot
 # (fleet/agent/fetch-armhf-sysroot.sh: a private apt configuration, nothing installed on this
-# machine). `ecufl deploy build` puts it into the armv7-a9 bundle.
+# machine). `ecufl deploy build` puts it into the armv7-a9 bundle. In a Yocto eSDK environment
+# (CMAKE_TOOLCHAIN_FILE set) the SDK's toolchain and sysroot are used instead of Debian's.
 ARMHF_SYSROOT ?= build/armhf-sysroot
 AGENT_ARM_BUILD ?= build/agent-armv7-a9
-agent-arm: system-deps $(ARMHF_SYSROOT)/PACKAGES
+agent-arm: system-deps $(if $(CMAKE_TOOLCHAIN_FILE),,$(ARMHF_SYSROOT)/PACKAGES)
 	cmake -S fleet/agent -B $(AGENT_ARM_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(ARM_TOOLCHAIN) \
-	  -DECUFL_AGENT_SYSROOT=$(CURDIR)/$(ARMHF_SYSROOT)
+	  $(if $(CMAKE_TOOLCHAIN_FILE),,-DECUFL_AGENT_SYSROOT=$(CURDIR)/$(ARMHF_SYSROOT))
 	cmake --build $(AGENT_ARM_BUILD) -j2
 	@ls -l $(AGENT_ARM_BUILD)/ecufl-agent
 

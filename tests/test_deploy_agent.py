@@ -7,6 +7,7 @@ and driven by the `remote` kernel (kernels/remote.py) exactly as a ClientApp wou
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -14,7 +15,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,32 +46,39 @@ def agent_bin(tmp_path_factory) -> Path:
     return exe
 
 
-@pytest.fixture(scope="module")
-def agent(agent_bin, tmp_path_factory, mnist_dir):
+@contextlib.contextmanager
+def running_agent(cmd: list[str], d: Path, data: Path, node: str = "board", timeout: float = 60):
+    """``cmd`` (the agent, or an emulator and the agent) serving on loopback with certificates from a
+    fleet CA made in ``d`` and ``data`` as its board data; stopped on exit. Yields what tests need."""
     from ecufl.fleet.deploy.certs import PKI
 
-    d = tmp_path_factory.mktemp("agent")
     pki = PKI(d / "state")
     ca = pki.ensure_ca()
-    pem, key = pki.agent_server("board", "127.0.0.1")
+    pem, key = pki.agent_server(node, "127.0.0.1")
     cpem, ckey = pki.agent_client()
     port = free_port()
     conf = d / "agent.conf"
-    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {mnist_dir}\nnode = board\n")
-    log = open(d / "agent.log", "w")
-    proc = subprocess.Popen([str(agent_bin), "--config", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while "serving TLS" not in (d / "agent.log").read_text():
-        assert proc.poll() is None and time.time() < deadline, (d / "agent.log").read_text()
+    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {data}\nnode = {node}\n")
+    log = d / "agent.log"
+    proc = subprocess.Popen([*cmd, "--config", str(conf)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + timeout
+    while "serving TLS" not in log.read_text():
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.1)
     endpoint = d / "endpoint.json"
-    endpoint.write_text(json.dumps({"node": "board", "address": f"127.0.0.1:{port}", "ca": str(ca),
+    endpoint.write_text(json.dumps({"node": node, "address": f"127.0.0.1:{port}", "ca": str(ca),
                                     "cert": str(cpem), "key": str(ckey)}))
     try:
-        yield {"port": port, "endpoint": endpoint, "log": d / "agent.log", "ca": ca, "dir": d, "pki": pki, "proc": proc}
+        yield {"port": port, "endpoint": endpoint, "log": log, "ca": ca, "dir": d, "pki": pki, "proc": proc}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def agent(agent_bin, tmp_path_factory, mnist_dir):
+    with running_agent([str(agent_bin)], tmp_path_factory.mktemp("agent"), mnist_dir) as a:
+        yield a
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import ecufl_cmd
 from netns import keygen
-from test_deploy_agent import free_port, handshake
+from test_deploy_agent import handshake, running_agent
 
 pytestmark = [pytest.mark.arm, pytest.mark.slow]
 QEMU = ["qemu-arm", "-cpu", "cortex-a9", "-L", "/usr/arm-linux-gnueabihf"]
@@ -86,8 +86,6 @@ def test_bundle_carries_a_static_arm_agent(arm_bundle):
 def arm_agent(request, arm_bundle, tmp_path_factory, mnist_train, mnist_dir):
     """The agent holding what a deployed agent board holds today, the whole MNIST training set (the
     gateway sends indices of its partition into it), or only its 6,000-sample shard as IDX files."""
-    from ecufl.fleet.deploy.certs import PKI
-
     d = tmp_path_factory.mktemp("arm-agent")
     if request.param == "shard":
         data, first = d / "shard", 0
@@ -95,29 +93,8 @@ def arm_agent(request, arm_bundle, tmp_path_factory, mnist_train, mnist_dir):
         write_idx(data, mnist_train.images[SHARD], mnist_train.labels[SHARD])
     else:
         data, first = mnist_dir, SHARD.start
-    pki = PKI(d / "state")
-    ca = pki.ensure_ca()
-    pem, key = pki.agent_server("a9", "127.0.0.1")
-    cpem, ckey = pki.agent_client()
-    port = free_port()
-    conf = d / "agent.conf"
-    conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {data}\nnode = a9\n")
-    log = d / "agent.log"
-    proc = subprocess.Popen([*QEMU, str(arm_bundle / "bin" / "ecufl-agent"), "--config", str(conf)],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
-    while "serving TLS" not in log.read_text():
-        assert proc.poll() is None and time.time() < deadline, log.read_text()
-        time.sleep(0.1)
-    endpoint = d / "endpoint.json"
-    endpoint.write_text(json.dumps({"node": "a9", "address": f"127.0.0.1:{port}", "ca": str(ca),
-                                    "cert": str(cpem), "key": str(ckey)}))
-    try:
-        yield {"port": port, "endpoint": endpoint, "log": log, "ca": ca, "pki": pki, "proc": proc,
-               "holds": request.param, "first": first}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_agent([*QEMU, str(arm_bundle / "bin" / "ecufl-agent")], d, data, node="a9", timeout=120) as a:
+        yield a | {"holds": request.param, "first": first}
 
 
 def host_vm(pid: int, key: str) -> int:

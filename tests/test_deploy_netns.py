@@ -226,7 +226,7 @@ def test_bad_boards_one_line_each_the_rest_goes_on(lab, wheel, arm_natives, tmp_
     assert len(errs) == 4, r.stderr  # three boards + the summary line
     assert any(e.startswith("ecufl: board ghost: unreachable at 10.213.7.99:22") for e in errs), errs
     assert any(e.startswith(f"ecufl: board wrongkey: SSH key {wrong} was refused for root@{b2.addr}:22") for e in errs)
-    assert f"ecufl: board wrongarch: is x86_64, but the inventory says arch = 'armv7-a9' (expects armv7l): " \
+    assert "ecufl: board wrongarch: is x86_64, but the inventory says arch = 'armv7-a9' (expects armv7l): " \
            "fix the inventory or the host address" in errs
     assert "ecufl: error: 3 of 4 board(s) failed: ghost, wrongkey, wrongarch" in r.stderr
     assert "board good: " in r.stdout and "installed" in r.stdout
