@@ -74,7 +74,8 @@ struct SparseBuffers {
 struct ecufl_net {
     std::vector<int> sizes;
     int max_batch = 0;
-    int ld1 = 0;                // the first layer's width rounded up to 8: its matrices are padded
+    int ld1 = 0;                // sizes[1] rounded up to 8: wt[0], b[0], act[1], delta[0] have ld1
+                                // columns, the padding ones hold 0 (and stay 0 through training)
     std::vector<Mat> wt;        // wt[l] = W_l^T, (n_in, n_out)
     std::vector<RowVec> b;      // b[l], (1, n_out)
     std::vector<Mat> act;       // act[l], (max_batch, sizes[l]) for l >= 1 (act[0] is the sparse input)
