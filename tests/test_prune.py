@@ -87,6 +87,25 @@ def test_pruned_c_bit_exact_with_numpy(kernel, schedule, block, mnist_train, mni
     assert ck.weight_bytes() == nk.weight_bytes()
 
 
+def test_wide_pruned_layer_bit_exact_with_numpy(mnist_train, mnist_test):
+    """136 hidden units: 17 blocks of 8 rows per pixel, more than the 16 entries the block list
+    writes per pixel in one go (block_list.h), and an AVX2 forward tail of one vector."""
+    sizes = [784, 136, 10]
+    n = 1000
+    p = init_params(sizes, 8, dtype="float32", scaled=True)
+    order = EpochOrder(n, 8).next()
+    opts = dict(prune=0.05, prune_warmup=0)  # most pixels keep all 17 blocks
+    ck, nk = create("int8", p, **opts), create("int8-numpy", p, **opts)
+    for k in (ck, nk):
+        k.train(mnist_train.images[:n], mnist_train.labels[:n], order, 3.0, 10)
+    assert_same_state(ck, nk, mnist_test.images[:100])
+    dense = create("int8", p)  # and the dense AVX2 path at this width
+    dense_ref = create("int8-numpy", p)
+    for k in (dense, dense_ref):
+        k.train(mnist_train.images[:n], mnist_train.labels[:n], order[:300], 3.0, 10)
+    assert_same_state(dense, dense_ref, mnist_test.images[:100])
+
+
 def test_mask_is_kept_through_training_and_set_params(mnist_train):
     p = init_params([784, 64, 10], 6, dtype="float32")
     k = create("int8", p, prune=0.9, prune_warmup=0)
