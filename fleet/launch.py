@@ -171,7 +171,7 @@ def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
 
 
 def run_scenario(scenario: Scenario, results_base: Path, *, fleet: FleetState | None = None,
-                 echo: Callable[[str], None] | None = None) -> list[Path]:
+                 echo: Callable[[str], None] | None = None, parallel: int | None = None) -> list[Path]:
     """Run the scenario (once, or once per kernel of its shootout); returns the results folders."""
     from ecufl.scenarios.schema import usable
 
@@ -191,7 +191,7 @@ def run_scenario(scenario: Scenario, results_base: Path, *, fleet: FleetState | 
         if echo and kernel:
             echo(f"[bold]{spec['name']}[/]: every node on {spec['kernels'][0]}")
         if scenario.engine == "simulation":
-            run_simulation(spec, results, echo=echo)
+            run_simulation(spec, results, echo=echo, parallel=parallel)
         else:
             if fleet is None:
                 raise FleetError("engine = 'deployment' needs a fleet")

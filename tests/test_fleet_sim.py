@@ -38,3 +38,26 @@ def test_hundred_ecus_in_simulation(tmp_path, mnist_dir):
         if alive(p) and str(res).encode() in cmd or (alive(p) and b"ray" in cmd and b"raylet" in cmd):
             leftovers.append(cmd[:100])
     assert not leftovers, leftovers
+
+
+def test_sim_parallel_one_trains_one_client_at_a_time(tmp_path, mnist_dir):
+    """`ecufl sim --parallel 1`: no two clients' Kernel.train intervals overlap (each had a core of
+    its own, so its timings compare with `ecufl bench kernels`). Shards of 5,000 samples at
+    784-64-10: long enough that the default two actors do overlap (checked by hand: they did)."""
+    from test_fleet import SMALL, scenario
+
+    text = SMALL.format(rounds=1).replace("train_limit = 2000", "train_limit = 20000").replace("784, 16, 10", "784, 64, 10")
+    sc = scenario(tmp_path, "one-at-a-time", text)
+    proc = subprocess.run([*ecufl_cmd(), "sim", str(sc), "--parallel", "1", "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clients = rows(results_of(proc) / "clients.csv")
+    spans = sorted((float(c["started_at"]), float(c["finished_at"])) for c in clients)
+    assert len(spans) == 4
+    assert all(end <= nxt for (_, end), (nxt, _) in zip(spans, spans[1:])), spans
+
+
+def test_sim_parallel_must_be_positive(tmp_path):
+    proc = subprocess.run([*ecufl_cmd(), "sim", str(ROOT / "scenarios" / "quickstart.toml"), "--parallel", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--parallel" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
