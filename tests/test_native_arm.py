@@ -96,6 +96,22 @@ def test_arm_trainer_matches_reference(arm_build, raw_mnist, numpy_run, tmp_path
     assert abs(result["test_accuracy"] - ref_acc) <= 0.002
 
 
+def test_arm_narrow_first_layer_matches_reference(arm_build, raw_mnist, mnist_train, tmp_path):
+    # 784-8-10 is 2 NEON vectors of outputs: the optimised path steps the first layer by sample
+    # (hdrnn_opt.c first_layer_step_by_sample); 784-30-10 above goes by pixel.
+    sizes, n = [784, 8, 10], 3000
+    k = create("numpy", init_params(sizes, 1, dtype="float32"), dtype="float32")
+    k.train(mnist_train.images[:n], mnist_train.labels[:n], EpochOrder(n, 1).next(), 3.0, 10)
+    out = tmp_path / "w.npz"
+    subprocess.run([*QEMU, str(arm_build / "ecufl-train-c"), "--layers", "784,8,10", "--train-limit", str(n),
+                    "--data-dir", str(raw_mnist), "--out", str(out)], capture_output=True, text=True, check=True)
+    params, _ = weightfile.load(out)
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(params.flat(), k.get_params().flat()))
+    assert diff <= ATOL
+    init = init_params(sizes, 1, dtype="float32")
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(params.flat(), init.flat())) > 1e-3  # it did train
+
+
 def test_arm_trainer_bad_arguments(arm_build, raw_mnist):
     for args, needle in [(["--lr", "nan"], "--lr"), (["--layers", "784"], "--layers"), (["--data-dir", "/nope"], "/nope")]:
         r = subprocess.run([*QEMU, str(arm_build / "ecufl-train-c"), *args], capture_output=True, text=True)
