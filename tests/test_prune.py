@@ -194,8 +194,7 @@ class MaskedNumpy:
 
 @pytest.mark.parametrize("block, sparsity", [(8, 0.75), (8, 0.9), (1, 0.75)])
 def test_c_sparse_matches_masked_float_reference(block, sparsity, mnist_train, mnist_test):
-    """Float arithmetic, so the float tolerance of kernels/README.md (1e-4 after an epoch of 10,000).
-    Blocks of 8 at 75%: the block lists; at 90%: the row walk (sparse_f32.c, ROW_WALK_KEEP)."""
+    """Float arithmetic, so the float tolerance of kernels/README.md (1e-4 after an epoch of 10,000)."""
     sizes = [784, 32, 16, 10]
     p = init_params(sizes, 2, dtype="float32")
     order = EpochOrder(len(mnist_train), 2).next()[:10000]

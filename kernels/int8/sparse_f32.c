@@ -45,9 +45,6 @@ typedef struct {
     uint16_t *row;    /* nnz / block: first output row of each kept block of `block` rows */
     float *wv;        /* nnz (+ 8 zeros) */
     float *gv;        /* layer 0 in 8-row blocks: the mini-batch's gradient of each kept weight */
-    /* layer 0 in 8-row blocks and very sparse (ROW_WALK_KEEP): the kept blocks by row block too,
-     * rb_ptr[r] .. rb_ptr[r+1] for rows 8r..8r+7: pixel rb_pix[q], values at wv + rb_k[q] */
-    int32_t *rb_ptr, *rb_pix, *rb_k;
 } layer_t;
 
 static inline int row_of(const layer_t *L, int k) {
@@ -61,8 +58,6 @@ struct sf_net {
     float *delta[15]; /* delta[l]: cap x ld[l+1], error at layer l's output */
     float *gs;        /* max ld: one gradient row / block sums */
     float *zpart;     /* 4 x ld[1]: partial sums of layer 0's forward walk */
-    float *xt;        /* row walk: the mini-batch's pixels, pixel-major (n_in x mpad), zeros included */
-    int mpad;
     /* the input pixels: nonzero ones by sample (nz_*) and by pixel (c_*) */
     int32_t *nz_ptr, *nz_i, *c_ptr, *c_s;
     float *nz_x, *c_x;
@@ -98,7 +93,7 @@ static const float pixel_value[256] = {PV64(0), PV64(64), PV64(128), PV64(192)};
 static void free_buffers(sf_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
     for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
-    free(n->gs); free(n->zpart); n->zpart = NULL; free(n->xt); n->xt = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
+    free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
     free(n->bl.ptr); free(n->bl.k); free(n->bl.r); free(n->bl.v);
     n->gs = n->nz_x = n->c_x = NULL;
     n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->bl.ptr = n->bl.k = n->bl.r = NULL;
@@ -108,15 +103,6 @@ static void free_buffers(sf_net *n) {
 
 /* Layer 0 pruned in blocks of 8 rows: walked through the block lists. */
 static int blocked_first(const sf_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
-
-/* Two walks for a first layer pruned in 8-row blocks. The block lists visit only kept blocks at
- * nonzero pixels but through memory (an accumulator row per entry, lists written per sample); the
- * row walk visits every kept block, zero pixels included, with the 8 outputs of a row block in a
- * register and no lists. Magnitude pruning keeps the blocks of often-lit pixels, so half of the
- * kept blocks meet a nonzero pixel at 90% and nearly all at 50%: the row walk wins only when
- * few blocks are kept. */
-#define ROW_WALK_KEEP 0.2
-static int row_walk(const sf_net *n) { return blocked_first(n) && n->L[0].rb_ptr != NULL; }
 
 static int ensure_capacity(sf_net *n, int m) {
     if (m <= n->cap) return 0;
@@ -131,8 +117,7 @@ static int ensure_capacity(sf_net *n, int m) {
         !(n->c_ptr = zalloc(4 * ((size_t)n->sizes[0] + 1))) || !(n->nz_i = zalloc(4 * pix)) ||
         !(n->c_s = zalloc(4 * pix)) || !(n->nz_x = zalloc(4 * pix)) || !(n->c_x = zalloc(4 * pix)))
         goto oom;
-    if (row_walk(n) && !(n->xt = zalloc(4 * (size_t)n->sizes[0] * ((cap + 3) & ~3)))) goto oom;
-    if (blocked_first(n) && !row_walk(n)) {  /* a block appears at most once per sample; 16 entries of slack */
+    if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
         size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
         if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) || !(n->bl.r = zalloc(4 * entries)) ||
             !(n->bl.v = zalloc(entries)))
@@ -147,8 +132,7 @@ oom:
 
 static void free_layer_storage(layer_t *L) {
     free(L->w); free(L->colptr); free(L->row); free(L->wv); free(L->gv);
-    free(L->rb_ptr); free(L->rb_pix); free(L->rb_k);
-    L->w = L->wv = L->gv = NULL; L->colptr = L->rb_ptr = L->rb_pix = L->rb_k = NULL; L->row = NULL;
+    L->w = L->wv = L->gv = NULL; L->colptr = NULL; L->row = NULL;
 }
 
 void sf_destroy(sf_net *n) {
@@ -259,33 +243,6 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     L->nnz = (int)nnz;
     L->block = block;
     L->sparse = 1;
-    if (l == 0 && block == 8 && nnz <= ROW_WALK_KEEP * size) {  /* the same blocks by row block */
-        const int nrb = L->n_out / 8;
-        L->rb_ptr = zalloc(sizeof(int32_t) * (nrb + 1));
-        L->rb_pix = zalloc(sizeof(int32_t) * (nnz / 8 + 1));
-        L->rb_k = zalloc(sizeof(int32_t) * (nnz / 8 + 1));
-        if (!L->rb_ptr || !L->rb_pix || !L->rb_k) {
-            free(L->rb_ptr); free(L->rb_pix); free(L->rb_k);
-            L->rb_ptr = L->rb_pix = L->rb_k = NULL;  /* the block lists still work */
-        } else {
-            for (long kb = 0; kb < nnz / 8; kb++) L->rb_ptr[row[kb] / 8 + 1]++;
-            for (int r = 0; r < nrb; r++) L->rb_ptr[r + 1] += L->rb_ptr[r];
-            int32_t *fill = malloc(sizeof(int32_t) * nrb);
-            if (fill) {
-                memcpy(fill, L->rb_ptr, sizeof(int32_t) * nrb);
-                for (int i = 0; i < L->n_in; i++)  /* pixel order within a row block */
-                    for (int k = colptr[i]; k < colptr[i + 1]; k += 8) {
-                        const int q = fill[row[k / 8] / 8]++;
-                        L->rb_pix[q] = i;
-                        L->rb_k[q] = k;
-                    }
-                free(fill);
-            } else {
-                free(L->rb_ptr); free(L->rb_pix); free(L->rb_k);
-                L->rb_ptr = L->rb_pix = L->rb_k = NULL;
-            }
-        }
-    }
     free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
     return 0;
 }
@@ -388,43 +345,6 @@ static void forward_first(const sf_net *n, const layer_t *L, int s, float *restr
     }
 }
 
-/* Row walk: z (ld_out) of sample s, every row block's 8 outputs summed in registers. */
-static void forward_rows(const sf_net *n, const layer_t *L, int s, float *restrict z) {
-    const int32_t *restrict rb_ptr = L->rb_ptr, *restrict rb_pix = L->rb_pix, *restrict rb_k = L->rb_k;
-    const float *restrict wv = L->wv, *restrict xs = n->xt + s;
-    const int mpad = n->mpad;
-    for (int r = 0; r < L->n_out / 8; r++) {
-        v8f a0 = splat8(0.0f), a1 = splat8(0.0f);
-        int q = rb_ptr[r];
-        const int q1 = rb_ptr[r + 1];
-        for (; q + 1 < q1; q += 2) {  /* two chains: the FMA latency, not one sum, sets the pace */
-            a0 += splat8(xs[rb_pix[q] * mpad]) * load8(wv + rb_k[q]);
-            a1 += splat8(xs[rb_pix[q + 1] * mpad]) * load8(wv + rb_k[q + 1]);
-        }
-        if (q < q1) a0 += splat8(xs[rb_pix[q] * mpad]) * load8(wv + rb_k[q]);
-        store8(z + 8 * r, a0 + a1);
-    }
-}
-
-/* Row walk: the mini-batch's pixels as floats, pixel-major (xt[i * mpad + s]), zeros included. */
-static void pixels_by_pixel(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    const int n_in = n->sizes[0], mpad = (m + 3) & ~3;
-    float *restrict xt = n->xt;
-    n->mpad = mpad;
-    memset(xt, 0, sizeof(float) * (size_t)n_in * mpad);
-    for (int s = 0; s < m; s++) {
-        const uint8_t *px = images + (long)(idx ? idx[s] : s) * n_in;
-        for (int c = 0; c < n_in; c += 32) {
-            uint32_t bits = bl_nonzero_bits(px + c, n_in - c < 32 ? n_in - c : 32);
-            while (bits) {
-                const int i = c + __builtin_ctz(bits);
-                bits &= bits - 1;
-                xt[(long)i * mpad + s] = pixel_value[px[i]];
-            }
-        }
-    }
-}
-
 /* z (ld_out) = layer l's (l >= 1) pre-activation from the dense activations a (ld_in), no bias. */
 static void forward_hidden(const layer_t *L, const float *restrict a, float *restrict z) {
     if (!L->sparse) {
@@ -451,13 +371,11 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
 }
 
 static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    if (row_walk(n)) pixels_by_pixel(n, images, idx, m);
-    else if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
+    if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
         float *z = n->act[1] + (long)s * n->ld[1];
-        if (row_walk(n)) forward_rows(n, &n->L[0], s, z);
-        else forward_first(n, &n->L[0], s, z);
+        forward_first(n, &n->L[0], s, z);
         bias_sigmoid(z, n->L[0].b, n->sizes[1], n->ld[1]);
         for (int l = 1; l < n->n_layers; l++) {
             const layer_t *L = &n->L[l];
@@ -522,32 +440,6 @@ static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *
             v8f gb = splat8(0.0f);
             for (int s = 0; s < m; s++) gb += load8(d + (long)s * ldo + c);
             store8(L->b + c, load8(L->b + c) - stepv * gb);
-        }
-        if (l == 0 && row_walk(n)) {  /* by row block: 4 samples' errors in registers at a time */
-            const int mpad = n->mpad;
-            float *restrict wv = L->wv, *restrict gv = L->gv;
-            const float *restrict xt = n->xt;
-            for (int r = 0; r < L->n_out / 8; r++) {
-                const int q0 = L->rb_ptr[r], q1 = L->rb_ptr[r + 1];
-                for (int s0 = 0; s0 < mpad; s0 += 4) {
-                    v8f D[4];
-                    for (int t = 0; t < 4; t++) D[t] = s0 + t < m ? load8(d + (long)(s0 + t) * ldo + 8 * r) : splat8(0.0f);
-                    const int last = s0 + 4 >= mpad;
-                    for (int q = q0; q < q1; q++) {
-                        const float *restrict x = xt + (long)L->rb_pix[q] * mpad + s0;
-                        float *restrict g = gv + 8 * q;
-                        v8f acc = (splat8(x[0]) * D[0] + splat8(x[1]) * D[1]) + (splat8(x[2]) * D[2] + splat8(x[3]) * D[3]);
-                        if (s0) acc += load8(g);
-                        if (last) {
-                            float *restrict w = wv + L->rb_k[q];
-                            store8(w, load8(w) - stepv * acc);
-                        } else {
-                            store8(g, acc);
-                        }
-                    }
-                }
-            }
-            continue;
         }
         if (l == 0 && blocked_first(n)) {  /* the block lists again, then every kept weight's step */
             /* local copies: the vector stores (memcpy) may alias anything, struct fields included */
@@ -678,7 +570,6 @@ long sf_weight_bytes(const sf_net *n) {
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
         b += L->sparse ? (long)L->nnz * 4 + 2L * (L->nnz / L->block) + 4L * (L->n_in + 1) : 4L * L->n_in * L->n_out;
-        if (L->rb_ptr) b += 8L * (L->nnz / 8) + 4L * (L->n_out / 8 + 1);  /* the row walk's index */
         b += 4L * L->n_out;
     }
     return b;
