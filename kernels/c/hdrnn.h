@@ -38,6 +38,7 @@ struct ecufl_net {
     const uint8_t **sample_pixels; /* max_batch: each sample's image row */
     /* ... and by pixel: bit s of pixel i's words is set when pixel i of sample s is nonzero */
     hdrnn_bits *pixel_samples; /* sizes[0] x ceil(max_batch / HDRNN_WORD_BITS) */
+    hdrnn_bits *pixels_any;    /* ceil(sizes[0] / HDRNN_WORD_BITS): bit i = pixel i nonzero in some sample */
     int32_t *by_pixel_sample; /* max_batch: one pixel's samples and values, gathered from its bits */
     float *by_pixel_value;
     float *scratch;  /* max(ld) floats */

@@ -54,6 +54,7 @@ static void lay_out(ecufl_net *net, arena *a) {
     net->nz_start = take(a, (size_t)(B + 1) * sizeof(int));
     net->sample_pixels = take(a, (size_t)B * sizeof *net->sample_pixels);
     net->pixel_samples = take(a, (size_t)n0 * ((B + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof(hdrnn_bits));
+    net->pixels_any = take(a, (size_t)((n0 + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof(hdrnn_bits));
     net->by_pixel_sample = take(a, (size_t)B * sizeof(int32_t));
     net->by_pixel_value = take(a, (size_t)B * sizeof(float));
     net->scratch = take(a, (size_t)widest * sizeof(float));

@@ -217,19 +217,36 @@ static inline int lowest_bit(hdrnn_bits x) {
 #endif
 }
 
+/* The first layer's SGD step, w1[i] -= step * sum_s x[s][i] * delta[s], over the pixels nonzero
+ * in some sample of the mini-batch. Two orders of the same sum (sample order in both):
+ *   by pixel:  for each pixel, gather its samples (from its bits) and sum their delta rows in
+ *              registers, then step its row: one pass over w1 and no gradient matrix, but a
+ *              fixed cost per pixel (bit walk, call) that only pays when rows are wide;
+ *   by sample: add each sample's delta into the gradient rows gw[0] of its nonzero pixels
+ *              (load, multiply-add, store per vector), then step and clear those rows: no
+ *              per-pixel setup, one store per vector and term more.
+ * Measured on AVX2 (CPU time, one epoch): by sample is 1.2-1.5x faster up to 4 vectors of
+ * outputs (784-8-10, 784-32-10 at batch 10 and 32), even at 8 and slower at 16 (784-128-10).
+ * NEON (projected Cortex-A9 cycles, kernels/arm): by sample -10% at 2 vectors (784-8-10), +10%
+ * at 8 (784-32-10). */
+#define BY_SAMPLE_MAX_VECTORS 4
+static int steps_by_sample(const ecufl_net *net) { return net->ld[1] <= BY_SAMPLE_MAX_VECTORS * VF_WIDTH; }
+
 /* The nonzero pixels of one image, a word of pixels at a time by their bits: index and p / 255
- * in the sample's list, and the sample's bit in each such pixel's word of pixel_samples. */
-static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *value,
+ * in the sample's list, the pixels' bits in pixels_any, and (by-pixel steps only, else NULL) the
+ * sample's bit in each such pixel's word of pixel_samples. */
+static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *value, hdrnn_bits *pixels_any,
                           hdrnn_bits *pixel_samples, int words, hdrnn_bits sample_bit) {
     int nnz = 0;
     for (int i = 0; i < n; i += HDRNN_WORD_BITS) {
         hdrnn_bits mask = nonzero_mask(pixels + i, n - i < HDRNN_WORD_BITS ? n - i : HDRNN_WORD_BITS);
+        pixels_any[i / HDRNN_WORD_BITS] |= mask;
         while (mask) {
             int k = i + lowest_bit(mask);
             mask &= mask - 1;
             index[nnz] = k;
             value[nnz] = pixel_value[pixels[k]];
-            pixel_samples[(size_t)k * words] |= sample_bit;
+            if (pixel_samples) pixel_samples[(size_t)k * words] |= sample_bit;
             nnz++;
         }
     }
@@ -238,7 +255,9 @@ static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *v
 
 void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m) {
     int n0 = net->sizes[0], nnz = 0, words = (m + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS;
-    memset(net->pixel_samples, 0, (size_t)n0 * words * sizeof *net->pixel_samples);
+    hdrnn_bits *pixel_samples = steps_by_sample(net) ? NULL : net->pixel_samples;
+    memset(net->pixels_any, 0, (size_t)((n0 + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof *net->pixels_any);
+    if (pixel_samples) memset(pixel_samples, 0, (size_t)n0 * words * sizeof *pixel_samples);
 #define IMAGE(s) (images + (size_t)(rows ? rows[s] : first + (s)) * n0)
     enum { AHEAD = 2 }; /* images requested ahead of the scan */
     for (int s = 0; s < AHEAD && s < m; s++) prefetch_bytes(IMAGE(s), n0);
@@ -247,8 +266,9 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
         if (s + AHEAD < m) prefetch_bytes(IMAGE(s + AHEAD), n0);
         net->sample_pixels[s] = pixels;
         net->nz_start[s] = nnz;
-        nnz += nonzero_pixels(pixels, n0, net->nz_index + nnz, net->nz_value + nnz,
-                              net->pixel_samples + s / HDRNN_WORD_BITS, words, (hdrnn_bits)1 << (s % HDRNN_WORD_BITS));
+        nnz += nonzero_pixels(pixels, n0, net->nz_index + nnz, net->nz_value + nnz, net->pixels_any,
+                              pixel_samples ? pixel_samples + s / HDRNN_WORD_BITS : NULL, words,
+                              (hdrnn_bits)1 << (s % HDRNN_WORD_BITS));
     }
     net->nz_start[m] = nnz;
     for (int s = 0; s < m; s++) {
@@ -265,20 +285,6 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
         }
     }
 }
-
-/* The first layer's SGD step, w1[i] -= step * sum_s x[s][i] * delta[s], over the pixels nonzero
- * in some sample of the mini-batch. Two orders of the same sum (sample order in both):
- *   by pixel:  for each pixel, gather its samples (from its bits) and sum their delta rows in
- *              registers, then step its row: one pass over w1 and no gradient matrix, but a
- *              fixed cost per pixel (bit walk, call) that only pays when rows are wide;
- *   by sample: add each sample's delta into the gradient rows gw[0] of its nonzero pixels
- *              (load, multiply-add, store per vector), then step and clear those rows: no
- *              per-pixel setup, one store per vector and term more.
- * Measured on AVX2 (CPU time, one epoch): by sample is 1.2-1.5x faster up to 4 vectors of
- * outputs (784-8-10, 784-32-10 at batch 10 and 32), even at 8 and slower at 16 (784-128-10).
- * NEON (projected Cortex-A9 cycles, kernels/arm): by sample -10% at 2 vectors (784-8-10), +10%
- * at 8 (784-32-10). */
-#define BY_SAMPLE_MAX_VECTORS 4
 
 static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, float step) {
     int ld = net->ld[1], words = (m + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS;
@@ -298,21 +304,20 @@ static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, flo
 }
 
 static void first_layer_step_by_sample(ecufl_net *net, const float *d, int m, float step) {
-    int ld = net->ld[1], words = (m + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS;
+    int ld = net->ld[1];
     float *grad = net->gw[0]; /* all zero between mini-batches */
     for (int s = 0; s < m; s++) {
         int start = net->nz_start[s];
         add_to_rows(grad, ld, net->nz_index + start, net->nz_value + start, net->nz_start[s + 1] - start,
                     d + (size_t)s * ld);
     }
-    for (int i = 0; i < net->sizes[0]; i++) {
-        hdrnn_bits any = 0;
-        for (int w = 0; w < words; w++) any |= net->pixel_samples[(size_t)i * words + w];
-        if (any) { /* row -= step * grad (product rounded, then subtracted), grad back to 0 */
-            update_row(net->w[0] + (size_t)i * ld, grad + (size_t)i * ld, ld, step);
-            memset(grad + (size_t)i * ld, 0, (size_t)ld * sizeof *grad);
+    for (int w = 0; w * HDRNN_WORD_BITS < net->sizes[0]; w++)
+        for (hdrnn_bits bits = net->pixels_any[w]; bits; bits &= bits - 1) {
+            size_t i = (size_t)(w * HDRNN_WORD_BITS + lowest_bit(bits));
+            /* row -= step * grad (product rounded, then subtracted), grad back to 0 */
+            update_row(net->w[0] + i * ld, grad + i * ld, ld, step);
+            memset(grad + i * ld, 0, (size_t)ld * sizeof *grad);
         }
-    }
 }
 
 void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step) {
@@ -348,7 +353,7 @@ void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t 
                 vf_store(g + c, vf_add(vf_load(g + c), vf_load(d + (size_t)s * ld_out + c)));
         update_row(net->b[l], g, ld_out, step);
         if (l == 0) {
-            if (ld_out <= BY_SAMPLE_MAX_VECTORS * VF_WIDTH)
+            if (steps_by_sample(net))
                 first_layer_step_by_sample(net, d, m, step);
             else
                 first_layer_step_by_pixel(net, d, m, step);
