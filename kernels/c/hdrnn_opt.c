@@ -6,11 +6,11 @@
  *     Rows are padded with zeros to the vector width: no scalar tails anywhere.
  *   - sum_rows keeps up to 8 vectors of outputs in registers across the whole input sum.
  *   - ~80% of MNIST pixels are 0: the first layer visits only the nonzero pixels of each sample,
- *     both forward (sum of the rows of w1 at those pixels) and in the weight update (each pixel's
- *     row of w1 is updated from the samples of the mini-batch in which that pixel is nonzero).
+ *     both forward (sum of the rows of w1 at those pixels) and in the weight update (only the
+ *     rows of pixels nonzero in some sample of the mini-batch change; first_layer_step_*).
  *     The nonzero pixels are found 16 or 32 bytes at a time (simd.h vb_nonzero_mask: compare,
- *     movemask) and visited by their bits; while scanning, each pixel also gets one bit per sample
- *     of the mini-batch in which it is nonzero (pixel_samples), which is all the update needs.
+ *     movemask) and visited by their bits; the scan also records which pixels the mini-batch
+ *     touches (pixels_any) and, for wide layers, which samples touch each pixel (pixel_samples).
  *   - Sigmoid is vectorised (simd.h vf_sigmoid), a few ulp from libm's expf.
  *   - All deltas are computed before any weight changes, then each weight row is updated once
  *     per mini-batch straight from the summed gradient, still in registers (no gradient matrix).
@@ -218,7 +218,7 @@ static inline int lowest_bit(hdrnn_bits x) {
 }
 
 /* The first layer's SGD step, w1[i] -= step * sum_s x[s][i] * delta[s], over the pixels nonzero
- * in some sample of the mini-batch. Two orders of the same sum (sample order in both):
+ * in some sample of the mini-batch. Two orders of the same sum:
  *   by pixel:  for each pixel, gather its samples (from its bits) and sum their delta rows in
  *              registers, then step its row: one pass over w1 and no gradient matrix, but a
  *              fixed cost per pixel (bit walk, call) that only pays when rows are wide;
@@ -284,6 +284,7 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
             bias_sigmoid(z, net->b[l], net->sizes[l + 1], ld_out);
         }
     }
+#undef IMAGE
 }
 
 static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, float step) {
