@@ -27,7 +27,8 @@ struct ecufl_net {
     int ld[ECUFL_MAX_SIZES];  /* row stride (floats) of activations/deltas of layer l, >= sizes[l] */
     float *w[HDRNN_MAX_LAYERS]; /* layer l's weights in the path's layout (hdrnn_weight_index) */
     float *b[HDRNN_MAX_LAYERS]; /* biases, ld[l+1] floats (padding stays 0) */
-    float *gw[HDRNN_MAX_LAYERS]; /* gradient sums, same layout as w (plain path) */
+    float *gw[HDRNN_MAX_LAYERS]; /* gradient sums, same layout as w (plain path; optimised path: gw[0]
+                                  * for by-sample first-layer steps, all zero between mini-batches) */
     float *gb[HDRNN_MAX_LAYERS];
     float *act[ECUFL_MAX_SIZES];     /* act[l]: (max_batch, ld[l]); act[0] = the inputs p/255 */
     float *delta[HDRNN_MAX_LAYERS];  /* delta[l]: (max_batch, ld[l+1]), error at layer l's output */
@@ -36,7 +37,8 @@ struct ecufl_net {
     float *nz_value;
     int *nz_start;   /* max_batch + 1 */
     const uint8_t **sample_pixels; /* max_batch: each sample's image row */
-    /* ... and by pixel: bit s of pixel i's words is set when pixel i of sample s is nonzero */
+    /* ... and by pixel (by-pixel first-layer steps): bit s of pixel i's words is set when pixel i
+     * of sample s is nonzero */
     hdrnn_bits *pixel_samples; /* sizes[0] x ceil(max_batch / HDRNN_WORD_BITS) */
     hdrnn_bits *pixels_any;    /* ceil(sizes[0] / HDRNN_WORD_BITS): bit i = pixel i nonzero in some sample */
     int32_t *by_pixel_sample; /* max_batch: one pixel's samples and values, gathered from its bits */
