@@ -72,11 +72,14 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
         train, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         ev = kernel.evaluate(images[job.shard], labels[job.shard])
         params = kernel.get_params()
+        # a kernel that trains in another process (the board agent of kernel `remote`) names that
+        # process's own peak memory: the figure the board must hold, not this ClientApp's
+        own = kernel.describe().get("trainer_peak_rss_bytes")
     finally:
         kernel.close()
     return TrainOutcome(params=params, dtype=dtype, samples=len(job.shard), setup_seconds=setup,
                         train_seconds=train, train_cpu_seconds=train_cpu, local_loss=ev.loss, local_accuracy=ev.accuracy,
-                        trainer="in-process")
+                        trainer="in-process", extra={} if own is None else {"peak_rss_bytes": int(own)})
 
 
 Trainer = Callable[[TrainJob, np.ndarray, np.ndarray], TrainOutcome]

@@ -147,7 +147,12 @@ class RemoteAgentKernel(Kernel):
         d: dict[str, Any] = {"agent": self.endpoint["node"], "address": self.endpoint["address"]}
         if self.last_report is not None:
             d |= {"agent_peak_rss_bytes": self.last_report.peak_rss_bytes,
-                  "agent_train_seconds": self.last_report.train_seconds, "agent_kernel": self.last_report.kernel}
+                  "agent_train_seconds": self.last_report.train_seconds, "agent_kernel": self.last_report.kernel,
+                  # what the board's memory must hold (the agent's own mappings; its VmHWM when absent):
+                  # the client reports it as its trainer's peak (RoundReport.trainer_peak_rss_bytes)
+                  "trainer_peak_rss_bytes": (self.last_report.trainer_peak_rss_bytes
+                                             if self.last_report.HasField("trainer_peak_rss_bytes")
+                                             else self.last_report.peak_rss_bytes)}
         return d
 
     def close(self) -> None:

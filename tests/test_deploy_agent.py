@@ -168,3 +168,23 @@ def test_agent_bad_request_is_one_line(remote, agent):
         k.train(None, None, np.array([0, 60000]), 3.0, 10)
     k.close()
     assert agent["proc"].poll() is None
+
+
+def test_client_runner_reports_the_agents_own_peak(remote, agent, mnist_train):
+    """Through the ClientApp's runner, kernel `remote`: the outcome names the board agent's own peak
+    memory (RoundReport.trainer_peak_rss_bytes, a column of clients.csv), not the gateway's."""
+    import resource
+
+    from ecufl.client import runner
+    from ecufl.kernels import init_params
+
+    job = runner.TrainJob(kernel="remote", dtype="float32", profile="host",
+                          params=init_params([784, 16, 10], 1, dtype="float32"), shard=np.arange(2000, 3000),
+                          lr=3.0, batch_size=10, epochs=1, order_seed=1)
+    out = runner.run(job, mnist_train.images, mnist_train.labels)
+    own = out.extra["peak_rss_bytes"]
+    assert 0 < own <= 64 * 2**20, own
+    # the agent holds the uint8 training set (44.9 MiB): its own figure is at least that
+    assert own >= mnist_train.images.nbytes, own
+    assert own != resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not this process's figure
+    assert out.samples == 1000 and out.local_accuracy > 0.3
