@@ -40,14 +40,25 @@ static inline uint32_t bl_nonzero_bits(const uint8_t *p, int n) {
 }
 
 /* Entries of the kept blocks of pixel i with input byte v, appended at cnt; returns the new count.
- * row: the block-CSC's first output row per block (at least 16 readable entries past the end). */
+ * row: the block-CSC's first output row per block (at least 16 readable entries past the end).
+ * narrow (at most 8 blocks per pixel, <= 64 outputs): 8 entries written instead of 16. */
 static inline int32_t bl_emit(const int32_t *restrict colptr, const uint16_t *restrict row, int i, uint8_t v,
                               int32_t *restrict k_out, int32_t *restrict r_out, uint8_t *restrict v_out,
-                              int32_t cnt) {
+                              int32_t cnt, int narrow) {
     typedef int32_t v8i_bl __attribute__((vector_size(32)));
     typedef uint16_t v8u16_bl __attribute__((vector_size(16)));
     const v8i_bl lane = {0, 8, 16, 24, 32, 40, 48, 56};
     const int k0 = colptr[i], nk = colptr[i + 1] - k0;
+    if (narrow) {
+        v8i_bl k = lane + k0;
+        memcpy(k_out + cnt, &k, sizeof k);
+        v8u16_bl r16;
+        memcpy(&r16, row + k0 / 8, sizeof r16);
+        v8i_bl r = __builtin_convertvector(r16, v8i_bl);
+        memcpy(r_out + cnt, &r, sizeof r);
+        memset(v_out + cnt, v, 8);
+        return cnt + (nk >> 3);
+    }
     for (int b = 0; b == 0 || b < nk; b += 128) {  /* once when the layer has <= 128 outputs */
         v8i_bl k = lane + (k0 + b);
         memcpy(k_out + cnt + b / 8, &k, sizeof k);
@@ -64,9 +75,11 @@ static inline int32_t bl_emit(const int32_t *restrict colptr, const uint16_t *re
     return cnt + (nk >> 3);
 }
 
-/* The block list of m input rows: row s at rows + (idx ? idx[s] : s) * stride, n_in bytes. */
+/* The block list of m input rows: row s at rows + (idx ? idx[s] : s) * stride, n_in bytes; the
+ * layer has n_out outputs. */
 static inline void bl_build(const int32_t *restrict colptr, const uint16_t *restrict row, const uint8_t *rows,
-                            long stride, const int32_t *idx, int m, int n_in, block_list *bl) {
+                            long stride, const int32_t *idx, int m, int n_in, int n_out, block_list *bl) {
+    const int narrow = n_out <= 64;
     int32_t cnt = 0;
     int32_t *restrict ptr = bl->ptr, *restrict k_out = bl->k, *restrict r_out = bl->r;
     uint8_t *restrict v_out = bl->v;
@@ -78,7 +91,7 @@ static inline void bl_build(const int32_t *restrict colptr, const uint16_t *rest
             while (bits) {
                 const int i = c + __builtin_ctz(bits);
                 bits &= bits - 1;
-                cnt = bl_emit(colptr, row, i, px[i], k_out, r_out, v_out, cnt);
+                cnt = bl_emit(colptr, row, i, px[i], k_out, r_out, v_out, cnt, narrow);
             }
         }
     }

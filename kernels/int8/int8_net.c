@@ -545,7 +545,7 @@ static void forward(i8_net *n, int m) {
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
         if (l == 0 && blocked_first(n)) {
-            bl_build(L->colptr, L->row, n->act[0], L->ld, NULL, m, L->n_in, &n->bl);
+            bl_build(L->colptr, L->row, n->act[0], L->ld, NULL, m, L->n_in, L->n_out, &n->bl);
             blocked_forward(n, L, m, n->acc);
         } else if (L->sparse) {
             list_nonzero(n, l, n->act[l], m, L->n_in, L->ld);

@@ -371,7 +371,7 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
 }
 
 static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], &n->bl);
+    if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], n->sizes[1], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
         float *z = n->act[1] + (long)s * n->ld[1];
