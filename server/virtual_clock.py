@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecufl.kernels.arm.profiles import lookup
+
 
 @dataclass(frozen=True)
 class Link:
@@ -57,10 +59,7 @@ class UnknownLink(ValueError):
 
 
 def get_link(name: str) -> Link:
-    try:
-        return LINKS[name]
-    except KeyError:
-        raise UnknownLink(f"unknown link profile {name!r}; links: {', '.join(LINKS)}") from None
+    return lookup(LINKS, name, UnknownLink, "link profile", "links")
 
 
 def projected_seconds(report: Any) -> float:

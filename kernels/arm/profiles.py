@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 MiB = 1024 * 1024
 
@@ -34,8 +35,13 @@ class UnknownProfile(ValueError):
     pass
 
 
-def get(name: str) -> Profile:
+def lookup(table: dict[str, Any], name: str, error: type[ValueError], what: str, plural: str) -> Any:
+    """``table[name]``, or ``error`` with one line naming what was asked for and what exists."""
     try:
-        return PROFILES[name]
+        return table[name]
     except KeyError:
-        raise UnknownProfile(f"unknown device profile {name!r}; profiles: {', '.join(PROFILES)}") from None
+        raise error(f"unknown {what} {name!r}; {plural}: {', '.join(table)}") from None
+
+
+def get(name: str) -> Profile:
+    return lookup(PROFILES, name, UnknownProfile, "device profile", "profiles")
