@@ -7,8 +7,9 @@ How it measures (so figures from one run can be compared as ratios):
   OMP/OPENBLAS/MKL_NUM_THREADS=1, so numpy's BLAS and native kernels compete on equal terms.
 - The worker trains ``repeats`` epochs from the same initial weights in the same order and reports
   the median samples/s; test accuracy is measured after the first epoch. It also reports samples
-  per CPU-second of the process (median too): on a loaded machine wall time stretches, CPU time
-  much less, so that is the figure to compare across runs (``ecufl report --bench`` uses it).
+  per CPU-second of the training thread (median too; the fleet's clients use the same clock): on a
+  loaded machine wall time stretches, CPU time much less, so that is the figure to compare across
+  runs (``ecufl report --bench`` uses it).
 - ``textbook`` (network.py's per-sample loop, float64 as the book runs it) is slow, so it trains on the first
   ``--textbook-limit`` samples of the epoch; its samples/s is still per sample, its accuracy is
   after that partial epoch (marked with *).
@@ -106,9 +107,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for r in range(spec["repeats"]):
             if r:
                 kernel.set_params(params)
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0 = time.perf_counter(), time.thread_time()
             kernel.train(train.images, train.labels, order, spec["lr"], bs)
-            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            dt, dc = time.perf_counter() - t0, time.thread_time() - c0
             rates.append(len(order) / dt)
             cpu_rates.append(len(order) / max(dc, 1e-9))
             if accuracy is None:
