@@ -114,11 +114,18 @@ def per_kernel(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         train, cpu, trained = a.get("train_seconds", []), a.get("train_cpu_seconds", []), a.get("trained", [])
         out[k] = {"replies": n, "errors": errors.get(k, 0), **mean,
                   "peak_rss_bytes": max(a.get("peak_rss_bytes", [0])),
-                  # samples trained (shard x local epochs) per second of Kernel.train, wall and CPU
-                  "samples_per_second": (sum(trained) / sum(train)) if train and sum(train) > 0 else 0.0,
-                  "samples_per_cpu_second": (sum(trained) / sum(cpu)) if cpu and sum(cpu) > 0 else 0.0,
+                  # samples trained (shard x local epochs) per second of Kernel.train, wall and CPU:
+                  # the median over replies, as the bench takes the median over epochs (a client's
+                  # first call in a fresh process is cold: BLAS start-up, first touch of buffers)
+                  "samples_per_second": _median_rate(trained, train),
+                  "samples_per_cpu_second": _median_rate(trained, cpu),
                   "setups": sorted(setups.get(k, ()))}
     return out
+
+
+def _median_rate(samples: list[float], seconds: list[float]) -> float:
+    rates = [n / t for n, t in zip(samples, seconds) if t > 0]
+    return statistics.median(rates) if rates else 0.0
 
 
 def load_bench(path: Path) -> dict[tuple[str, str, int], float]:
