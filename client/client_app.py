@@ -79,7 +79,7 @@ def train(msg: Message, context: Context) -> Message:
         ident = task.identity(dict(context.node_config), config)
         report.partition_id = ident.partition_id
         report.num_partitions = ident.num_partitions
-        report.kernel = ident.kernel + (f":{ident.dtype}" if ident.dtype else "")
+        report.kernel = ident.kernel + "".join(f":{q}" for q in (ident.dtype, ident.agent) if q)
         report.profile = ident.profile
         sizes = [int(v) for v in str(config["layers"]).split("-")]
         report.layers.extend(sizes)
@@ -99,6 +99,7 @@ def train(msg: Message, context: Context) -> Message:
         report.samples = len(indices)
 
         job = runner.TrainJob(kernel=ident.kernel, dtype=ident.dtype, profile=ident.profile, params=global_params,
+                              options={"agent": ident.agent} if ident.agent else {},
                               shard=indices, lr=report.lr, batch_size=report.batch_size,
                               epochs=report.local_epochs,
                               order_seed=runner.order_seed(seed, ident.partition_id, server_round))

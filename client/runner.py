@@ -35,6 +35,7 @@ class TrainJob:
     batch_size: int
     epochs: int
     order_seed: int
+    options: dict[str, Any] = field(default_factory=dict)  # kernel options, e.g. {"agent": board} for `remote`
 
 
 @dataclass
@@ -63,7 +64,7 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
     t0 = time.perf_counter()
     cls = kernel_class(job.kernel)  # raises KernelUnavailable with a one-line reason
     dtype = job.dtype or cls.dtypes[0]
-    kernel = create(job.kernel, job.params.astype(dtype), dtype=dtype)
+    kernel = create(job.kernel, job.params.astype(dtype), dtype=dtype, **job.options)
     setup = time.perf_counter() - t0
     try:
         # The epoch orders are drawn before the clock starts, as the bench draws its order: the

@@ -33,11 +33,16 @@ class Identity:
     kernel: str
     dtype: str | None
     profile: str
+    agent: str | None = None  # kernel `remote:NODE`: the board whose agent trains
 
 
-def split_kernel(spec: str) -> tuple[str, str | None]:
-    name, _, dtype = spec.partition(":")
-    return name.strip(), (dtype.strip() or None)
+def split_kernel(spec: str) -> tuple[str, str | None, str | None]:
+    """``name[:dtype]``, or ``remote[:NODE]`` where the part after ':' names a board: (name, dtype, board)."""
+    name, _, tail = spec.partition(":")
+    name, tail = name.strip(), tail.strip() or None
+    if name == "remote":
+        return name, None, tail
+    return name, tail, None
 
 
 def _pick(listing: str, index: int) -> str:
@@ -56,9 +61,9 @@ def identity(node_config: dict[str, Any], config: dict[str, Any]) -> Identity:
     if not 0 <= pid < n:
         raise ValueError(f"node config partition-id={pid} is outside 0..{n - 1}")
     kernel_spec = _pick(config.get("node-kernels", ""), pid) or str(node_config.get("kernel", "")) or "numpy"
-    kernel, dtype = split_kernel(kernel_spec)
+    kernel, dtype, agent = split_kernel(kernel_spec)
     profile = _pick(config.get("node-profiles", ""), pid) or str(node_config.get("profile", "")) or "host"
-    return Identity(pid, n, kernel, dtype, profile)
+    return Identity(pid, n, kernel, dtype, profile, agent)
 
 
 def training_set() -> tuple[mnist.Dataset, float]:

@@ -6,9 +6,12 @@ certificate (proto/agent.proto, 4-byte length frames), and gets the trained weig
 RoundReport back. The images stay on the board: the board holds the MNIST training set in its data
 directory and ``train`` sends indices into it, never pixels (``images``/``labels`` are ignored).
 
-Which agent: the SuperNode that serves a board is started by ``ecufl deploy`` with
-``ECUFL_REMOTE_AGENT`` pointing at a JSON file ``{"node", "address", "ca", "cert", "key"}``.
-Without it this module does not load, so "remote" is not among the available kernels.
+Which agent: kernel ``remote:NODE`` (node config ``kernel="remote:NODE"``, as ``ecufl deploy``
+writes it for each agent-mode board) trains on board NODE. ``ECUFL_REMOTE_AGENT`` names either
+one JSON endpoint ``{"node", "address", "ca", "cert", "key"}`` or a folder of them, one
+``NODE.json`` per board (a gateway SuperNode may serve several boards); with a single file the
+board named in the kernel must be the file's ``node``, and plain ``remote`` takes the file's board.
+Without the variable this module does not load, so "remote" is not among the available kernels.
 Kernels never import Flower: this module needs only ssl, socket and protobuf.
 """
 
@@ -46,15 +49,26 @@ class AgentError(RuntimeError):
     pass
 
 
-def load_endpoint(path: str | None = None) -> dict[str, str]:
+def load_endpoint(path: str | None = None, agent: str | None = None) -> dict[str, str]:
+    """The endpoint of board ``agent`` (or of the one board ``path`` names) from a file or a folder."""
     path = path or os.environ[ENV]
+    f = Path(path)
+    if f.is_dir():
+        if not agent:
+            raise AgentError(f"{ENV}={path} is a folder of boards: name one with kernel remote:NODE")
+        f = f / f"{agent}.json"
+        if not f.is_file():
+            boards = sorted(p.stem for p in Path(path).glob("*.json") if p.stem != "state")
+            raise AgentError(f"kernel remote:{agent}: no endpoint {f} (boards here: {', '.join(boards) or 'none'})")
     try:
-        ep = json.loads(Path(path).read_text())
+        ep = json.loads(f.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AgentError(f"{ENV}={path}: cannot read the agent endpoint ({e})")
     missing = [k for k in ("node", "address", "ca", "cert", "key") if not ep.get(k)]
     if missing:
-        raise AgentError(f"{ENV}={path}: missing {', '.join(missing)}")
+        raise AgentError(f"{ENV}={f}: missing {', '.join(missing)}")
+    if agent and ep["node"] != agent:
+        raise AgentError(f"kernel remote:{agent}: this SuperNode's agent endpoint ({f}) is board {ep['node']!r}")
     return ep
 
 
@@ -107,9 +121,9 @@ class RemoteAgentKernel(Kernel):
     name = "remote"
     dtypes = ("float32",)
 
-    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+    def __init__(self, params: Params, *, dtype: str | None = None, agent: str | None = None, **options: Any) -> None:
         super().__init__(params, dtype=dtype, **options)
-        self.endpoint = load_endpoint()
+        self.endpoint = load_endpoint(agent=agent)
         self._params = params.astype("float32")
         self._conn: AgentConnection | None = None
         self.last_report: "round_report_pb2.RoundReport | None" = None

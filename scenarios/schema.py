@@ -73,6 +73,8 @@ def _check_kernel(spec: str) -> str:
         name, _, dtype = alternative.strip().partition(":")
         if name not in KERNELS:
             raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(KERNELS)}")
+        if name == "remote":  # remote:NODE names the board whose agent trains
+            continue
         if dtype and dtype not in ("float32", "float64"):
             raise ValueError(f"dtype after ':' must be float32 or float64, got {dtype!r}")
     return spec

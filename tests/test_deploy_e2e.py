@@ -155,7 +155,7 @@ def test_quickstart_across_boards_survives_a_killed_node_and_a_rebooted_board(la
     assert len(by_round[2]) >= 2  # the round went on with the others
     # both modes delivered rows: the agent boards' clients trained with the remote kernel
     kernels = {row["partition_id"]: row["kernel"] for row in rows if row["round"] == "1"}
-    assert kernels["2"].startswith("remote") and kernels["3"].startswith("remote"), kernels
+    assert kernels["2"] == "remote:b3" and kernels["3"] == "remote:b4", kernels  # kernel remote:NODE
     assert not kernels["0"].startswith("remote") and not kernels["1"].startswith("remote"), kernels
     st = status(lab, fleet["inv"])
     assert st["b2"]["running"] and st["b2"]["restarts"] >= 1 and st["b4"]["running"]

@@ -371,7 +371,7 @@ def run_cmd(ctx, scenario, results_base):
     if spec["kernels"]:
         for i, (name, b) in enumerate(inv.boards.items()):
             if b.mode == "agent":
-                spec["kernels"][i] = "remote"
+                spec["kernels"][i] = f"remote:{name}"
     results = launch.new_results_dir(Path(results_base).resolve(), sc.name)
     spec_path = launch.write_spec(results, spec)
     env = sl.env(inv)

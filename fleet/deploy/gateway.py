@@ -1,7 +1,7 @@
 """Board mode ``agent``: the SuperNodes that stand in for agent boards, on the gateway (this host).
 
 An agent board runs no Python and no Flower: only ecufl-agent. For each such board, ecufl runs a
-``flower-supernode`` here whose ClientApp trains with the ``remote`` kernel: the kernel finds its
+``flower-supernode`` here whose ClientApp trains with kernel ``remote:<board>``: the kernel finds its
 agent through ``ECUFL_REMOTE_AGENT`` (a JSON endpoint: board address, fleet CA, the client
 certificate) and sends each round's weights to the board over mutual TLS. The SuperNode
 authenticates to the SuperLink with the board's node key, so the SuperLink sees one node per board.
@@ -53,8 +53,10 @@ def start(inv: Inventory, *, insecure: bool) -> dict[str, int]:
     for name in agent_boards(inv):
         env = procs.flower_env(d / "flwr-home" / name)
         env["ECUFL_REMOTE_AGENT"] = str(endpoint(inv, name))
+        # kernel remote:<board> (node_config's default for agent boards): the ClientApp checks that
+        # the endpoint it was given is that board's
         cmd = [procs.tool("flower-supernode"), "--superlink", f"{host}:{port}", "--port", str(procs.free_port()),
-               "--node-config", node_config(inv, name, "remote")]
+               "--node-config", node_config(inv, name)]
         if insecure:
             cmd.append("--insecure")
         else:
