@@ -85,8 +85,10 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
         ev = kernel.evaluate(images[job.shard], labels[job.shard])
         params = kernel.get_params()
         # a kernel that trains in another process (the board agent of kernel `remote`) names that
-        # process's own peak memory: the figure the board must hold, not this ClientApp's
-        own = kernel.describe().get("trainer_peak_rss_bytes")
+        # process's own peak memory and training CPU: the board's figures, not this ClientApp's
+        described = kernel.describe()
+        own = described.get("trainer_peak_rss_bytes")
+        train_cpu = described.get("trainer_train_cpu_seconds", train_cpu)
     finally:
         kernel.close()
     return TrainOutcome(params=params, dtype=dtype, samples=len(job.shard), setup_seconds=setup,

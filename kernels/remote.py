@@ -162,6 +162,8 @@ class RemoteAgentKernel(Kernel):
         if self.last_report is not None:
             d |= {"agent_peak_rss_bytes": self.last_report.peak_rss_bytes,
                   "agent_train_seconds": self.last_report.train_seconds, "agent_kernel": self.last_report.kernel,
+                  # the board's own training CPU: this process only waits for the reply meanwhile
+                  "trainer_train_cpu_seconds": self.last_report.train_cpu_seconds,
                   # what the board's memory must hold (the agent's own mappings; its VmHWM when absent):
                   # the client reports it as its trainer's peak (RoundReport.trainer_peak_rss_bytes)
                   "trainer_peak_rss_bytes": (self.last_report.trainer_peak_rss_bytes

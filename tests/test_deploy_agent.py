@@ -107,6 +107,9 @@ def test_remote_kernel_trains_like_the_reference(remote, agent, mnist_train):
     assert diff < 1e-4, diff
     rep = k.last_report
     assert rep.kernel == "c" and rep.samples == 6000 and rep.train_seconds > 0
+    # the agent's training thread's CPU: positive, within its wall time (one thread, never more)
+    assert 0 < rep.train_cpu_seconds <= rep.train_seconds * 1.01 + 1e-3, (rep.train_cpu_seconds, rep.train_seconds)
+    assert k.describe()["trainer_train_cpu_seconds"] == rep.train_cpu_seconds
     # footprint while training 784-32-10 on a 6,000-sample shard (the MNIST training set it holds included)
     assert 0 < rep.peak_rss_bytes <= 64 * 2**20, rep.peak_rss_bytes
     # natively the resident bytes of its own mappings (the figure the agent can give under qemu-user
@@ -188,3 +191,5 @@ def test_client_runner_reports_the_agents_own_peak(remote, agent, mnist_train):
     assert own >= mnist_train.images.nbytes, own
     assert own != resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not this process's figure
     assert out.samples == 1000 and out.local_accuracy > 0.3
+    # its training CPU is the agent's too, inside the wall time of the call that waited for it
+    assert 0 < out.train_cpu_seconds <= out.train_seconds, (out.train_cpu_seconds, out.train_seconds)
