@@ -1,4 +1,4 @@
-"""``ecufl fleet up/run/status/down/overhead`` and ``ecufl sim``: the command line of the fleet."""
+"""``ecufl fleet up/run/status/down/overhead/shootout`` and ``ecufl sim``: the command line of the fleet."""
 
 from __future__ import annotations
 
@@ -227,6 +227,35 @@ def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_ba
         click.echo(json.dumps(rows, indent=1))
     else:
         _console().print(overhead.table(rows))
+
+
+@fleet.command("shootout")
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--engine", type=click.Choice(["simulation", "deployment"]), default="simulation", show_default=True,
+              help="simulation: one client at a time, each with a core of its own; deployment: local SuperNodes.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Epochs per kernel in each of the two bench runs (median).")
+@STATE_OPTION
+@RESULTS_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def fleet_shootout(scenario, engine, repeats, state_path, results_base, as_json):
+    """Run SCENARIO's kernel shootout between two `ecufl bench kernels` runs and compare per CPU-second."""
+    from ecufl.fleet import shootout
+
+    _terminate_cleanly()
+    sc = _scenario(scenario)
+    try:
+        doc = shootout.measure(sc, Path(results_base), local.state_dir(state_path), engine=engine, repeats=repeats,
+                               echo=_console().print)
+    except local.FleetError as e:
+        raise _fail(e)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        from ecufl.server import report
+
+        report._wide(_console()).print(shootout.table(doc))
+        click.echo(f"results: {doc['results']}")
 
 
 @click.command("sim")

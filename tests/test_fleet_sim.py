@@ -61,3 +61,41 @@ def test_sim_parallel_must_be_positive(tmp_path):
     proc = subprocess.run([*ecufl_cmd(), "sim", str(ROOT / "scenarios" / "quickstart.toml"), "--parallel", "0"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--parallel" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_shootout_against_the_bench_in_one_command(tmp_path, mnist_dir):
+    """`ecufl fleet shootout`: the scenario's kernels run between two bench runs; each float32 row
+    divides the fleet's median samples per CPU-second by the bench's before and after it. The
+    figures move with the host, so only their consistency and a broad band (a unit or clock
+    mistake is a factor of 1,000 or of the epochs) are checked; the README gives measured values."""
+    import json
+
+    sc = tmp_path / "tiny.toml"
+    sc.write_text('name = "tiny"\nengine = "deployment"\nnodes = 2\nrounds = 1\ntrain_limit = 6000\n'
+                  'layers = [784, 16, 10]\n[shootout]\nkernels = ["numpy:float32", "numpy", "c"]\n')
+    proc = subprocess.run([*ecufl_cmd(), "fleet", "shootout", str(sc), "--repeats", "1", "--json",
+                           "--results", str(tmp_path / "results"), "--state", str(tmp_path / "fleet")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    assert doc["engine"] == "simulation" and doc["config"] == "784-16-10"  # the default engine, whatever the file says
+    assert json.loads((tmp_path / "results" / doc["results"].split("/")[-1] / "shootout.json").read_text()) == doc
+    by = {r["kernel"]: r for r in doc["rows"]}
+    assert set(by) == {"numpy:float32", "numpy:float64", "c:float32"}, by
+    assert all(r["replies"] == 2 for r in by.values())
+    for k in ("numpy:float32", "c:float32"):
+        r = by[k]
+        assert r["bench_before"] > 0 and r["bench_after"] > 0
+        assert r["fleet_over_bench_before"] == pytest.approx(r["fleet_samples_per_cpu_second"] / r["bench_before"])
+        assert 0.2 < r["fleet_over_bench_before"] < 5 and 0.2 < r["fleet_over_bench_after"] < 5, r
+    # the float64 reference has no bench row (the bench trains float32): no ratio is made up
+    assert by["numpy:float64"]["fleet_over_bench_before"] is None
+    assert by["numpy:float64"]["bench_before"] == by["numpy:float32"]["bench_before"]
+
+
+def test_shootout_needs_a_shootout_table(tmp_path, mnist_dir):
+    sc = tmp_path / "plain.toml"
+    sc.write_text('name = "plain"\nengine = "simulation"\nnodes = 2\nrounds = 1\n')
+    proc = subprocess.run([*ecufl_cmd(), "fleet", "shootout", str(sc)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "scenario 'plain' has no [shootout] table" in proc.stderr, proc.stderr
