@@ -16,10 +16,11 @@ RESULTS_OPTION = click.option("--results", "results_base", default="results", sh
                               type=click.Path(file_okay=False), help="Where run folders are created.")
 
 
-def _console():
-    from ecufl.cli import console
+def _console(as_json: bool = False):
+    """The terminal console; with --json, progress goes to stderr so stdout stays one JSON document."""
+    from ecufl.cli import console, err_console
 
-    return console
+    return err_console if as_json else console
 
 
 def _scenario(path: str, **overrides):
@@ -220,7 +221,7 @@ def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_ba
             raise click.UsageError(f"--engines: expected deployment and/or simulation, got {e!r}")
     try:
         rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
-                                Path(results_base), echo=_console().print)
+                                Path(results_base), echo=_console(as_json).print)
     except local.FleetError as e:
         raise _fail(e)
     if as_json:
@@ -246,7 +247,7 @@ def fleet_shootout(scenario, engine, repeats, state_path, results_base, as_json)
     sc = _scenario(scenario)
     try:
         doc = shootout.measure(sc, Path(results_base), local.state_dir(state_path), engine=engine, repeats=repeats,
-                               echo=_console().print)
+                               echo=_console(as_json).print)
     except local.FleetError as e:
         raise _fail(e)
     if as_json:

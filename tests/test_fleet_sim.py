@@ -77,7 +77,7 @@ def test_shootout_against_the_bench_in_one_command(tmp_path, mnist_dir):
                            "--results", str(tmp_path / "results"), "--state", str(tmp_path / "fleet")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    doc = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    doc = json.loads(proc.stdout)  # progress went to stderr
     assert doc["engine"] == "simulation" and doc["config"] == "784-16-10"  # the default engine, whatever the file says
     assert json.loads((tmp_path / "results" / doc["results"].split("/")[-1] / "shootout.json").read_text()) == doc
     by = {r["kernel"]: r for r in doc["rows"]}
