@@ -13,6 +13,9 @@ re-run after a server restart, or the same round trained by another kernel, sees
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +57,22 @@ class TrainOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# A lock file that the clients of one host take turns on while they train (set by `ecufl fleet up
+# --one-trainer`): each timing is then that of a core of its own, as on separate ECUs.
+TRAIN_LOCK_ENV = "ECUFL_TRAIN_LOCK"
+
+
+@contextlib.contextmanager
+def one_trainer_at_a_time():
+    path = os.environ.get(TRAIN_LOCK_ENV)
+    if not path:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if training raises
+        yield
+
+
 def order_seed(seed: int, partition_id: int, server_round: int) -> int:
     """A 32-bit seed for one client's epoch orders in one round, from (run seed, partition, round)."""
     return int(np.random.SeedSequence([seed, partition_id, server_round]).generate_state(1)[0])
@@ -77,7 +96,7 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
         # One thread, timed on that thread's own CPU clock: as `ecufl bench kernels` measures, and
         # as an ECU's single core runs it. The process clock would also count Flower's gRPC and
         # Ray's threads, which run while the kernel trains and are not the kernel's cost.
-        with threadpool_limits(1):
+        with one_trainer_at_a_time(), threadpool_limits(1):
             t0, c0 = time.perf_counter(), time.thread_time()
             for epoch in epochs:
                 kernel.train(images, labels, epoch, job.lr, job.batch_size)

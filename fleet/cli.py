@@ -87,8 +87,10 @@ def fleet():
 @click.option("--kernels", default="numpy", show_default=True,
               help="Comma-separated kernels, cycled over the nodes (name or name:dtype).")
 @click.option("--profiles", default="host", show_default=True, help="Comma-separated device profiles, cycled.")
+@click.option("--one-trainer", is_flag=True,
+              help="Clients take turns to train, so each timing is a core of its own (as on separate ECUs).")
 @STATE_OPTION
-def fleet_up(nodes, kernels, profiles, state_path):
+def fleet_up(nodes, kernels, profiles, one_trainer, state_path):
     """Start one flower-superlink and NODES flower-supernode processes."""
     if not 1 <= nodes <= 64:
         raise click.UsageError(f"--nodes must be in 1..64 on one machine, got {nodes} (use `ecufl sim` beyond)")
@@ -96,11 +98,12 @@ def fleet_up(nodes, kernels, profiles, state_path):
     _check_kernels(kernel_list, "--kernels")
     folder = local.state_dir(state_path)
     try:
-        state = local.up(folder, nodes, kernel_list, _csv(profiles, "--profiles"))
+        state = local.up(folder, nodes, kernel_list, _csv(profiles, "--profiles"), one_trainer=one_trainer)
     except local.FleetError as e:
         raise _fail(e)
     _console().print(f"fleet up in {folder}: superlink on 127.0.0.1:{state.port}, "
-                     f"{nodes} nodes ({', '.join(n.kernel for n in state.nodes)})")
+                     f"{nodes} nodes ({', '.join(n.kernel for n in state.nodes)})"
+                     + (", one trainer at a time" if one_trainer else ""))
 
 
 @fleet.command("down")
@@ -236,10 +239,12 @@ def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_ba
               help="simulation: one client at a time, each with a core of its own; deployment: local SuperNodes.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
               help="Epochs per kernel in each of the two bench runs (median).")
+@click.option("--all-at-once", is_flag=True,
+              help="deployment: clients train at the same time and share the cores (default: they take turns).")
 @STATE_OPTION
 @RESULTS_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def fleet_shootout(scenario, engine, repeats, state_path, results_base, as_json):
+def fleet_shootout(scenario, engine, repeats, all_at_once, state_path, results_base, as_json):
     """Run SCENARIO's kernel shootout between two `ecufl bench kernels` runs and compare per CPU-second."""
     from ecufl.fleet import shootout
 
@@ -247,7 +252,7 @@ def fleet_shootout(scenario, engine, repeats, state_path, results_base, as_json)
     sc = _scenario(scenario)
     try:
         doc = shootout.measure(sc, Path(results_base), local.state_dir(state_path), engine=engine, repeats=repeats,
-                               echo=_console(as_json).print)
+                               one_trainer=not all_at_once, echo=_console(as_json).print)
     except local.FleetError as e:
         raise _fail(e)
     if as_json:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from ecufl.client.runner import TRAIN_LOCK_ENV
 from ecufl.fleet import flwr_app, procs
 
 CONNECTION = "ecufl-fleet"
@@ -56,6 +57,7 @@ class FleetState:
     superlink_pid: int
     nodes: list[Node] = field(default_factory=list)
     started_at: float = 0.0
+    train_lock: str = ""  # one trainer at a time on this host (ECUFL_TRAIN_LOCK); "" = all at once
 
     @property
     def path(self) -> Path:
@@ -70,7 +72,10 @@ class FleetState:
         return self.path / "app"
 
     def env(self) -> dict[str, str]:
-        return procs.flower_env(self.flwr_home)
+        env = procs.flower_env(self.flwr_home)
+        if self.train_lock:
+            env[TRAIN_LOCK_ENV] = self.train_lock
+        return env
 
     def save(self) -> None:
         (self.path / "state.json").write_text(json.dumps(asdict(self), indent=1))
@@ -106,15 +111,18 @@ def start_node(state: FleetState, partition: int, nodes: int, kernel: str, profi
 
 
 def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None = None,
-       timeout: float = 120.0) -> FleetState:
-    """Start a SuperLink and ``nodes`` SuperNodes; kernels/profiles are cycled over the nodes."""
+       timeout: float = 120.0, one_trainer: bool = False) -> FleetState:
+    """Start a SuperLink and ``nodes`` SuperNodes; kernels/profiles are cycled over the nodes.
+    ``one_trainer``: the clients take turns to train (a lock file in the fleet folder), so each
+    timing is that of a core of its own, as on separate ECUs, not of cores shared by the fleet."""
     current = FleetState.load(folder)
     if current and procs.alive(current.superlink_pid):
         raise FleetError(f"a fleet is already up in {folder} ({len(current.nodes)} nodes); `ecufl fleet down` first")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "superlink.db").unlink(missing_ok=True)  # a fresh fleet starts with a fresh SuperLink
     port = procs.free_port()
-    state = FleetState(str(folder), port, 0, started_at=time.time())
+    state = FleetState(str(folder), port, 0, started_at=time.time(),
+                       train_lock=str(folder / "train.lock") if one_trainer else "")
     flwr_app.write_app(state.app)
     flwr_app.write_connection(state.flwr_home, CONNECTION, port)
     state.superlink_pid = procs.start(

@@ -9,8 +9,9 @@ minutes (``python -m ecufl.bench_drift``): a fleet figure is judged against both
 neighbours, and against the bench's own spread between the two.
 
 The fleet runs in simulation with one client at a time by default (every client has a core of its
-own, as the bench's worker does); ``--engine deployment`` runs it on local SuperNodes, which share
-the machine's cores with each other.
+own, as the bench's worker does); ``--engine deployment`` runs it on local SuperNodes whose
+clients take turns to train (``ecufl fleet up --one-trainer``), or, with ``--all-at-once``, train
+together and share the machine's cores.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def bench_rates(kernels: list[str], config: str, batch_size: int, lr: float, see
 
 
 def measure(sc: Scenario, results_base: Path, state: Path, *, engine: str = "simulation", repeats: int = 3,
-            echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+            one_trainer: bool = True, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     if not sc.shootout:
         raise local.FleetError(f"scenario {sc.name!r} has no [shootout] table: nothing to compare kernel by kernel")
     sc = sc.model_copy(update={"engine": engine})
@@ -57,7 +58,7 @@ def measure(sc: Scenario, results_base: Path, state: Path, *, engine: str = "sim
     if engine == "deployment":
         folder = state.parent / (state.name + "-shootout")
         local.down(folder)
-        fleet = local.up(folder, sc.nodes, ["numpy:float32"])
+        fleet = local.up(folder, sc.nodes, ["numpy:float32"], one_trainer=one_trainer)
         try:
             folders = launch.run_scenario(sc, results_base, fleet=fleet, echo=echo)
         finally:
@@ -81,7 +82,8 @@ def measure(sc: Scenario, results_base: Path, state: Path, *, engine: str = "sim
                 "fleet_over_bench_after": fleet_rate / b1 if comparable and b1 else None,
             })
     top = folders[0].parent if len(folders) > 1 else folders[0]
-    doc = {"scenario": sc.name, "engine": engine, "config": config, "batch_size": sc.batch_size,
+    doc = {"scenario": sc.name, "engine": engine, "one_trainer": engine == "simulation" or one_trainer,
+           "config": config, "batch_size": sc.batch_size,
            "bench_repeats": repeats, "results": str(top), "rows": rows}
     (top / "shootout.json").write_text(json.dumps(doc, indent=1))
     return doc
@@ -93,7 +95,8 @@ def table(doc: dict[str, Any]):
     def num(v: float | None, fmt: str) -> str:
         return "-" if v is None else format(v, fmt)
 
-    t = Table(title=f"{doc['scenario']} ({doc['engine']}) vs `ecufl bench kernels` at {doc['config']}, "
+    how = "one trainer at a time" if doc["one_trainer"] else "all clients at once"
+    t = Table(title=f"{doc['scenario']} ({doc['engine']}, {how}) vs `ecufl bench kernels` at {doc['config']}, "
                     f"batch {doc['batch_size']}: samples per CPU-second of the training thread")
     for col in ("kernel", "replies", "bench before", "fleet (median)", "bench after", "fleet / before",
                 "fleet / after"):

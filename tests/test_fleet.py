@@ -231,3 +231,23 @@ def test_supernode_killed_mid_round(fleet, tmp_path):
     assert int(rounds[2]["clients_accepted"]) == 3
     st = json.loads(ecufl("fleet", "status", "--state", str(fleet), "--json").stdout)
     assert [n["alive"] for n in st["nodes"]] == [True, True, True, False]
+
+
+def test_one_trainer_fleet_hands_its_supernodes_the_train_lock(tmp_path, mnist_dir):
+    """`fleet up --one-trainer`: every SuperNode (and so every ClientApp it starts) gets the fleet's
+    lock file in ECUFL_TRAIN_LOCK; without the flag no SuperNode has it (runner test: the turns)."""
+    def lock_of(pid: int) -> str | None:
+        env = dict(kv.split(b"=", 1) for kv in open(f"/proc/{pid}/environ", "rb").read().split(b"\0") if b"=" in kv)
+        v = env.get(b"ECUFL_TRAIN_LOCK")
+        return v.decode() if v is not None else None
+
+    for flag, want in (("--one-trainer", True), (None, False)):
+        state = tmp_path / f"fleet-{bool(flag)}"
+        ecufl("fleet", "up", "--nodes", "2", *([flag] if flag else []), "--state", str(state), timeout=180)
+        try:
+            nodes = pids_of(state)[1:]
+            assert len(nodes) == 2
+            locks = {lock_of(p) for p in nodes}
+            assert locks == ({str(state / "train.lock")} if want else {None}), locks
+        finally:
+            ecufl("fleet", "down", "--state", str(state), check=False)

@@ -107,3 +107,36 @@ def test_shards_agree_and_cover(mnist_train):
     assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
     skewed = [task.shard(mnist_train.labels, ident(p), 5, 0.3, 0)[0] for p in range(4)]
     assert sum(len(s) for s in skewed) == 60000
+
+
+def test_clients_take_turns_to_train_under_the_train_lock(tmp_path, monkeypatch, mnist_train):
+    """ECUFL_TRAIN_LOCK (`ecufl fleet up --one-trainer`): a client trains only while it holds the
+    host's lock file, and its clock starts once it has it; without the variable nothing waits."""
+    import fcntl
+    import threading
+    import time
+
+    def job():
+        return runner.TrainJob(kernel="numpy", dtype="float32", profile="host",
+                               params=init_params([784, 8, 10], 1, dtype="float32"), shard=np.arange(500),
+                               lr=3.0, batch_size=10, epochs=1, order_seed=1)
+
+    lock = tmp_path / "train.lock"
+    monkeypatch.setenv(runner.TRAIN_LOCK_ENV, str(lock))
+    held = open(lock, "a")
+    fcntl.flock(held, fcntl.LOCK_EX)  # another client is training
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(runner.run(job(), mnist_train.images, mnist_train.labels)))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(1.0)
+    assert not done  # waiting for its turn
+    fcntl.flock(held, fcntl.LOCK_UN)
+    held.close()
+    t.join(60)
+    assert done and time.monotonic() - t0 >= 1.0
+    assert done[0].train_seconds < 1.0  # the wait is not training time
+    # released: the next client goes straight in, and so does one without a lock
+    assert runner.run(job(), mnist_train.images, mnist_train.labels).samples == 500
+    monkeypatch.delenv(runner.TRAIN_LOCK_ENV)
+    assert runner.run(job(), mnist_train.images, mnist_train.labels).samples == 500
