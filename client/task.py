@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ecufl import data as mnist
+from ecufl.kernels import split_spec
 
 _CACHE: dict[Any, Any] = {}
 
@@ -34,15 +35,6 @@ class Identity:
     dtype: str | None
     profile: str
     agent: str | None = None  # kernel `remote:NODE`: the board whose agent trains
-
-
-def split_kernel(spec: str) -> tuple[str, str | None, str | None]:
-    """``name[:dtype]``, or ``remote[:NODE]`` where the part after ':' names a board: (name, dtype, board)."""
-    name, _, tail = spec.partition(":")
-    name, tail = name.strip(), tail.strip() or None
-    if name == "remote":
-        return name, None, tail
-    return name, tail, None
 
 
 def _pick(listing: str, index: int) -> str:
@@ -61,7 +53,7 @@ def identity(node_config: dict[str, Any], config: dict[str, Any]) -> Identity:
     if not 0 <= pid < n:
         raise ValueError(f"node config partition-id={pid} is outside 0..{n - 1}")
     kernel_spec = _pick(config.get("node-kernels", ""), pid) or str(node_config.get("kernel", "")) or "numpy"
-    kernel, dtype, agent = split_kernel(kernel_spec)
+    kernel, dtype, agent = split_spec(kernel_spec)
     profile = _pick(config.get("node-profiles", ""), pid) or str(node_config.get("profile", "")) or "host"
     return Identity(pid, n, kernel, dtype, profile, agent)
 

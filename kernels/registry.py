@@ -49,6 +49,16 @@ KERNELS: dict[str, KernelSpec] = {
 }
 
 
+def split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """A kernel as scenarios and node configs write it: ``name[:dtype]``, or ``remote[:NODE]``, where
+    the part after ':' names the board whose agent trains. Returns (name, dtype, board)."""
+    name, _, tail = spec.partition(":")
+    name, tail = name.strip(), tail.strip() or None
+    if name == "remote":
+        return name, None, tail
+    return name, tail, None
+
+
 def register(spec: KernelSpec) -> None:
     KERNELS[spec.name] = spec
 

@@ -42,7 +42,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ecufl.kernels import KERNELS, available, create, init_params
+from ecufl.kernels import KERNELS, available, create, init_params, split_spec
 from ecufl.kernels.arm.profiles import get as get_profile
 from ecufl.server.virtual_clock import DEFAULT_LINK, get_link
 
@@ -70,11 +70,9 @@ class ScenarioError(ValueError):
 
 def _check_kernel(spec: str) -> str:
     for alternative in spec.split("|"):
-        name, _, dtype = alternative.strip().partition(":")
+        name, dtype, _board = split_spec(alternative)  # remote:NODE names a board, not a dtype
         if name not in KERNELS:
             raise ValueError(f"unknown kernel {name!r}; kernels: {', '.join(KERNELS)}")
-        if name == "remote":  # remote:NODE names the board whose agent trains
-            continue
         if dtype and dtype not in ("float32", "float64"):
             raise ValueError(f"dtype after ':' must be float32 or float64, got {dtype!r}")
     return spec

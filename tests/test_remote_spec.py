@@ -12,15 +12,15 @@ import sys
 import pytest
 
 from ecufl.client import task
-from ecufl.kernels import init_params
+from ecufl.kernels import init_params, split_spec
 from ecufl.scenarios.schema import _check_kernel
 
 
-def test_split_kernel_reads_a_board_after_remote_and_a_dtype_after_others():
-    assert task.split_kernel("remote:b3") == ("remote", None, "b3")
-    assert task.split_kernel("remote") == ("remote", None, None)
-    assert task.split_kernel("c:float32") == ("c", "float32", None)
-    assert task.split_kernel("numpy") == ("numpy", None, None)
+def test_split_spec_reads_a_board_after_remote_and_a_dtype_after_others():
+    assert split_spec("remote:b3") == ("remote", None, "b3")
+    assert split_spec("remote") == ("remote", None, None)
+    assert split_spec("c:float32") == ("c", "float32", None)
+    assert split_spec("numpy") == ("numpy", None, None)
 
 
 def test_identity_carries_the_board_of_remote():
