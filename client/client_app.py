@@ -20,7 +20,6 @@ import socket
 import time
 import traceback
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -28,6 +27,7 @@ import ecufl
 from ecufl.client import emulated, runner, task  # noqa: F401 - emulated registers the i.MX6 profiles' trainer
 from ecufl.kernels import KernelUnavailable, create
 from ecufl.proto import RoundReport, wire
+from ecufl.runconfig import RunConfig, RunConfigError
 
 app = ClientApp()
 _handled = 0  # messages this process has handled: start-up counts only for the first one
@@ -50,19 +50,6 @@ def _process_age() -> float:
         return 0.0
 
 
-def _corrupt(record: ArrayRecord, mode: str, params) -> ArrayRecord:
-    """TEST HOOK (see ``task.corruption``): damage the reply the way a broken ECU might."""
-    if mode in ("nan", "inf"):
-        params.weights[0][0, 0] = np.nan if mode == "nan" else np.inf
-        return wire.params_to_record(params)
-    if mode == "shape":
-        params.weights[0] = params.weights[0][:, :-1]
-        return wire.params_to_record(params)
-    if mode == "dtype":
-        return wire.params_to_record(params, dtype="float64")
-    return record
-
-
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     global _handled
@@ -77,24 +64,23 @@ def train(msg: Message, context: Context) -> Message:
                          pid=os.getpid())
     try:
         ident = task.identity(dict(context.node_config), config)
+        run = RunConfig.from_flat(config)
         report.partition_id = ident.partition_id
         report.num_partitions = ident.num_partitions
         report.kernel = ident.kernel + "".join(f":{q}" for q in (ident.dtype, ident.agent) if q)
         report.profile = ident.profile
-        sizes = [int(v) for v in str(config["layers"]).split("-")]
-        report.layers.extend(sizes)
-        report.lr = float(config["lr"])
-        report.batch_size = int(config["batch-size"])
-        report.local_epochs = int(config["local-epochs"])
-        seed = int(config["seed"])
+        report.layers.extend(run.layers)
+        report.lr = run.lr
+        report.batch_size = run.batch_size
+        report.local_epochs = run.local_epochs
+        seed = run.seed
 
         arrays = msg.content.array_records[wire.ARRAYS]
         report.bytes_received = arrays.count_bytes()
         global_params = wire.record_to_params(arrays)
 
         train_set, load_seconds = task.training_set()
-        indices, split_seconds = task.shard(train_set.labels, ident, seed, float(config.get("split-alpha", 0.0)),
-                                            int(config.get("train-limit", 0)))
+        indices, split_seconds = task.shard(train_set.labels, ident, seed, run.alpha, run.train_limit)
         report.data_seconds = load_seconds + split_seconds
         report.samples = len(indices)
 
@@ -104,7 +90,7 @@ def train(msg: Message, context: Context) -> Message:
                               epochs=report.local_epochs,
                               order_seed=runner.order_seed(seed, ident.partition_id, server_round))
         outcome = runner.run(job, train_set.images, train_set.labels)
-    except (KernelUnavailable, ValueError, KeyError) as e:
+    except (KernelUnavailable, RunConfigError, ValueError, KeyError) as e:
         report.error = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
         return _reply(msg, report, None, cpu0)
     except Exception as e:  # noqa: BLE001 - any failure becomes this client's report, not a crash
@@ -127,9 +113,6 @@ def train(msg: Message, context: Context) -> Message:
 
     t0 = time.perf_counter()
     record = wire.params_to_record(outcome.params)
-    fault = task.corruption(config, ident.partition_id)
-    if fault:
-        record = _corrupt(record, fault, outcome.params.astype(wire.TRANSPORT_DTYPE))
     report.bytes_sent = record.count_bytes()
     report.serialise_seconds = time.perf_counter() - t0  # the report's own bytes are added in _reply
     return _reply(msg, report, record, cpu0)
@@ -157,10 +140,10 @@ def _reply(msg: Message, report: RoundReport, record: ArrayRecord | None, cpu0: 
 def evaluate(msg: Message, context: Context) -> Message:
     config = dict(msg.content.config_records.get(wire.CONFIG, ConfigRecord()))
     ident = task.identity(dict(context.node_config), config)
+    run = RunConfig.from_flat(config)
     params = wire.record_to_params(msg.content.array_records[wire.ARRAYS])
     train_set, _ = task.training_set()
-    indices, _ = task.shard(train_set.labels, ident, int(config["seed"]), float(config.get("split-alpha", 0.0)),
-                            int(config.get("train-limit", 0)))
+    indices, _ = task.shard(train_set.labels, ident, run.seed, run.alpha, run.train_limit)
     kernel = create("numpy", params.astype("float64"), dtype="float64")
     ev = kernel.evaluate(train_set.images[indices], train_set.labels[indices])
     metrics = MetricRecord({wire.NUM_EXAMPLES: len(indices), "loss": ev.loss, "accuracy": ev.accuracy})

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
+from ecufl.ui import console, fmt_bytes
 
 DEFAULT_CONFIGS = ["784-2-10", "784-8-10", "784-32-10", "784-128-10", "784-32-16-10"]
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -150,7 +151,6 @@ def print_table(title: str, headers: list[str], rows: list[list[str]], note: str
     from rich.console import Console
     from rich.table import Table
 
-    from ecufl.cli import console
 
     if markdown:
         click.echo("| " + " | ".join(headers) + " |")
@@ -194,7 +194,6 @@ def bench():
 def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook_limit, timeout, as_json,
                   markdown, target, arm_samples):
     """Time one epoch per kernel and config; ratios to the numpy reference from the same run."""
-    from ecufl.cli import console, fmt_bytes
     from ecufl.kernels import KERNELS, available
 
     have = available()

@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from ecufl.bench import bench, print_table  # the `ecufl bench` group: this module adds `prune` to it
+from ecufl.ui import console, fmt_bytes
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEFAULT_CONFIGS = "784-32-10,784-128-10"
@@ -142,7 +143,6 @@ def plan(configs: list[str], sparsities: list[float], with_c: bool, with_numpy: 
 def bench_prune(configs, sparsities, epochs, lr, batch_size, seed, scaled_init, no_numpy, timeout, as_json,
                 markdown):
     """Accuracy, time per epoch and weight bytes: float C vs int8, dense and pruned (issue 7's table)."""
-    from ecufl.cli import console, fmt_bytes
     from ecufl.kernels import available
     from ecufl.kernels.prune import check_sparsity
 

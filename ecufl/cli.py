@@ -9,49 +9,21 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ecufl import __version__
-
-console = Console()
-err_console = Console(stderr=True)
-
-
-class Failure(click.ClickException):
-    """A run failed for a reason outside the user's flags (exit 1)."""
-
-    exit_code = 1
-
-
-def parse_layers(value: str | None, flag: str = "--layers") -> list[int] | None:
-    if value is None:
-        return None
-    try:
-        sizes = [int(v) for v in value.replace("-", ",").split(",") if v.strip()]
-    except ValueError:
-        raise click.UsageError(f"{flag}: expected comma-separated integers like 784,30,10, got {value!r}")
-    if len(sizes) < 2:
-        raise click.UsageError(f"{flag}: need at least an input and an output layer, got {value!r}")
-    if any(s < 1 for s in sizes):
-        raise click.UsageError(f"{flag}: layer sizes must be positive, got {value!r}")
-    if sizes[0] != 784:
-        raise click.UsageError(f"{flag}: the first layer must be 784 (28x28 MNIST pixels), got {sizes[0]}")
-    if sizes[-1] != 10:
-        raise click.UsageError(f"{flag}: the last layer must be 10 (digits 0-9), got {sizes[-1]}")
-    return sizes
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
+from ecufl.data import DataError
+from ecufl.kernels import KernelUnavailable
+from ecufl.weights import WeightFileError
+from ecufl.ui import Failure, console, err_console, fmt_bytes, parse_layers  # noqa: F401 - re-exported
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -256,7 +228,7 @@ _EXTENSIONS = [
     "ecufl.fleet.cli:fleet",
     "ecufl.fleet.cli:sim",
     "ecufl.fleet.cli:scenario_group",
-    "ecufl.server.report:report",
+    "ecufl.report:report",
 ]
 
 
@@ -275,10 +247,6 @@ def _extend() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ecufl.data import DataError
-    from ecufl.kernels import KernelUnavailable
-    from ecufl.weights import WeightFileError
-
     _extend()
     try:
         rc = cli.main(args=argv, prog_name="ecufl", standalone_mode=False)
@@ -300,7 +268,28 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("ecufl: interrupted", err=True)
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the user, the traceback in a log
+        click.echo(f"ecufl: error: {type(e).__name__}: {e} (a bug in ecufl; traceback in {_crash_log()})", err=True)
+        sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _crash_log() -> Path:
+    """Write the current exception's traceback to a log file and return its path
+    ($ECUFL_LOG_DIR, else ~/.cache/ecufl/logs; the system's temp folder if neither is writable)."""
+    text = f"ecufl {__version__}: {' '.join(sys.argv)}\n\n{traceback.format_exc()}"
+    name = f"ecufl-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for folder in (os.environ.get("ECUFL_LOG_DIR"), Path.home() / ".cache" / "ecufl" / "logs", tempfile.gettempdir()):
+        if not folder:
+            continue
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            path = Path(folder) / name
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return Path("(unwritable)")
 
 
 if __name__ == "__main__":

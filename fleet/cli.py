@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from ecufl.fleet import launch, local
-from ecufl.scenarios.schema import ScenarioError, load
+from ecufl import report
+from ecufl.fleet import launch, local, overhead, shootout
+from ecufl.runconfig import RunConfig, RunConfigError
+from ecufl.scenarios.schema import ScenarioError, check_kernel, load
+from ecufl.ui import Failure, console, err_console
 
 STATE_OPTION = click.option("--state", "state_path", type=click.Path(file_okay=False),
                             help="Fleet state folder (default: .fleet, or $ECUFL_FLEET_DIR).")
@@ -18,7 +23,6 @@ RESULTS_OPTION = click.option("--results", "results_base", default="results", sh
 
 def _console(as_json: bool = False):
     """The terminal console; with --json, progress goes to stderr so stdout stays one JSON document."""
-    from ecufl.cli import console, err_console
 
     return err_console if as_json else console
 
@@ -38,29 +42,24 @@ def _csv(value: str, flag: str) -> list[str]:
 
 
 def _check_kernels(kernels: list[str], flag: str) -> None:
-    from ecufl.scenarios.schema import _check_kernel
-
     for k in kernels:
         try:
-            _check_kernel(k)
+            check_kernel(k)
         except ValueError as e:
             raise click.UsageError(f"{flag}: {e}")
 
 
 def _fail(e: Exception):
-    from ecufl.cli import Failure
 
     return Failure(str(e))
 
 
 def _finish(folders: list[Path]) -> None:
     """Write the report of what ran and say where it is."""
-    from ecufl.server import report
-
     console = _console()
     target = folders[0].parent if len(folders) > 1 else folders[0]
     html = report.build(target)
-    report._wide(console).print(report.table(target))
+    console.print(report.table(target))
     click.echo(f"results: {target}")  # plain echo: a path must not be wrapped by rich
     click.echo(f"report:  {html}")
 
@@ -68,8 +67,6 @@ def _finish(folders: list[Path]) -> None:
 def _terminate_cleanly() -> None:
     """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the processes this command started
     are stopped by its ``finally`` blocks instead of being left behind."""
-    import signal
-
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -89,21 +86,42 @@ def fleet():
 @click.option("--profiles", default="host", show_default=True, help="Comma-separated device profiles, cycled.")
 @click.option("--one-trainer", is_flag=True,
               help="Clients take turns to train, so each timing is a core of its own (as on separate ECUs).")
+@click.option("--warm/--cold", default=True, show_default=True,
+              help="warm: each node forks its ClientApps from a parent holding imports, data and kernel; "
+                   "cold: Flower's plain path, a new flwr-clientapp process per message.")
+@click.option("--cold-nodes", default="", help="Comma-separated partitions that run cold in a warm fleet.")
+@click.option("--data-dirs", default="", type=str,
+              help="Comma-separated MNIST folders, cycled over the nodes (each node's ECUFL_DATA).")
 @STATE_OPTION
-def fleet_up(nodes, kernels, profiles, one_trainer, state_path):
+def fleet_up(nodes, kernels, profiles, one_trainer, warm, cold_nodes, data_dirs, state_path):
     """Start one flower-superlink and NODES flower-supernode processes."""
     if not 1 <= nodes <= 64:
         raise click.UsageError(f"--nodes must be in 1..64 on one machine, got {nodes} (use `ecufl sim` beyond)")
     kernel_list = _csv(kernels, "--kernels")
     _check_kernels(kernel_list, "--kernels")
+    cold = set()
+    for v in _csv(cold_nodes, "--cold-nodes") if cold_nodes.strip() else []:
+        if not v.isdigit() or int(v) >= nodes:
+            raise click.UsageError(f"--cold-nodes: expected partitions in 0..{nodes - 1}, got {v!r}")
+        cold.add(int(v))
+    dirs = _csv(data_dirs, "--data-dirs") if data_dirs.strip() else []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise click.UsageError(f"--data-dirs: {d} is not a folder")
     folder = local.state_dir(state_path)
     try:
-        state = local.up(folder, nodes, kernel_list, _csv(profiles, "--profiles"), one_trainer=one_trainer)
+        state = local.up(folder, nodes, kernel_list, _csv(profiles, "--profiles"), one_trainer=one_trainer,
+                         warm=warm, cold_nodes=cold, data_dirs=dirs or None)
     except local.FleetError as e:
         raise _fail(e)
+    n_warm = sum(n.warm for n in state.nodes)
     _console().print(f"fleet up in {folder}: superlink on 127.0.0.1:{state.port}, "
-                     f"{nodes} nodes ({', '.join(n.kernel for n in state.nodes)})"
+                     f"{nodes} nodes ({', '.join(n.kernel for n in state.nodes)}), "
+                     + (f"{n_warm} warm, {nodes - n_warm} cold" if n_warm and n_warm < nodes
+                        else "warm" if n_warm else "cold (Flower's plain path)")
                      + (", one trainer at a time" if one_trainer else ""))
+    rel = folder.relative_to(Path.cwd()) if folder.is_relative_to(Path.cwd()) else folder
+    click.echo(f"Flower's own CLI reaches it as: FLWR_HOME={rel / 'flwr-home'} flwr run . {local.CONNECTION}")
 
 
 @fleet.command("down")
@@ -133,7 +151,11 @@ def fleet_status(state_path, as_json):
                   f"{'up' if sl['healthy'] else 'alive' if sl['alive'] else 'DOWN'}")
     for n in st["nodes"]:
         console.print(f"  node {n['partition']}: pid {n['pid']} port {n['port']} kernel {n['kernel']} "
-                      f"profile {n['profile']}: {'alive' if n['alive'] else 'DOWN'}")
+                      f"profile {n['profile']}: {'alive' if n['alive'] else 'DOWN'}, "
+                      + (f"warm (launcher pid {n['exec_pid']} {'alive' if n['launcher_alive'] else 'DOWN'}, "
+                         f"parent pid {', '.join(map(str, n['parent_pids'])) or 'none'})" if n.get("warm") else "cold"))
+        for line in n.get("parent_deaths", [])[-3:]:
+            console.print(f"    {line}", markup=False)
 
 
 @fleet.command("run")
@@ -158,7 +180,7 @@ def fleet_run(scenario, resume_dir, keep, state_path, results_base):
     state = local.FleetState.load(folder)
     try:
         if state is None or not local.procs.alive(state.superlink_pid):
-            kernels = sc.node_kernels() or ["numpy"]
+            kernels = sc.node_kernels() or ["numpy"]  # a|b stays as written: each node chooses
             console.print(f"starting a fleet of {sc.nodes} nodes in {folder}")
             state = local.up(folder, sc.nodes, kernels, sc.profiles or [sc.profile])
             started = True
@@ -172,23 +194,21 @@ def fleet_run(scenario, resume_dir, keep, state_path, results_base):
 
 
 def _resume(results: Path, folder: Path, keep: bool) -> None:
-    console = _console()
-    try:
-        spec = json.loads((results / "spec.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise click.UsageError(f"--resume {results}: no readable spec.json ({e})")
     if not (results / "checkpoint.npz").exists():
         raise click.UsageError(f"--resume {results}: no checkpoint.npz to continue from")
+    try:
+        cfg = RunConfig.saved(results)
+    except RunConfigError as e:
+        raise click.UsageError(f"--resume {results}: {e}")
     started = False
     try:
-        if spec.get("engine") == "simulation":
-            launch.run_simulation(spec, results, resume=True, echo=console.print)
-        else:
+        state = None
+        if launch.engine_of(results) == "deployment":
             state = local.FleetState.load(folder)
             if state is None or not local.procs.alive(state.superlink_pid):
-                state = local.up(folder, spec["nodes"], spec["kernels"] or ["numpy"], spec.get("profiles"))
+                state = local.up(folder, cfg.nodes, cfg.kernels or ["numpy"], cfg.profiles or None)
                 started = True
-            launch.run_deployment(state, spec, results, resume=True, echo=console.print)
+        launch.resume(results, state, echo=_console().print)
     except local.FleetError as e:
         raise _fail(e)
     finally:
@@ -215,8 +235,6 @@ def _run_sim(sc, results_base: Path, parallel: int | None = None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_base, as_json):
     """Measure the fleet's own overhead per round: wall time minus the slowest client's train time."""
-    from ecufl.fleet import overhead
-
     counts = [int(v) for v in _csv(node_counts, "--nodes")]
     engine_list = _csv(engines, "--engines")
     for e in engine_list:
@@ -246,8 +264,6 @@ def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_ba
 @click.option("--json", "as_json", is_flag=True)
 def fleet_shootout(scenario, engine, repeats, all_at_once, state_path, results_base, as_json):
     """Run SCENARIO's kernel shootout between two `ecufl bench kernels` runs and compare per CPU-second."""
-    from ecufl.fleet import shootout
-
     _terminate_cleanly()
     sc = _scenario(scenario)
     try:
@@ -258,9 +274,7 @@ def fleet_shootout(scenario, engine, repeats, all_at_once, state_path, results_b
     if as_json:
         click.echo(json.dumps(doc, indent=1))
     else:
-        from ecufl.server import report
-
-        report._wide(_console()).print(shootout.table(doc))
+        _console().print(shootout.table(doc))
         click.echo(f"results: {doc['results']}")
 
 
@@ -290,9 +304,25 @@ def scenario_check(files):
     """Validate scenario files; print what each would run."""
     for f in files:
         sc = _scenario(f)
-        spec = sc.run_spec()
-        from collections import Counter
-
-        mix = ", ".join(f"{n}x {k}" for k, n in Counter(spec["kernels"]).items()) or "each node its own"
+        mix = ", ".join(f"{n}x {k}" for k, n in Counter(sc.node_kernels()).items()) or "each node its own"
         _console().print(f"{f}: ok: {sc.engine}, {sc.nodes} nodes, {sc.rounds} rounds, kernels {mix}"
                          + (f"; shootout of {', '.join(sc.shootout.kernels)}" if sc.shootout else ""))
+
+
+@scenario_group.command("config")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--kernel", help="The run of this kernel, for a scenario with a [shootout].")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the TOML here instead of printing it.")
+def scenario_config(file, kernel, out):
+    """Print FILE as Flower run config (TOML), for `flwr run . <federation> --run-config FILE.toml`."""
+    sc = _scenario(file)
+    if kernel is not None and (sc.shootout is None or kernel not in sc.shootout.kernels):
+        raise click.UsageError(f"--kernel {kernel}: not one of {file}'s [shootout] kernels")
+    flat = sc.run_config(kernel)
+    text = "".join(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}\n"
+                   for k, v in flat.items() if k not in ("run-dir", "resume"))
+    if out:
+        Path(out).write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)

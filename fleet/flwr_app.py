@@ -1,58 +1,40 @@
-"""The Flower side of a fleet: the app folder ``flwr run`` builds a FAB from, the SuperLink
-connection in ``$FLWR_HOME/config.toml`` (flwr 1.42 reads federations from there, not from
-pyproject.toml), and the ``flwr run`` / ``flwr ls`` / ``flwr stop`` calls.
+"""The Flower side of a fleet: the app ``flwr run`` builds a FAB from (the project itself), the
+SuperLink connection in ``$FLWR_HOME/config.toml`` (flwr 1.42 reads federations from there, not
+from pyproject.toml), and the ``flwr run`` / ``flwr ls`` / ``flwr stop`` calls.
 
-The app folder holds only a pyproject.toml naming the installed components
-(``ecufl.server.server_app:app``, ``ecufl.client.client_app:app``): SuperLink and SuperNodes run
-with runtime dependency installation off and import ecufl from this environment, so the FAB stays
-a few hundred bytes and nothing is installed per run.
+The project's pyproject.toml is the Flower App: it names the installed components
+(``ecufl.server.server_app:app``, ``ecufl.client.client_app:app``) and carries only itself and the
+README in the FAB (``fab-include``); SuperLink and SuperNodes run with runtime dependency
+installation off and import ecufl from their environment, so nothing is installed per run.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import ecufl
 from ecufl.fleet.procs import tool
-
-APP_PYPROJECT = """\
-# Written by ecufl (fleet/flwr_app.py): the Flower App that `flwr run` submits.
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "ecufl-fleet-app"
-version = "1.0.0"
-description = "ecufl: HDRNN federated over ECU clients"
-dependencies = []
-
-[tool.hatch.build.targets.wheel]
-packages = ["."]
-
-[tool.flwr.app]
-publisher = "ecufl"
-
-[tool.flwr.app.components]
-serverapp = "ecufl.server.server_app:app"
-clientapp = "ecufl.client.client_app:app"
-
-[tool.flwr.app.config]
-run-spec = ""
-resume = false
-"""
-
 
 class FlowerError(RuntimeError):
     pass
 
 
-def write_app(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "pyproject.toml").write_text(APP_PYPROJECT)
-    return folder
+def app_dir() -> Path:
+    """The Flower App: the project's own folder, whose pyproject.toml names the components and holds
+    every run-config key (``flwr run .`` from the project root is the same app)."""
+    root = Path(ecufl.__file__).resolve().parent.parent
+    try:
+        flwr = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        raise FlowerError(f"ecufl's Flower App (pyproject.toml with [tool.flwr.app]) is not in {root}: "
+                          "run ecufl from its checkout (`./bootstrap run` installs it there)") from None
+    if "components" not in flwr:
+        raise FlowerError(f"{root / 'pyproject.toml'}: [tool.flwr.app.components] is missing")
+    return root
 
 
 def write_connection(flwr_home: Path, name: str, port: int) -> None:

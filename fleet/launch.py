@@ -1,9 +1,10 @@
 """Run a scenario: on a local fleet of real processes (deployment) or in Flower's simulation engine.
 
-Both engines run the very same ServerApp and ClientApp through ``flwr run``; only what stands
-behind the SuperLink differs (SuperNode processes, or Ray actors in ``flower-superlink --simulation``).
-The run is described to the server by ``spec.json`` in its results folder; while it runs, the
-server's ``progress.jsonl`` is followed and printed (rounds, and clients as they reply).
+Both engines run the very same Flower App (the project's pyproject.toml) through ``flwr run``; only
+what stands behind the SuperLink differs (SuperNode processes, or Ray actors in
+``flower-superlink --simulation``). The scenario arrives as Flower's run config (flat keys,
+``ecufl.runconfig``), with ``run-dir`` set to the run folder this launcher made; while the run goes
+on, the server's ``progress.jsonl`` there is followed and printed (rounds, and clients as they reply).
 """
 
 from __future__ import annotations
@@ -17,28 +18,12 @@ from typing import Any
 
 from ecufl.fleet import flwr_app, procs
 from ecufl.fleet.local import CONNECTION, FleetError, FleetState, healthy
+from ecufl.kernels import split_spec, usable
+from ecufl.runconfig import RunConfig, RunConfigError, new_run_folder
 from ecufl.scenarios.schema import Scenario
 
 SIM_CONNECTION = "ecufl-sim"
 START_TIMEOUT = 300.0  # seconds from `flwr run` to the ServerApp's first event
-
-
-def new_results_dir(base: Path, name: str) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"{name}-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = base / f"{name}-{stamp}-{n}"
-    path.mkdir(parents=True)
-    return path
-
-
-def write_spec(results: Path, spec: dict[str, Any]) -> Path:
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / "spec.json"
-    path.write_text(json.dumps(spec, indent=1))
-    return path
 
 
 def _say(echo: Callable[[str], None] | None, rounds: int, ev: dict[str, Any]) -> None:
@@ -103,53 +88,80 @@ def follow(results: Path, rounds: int, status: Callable[[], str], timeout: float
         time.sleep(0.3)
 
 
-def _timeout(spec: dict[str, Any]) -> float:
-    return 300 + spec["rounds"] * (spec["round_timeout"] + 60)
+def _timeout(cfg: RunConfig) -> float:
+    return 300 + cfg.rounds * (cfg.round_timeout + 60)
 
 
-def run_deployment(state: FleetState, spec: dict[str, Any], results: Path, *, resume: bool = False,
+def _record(folder: Path, run_id: int, engine: str, where: Path | str) -> None:
+    with open(folder / "flower-runs.txt", "a") as f:
+        f.write(f"{run_id} {engine} {where}\n")
+
+
+def engine_of(folder: Path) -> str:
+    """The engine a run folder's last Flower run used (from flower-runs.txt; deployment if unknown)."""
+    try:
+        lines = (folder / "flower-runs.txt").read_text().split()
+        return lines[-2] if len(lines) >= 2 and lines[-2] in ("simulation", "deployment") else "deployment"
+    except OSError:
+        return "deployment"
+
+
+def prepare(cfg: RunConfig, folder: Path) -> RunConfig:
+    """The run config to submit for ``folder`` (absolute: the ServerApp runs in another directory)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir = str(folder.resolve())
+    return cfg
+
+
+def run_deployment(state: FleetState, cfg: RunConfig, folder: Path, *,
                    echo: Callable[[str], None] | None = None,
-                   on_started: Callable[[int], None] | None = None) -> dict[str, Any]:
-    if len(state.nodes) != spec["nodes"]:
-        raise FleetError(f"the scenario has {spec['nodes']} nodes but the fleet in {state.folder} has "
-                         f"{len(state.nodes)}; `ecufl fleet down` and run again (or `fleet up --nodes {spec['nodes']}`)")
-    spec_path = results / "spec.json" if resume else write_spec(results, spec)
+                   on_started: Callable[[int], None] | None = None,
+                   app: Path | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Submit the run to the fleet's SuperLink with ``flwr run`` and follow it until it is done.
+    ``app``: another Flower App using ecufl's ServerApp (e.g. its ClientApp wrapped in mods), with
+    run-config keys of its own in ``extra``."""
+    if cfg.nodes and len(state.nodes) != cfg.nodes:
+        raise FleetError(f"the scenario has {cfg.nodes} nodes but the fleet in {state.folder} has "
+                         f"{len(state.nodes)}; `ecufl fleet down` and run again (or `fleet up --nodes {cfg.nodes}`)")
+    prepare(cfg, folder)
     env, cwd = state.env(), state.path
-    # the ServerApp runs in a process of Flower's with another working directory: an absolute path
-    run_id = flwr_app.run(state.app, CONNECTION, env, cwd, {"run-spec": str(spec_path.resolve()), "resume": resume})
-    with open(results / "flower-runs.txt", "a") as f:
-        f.write(f"{run_id} deployment {state.folder}\n")
+    try:
+        run_id = flwr_app.run(app or flwr_app.app_dir(), CONNECTION, env, cwd, cfg.to_flat() | (extra or {}))
+    except flwr_app.FlowerError as e:
+        raise FleetError(str(e)) from None
+    _record(folder, run_id, "deployment", state.folder)
     if on_started:
         on_started(run_id)
     try:
-        return follow(results, spec["rounds"], lambda: flwr_app.status(run_id, CONNECTION, env, cwd),
-                      _timeout(spec), echo, str(state.path / "logs" / "superlink.log"))
+        return follow(folder, cfg.rounds, lambda: flwr_app.status(run_id, CONNECTION, env, cwd),
+                      _timeout(cfg), echo, str(state.path / "logs" / "superlink.log"))
     except BaseException:
         flwr_app.stop(run_id, CONNECTION, env, cwd)
         raise
 
 
-def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
-                   echo: Callable[[str], None] | None = None, parallel: int | None = None) -> dict[str, Any]:
-    """Start a simulation SuperLink of our own (own port, own FLWR_HOME under the results folder),
+def run_simulation(cfg: RunConfig, folder: Path, *, echo: Callable[[str], None] | None = None,
+                   parallel: int | None = None) -> dict[str, Any]:
+    """Start a simulation SuperLink of our own (own port, own FLWR_HOME under the run folder),
     run, stop it with all its children (Ray included)."""
     try:
-        import ray  # noqa: F401
+        import ray  # noqa: F401 - only to say which extra is missing, before any process starts
     except ImportError:
-        raise FleetError("engine = 'simulation' needs Ray: pip install 'flwr[simulation]==1.42.0' "
-                         "(or install ecufl with the test/simulation extra)") from None
-    folder = results / "sim"
-    folder.mkdir(parents=True, exist_ok=True)
-    spec_path = results / "spec.json" if resume else write_spec(results, spec)
+        raise FleetError("the simulation engine needs Ray, which `./bootstrap run` does not install: "
+                         "`.venv/bin/pip install -e '.[simulation]'` (or `./bootstrap test`)") from None
+    prepare(cfg, folder)
+    if not cfg.nodes:
+        raise FleetError("a simulation needs nodes > 0 (its number of virtual SuperNodes)")
+    sim = folder / "sim"
+    sim.mkdir(parents=True, exist_ok=True)
     port = procs.free_port()
-    flwr_app.write_app(folder / "app")
-    flwr_app.write_connection(folder / "flwr-home", SIM_CONNECTION, port)
-    env = procs.flower_env(folder / "flwr-home")
+    flwr_app.write_connection(sim / "flwr-home", SIM_CONNECTION, port)
+    env = procs.flower_env(sim / "flwr-home")
     env["RAY_DEDUP_LOGS"] = "0"
-    log = folder / "superlink.log"
+    log = sim / "superlink.log"
     pid = procs.start([procs.tool("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
                        "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"],
-                      env, log, folder, tied=True)
+                      env, log, sim, tied=True)
     try:
         end = time.monotonic() + 120
         while not healthy(port):
@@ -157,44 +169,57 @@ def run_simulation(spec: dict[str, Any], results: Path, *, resume: bool = False,
                 raise FleetError(f"the simulation SuperLink did not start; see {log}")
             time.sleep(0.3)
         cpus = os.cpu_count() or 1
-        actors = max(1, min(parallel or cpus, spec["nodes"]))
-        federation = {"num-supernodes": spec["nodes"], "client-resources-num-cpus": 1,
-                      "init-args-num-cpus": actors}
-        run_id = flwr_app.run(folder / "app", SIM_CONNECTION, env, folder,
-                              {"run-spec": str(spec_path.resolve()), "resume": resume}, federation)
-        with open(results / "flower-runs.txt", "a") as f:
-            f.write(f"{run_id} simulation {folder}\n")
-        return follow(results, spec["rounds"], lambda: flwr_app.status(run_id, SIM_CONNECTION, env, folder),
-                      _timeout(spec) + 120, echo, str(log))
+        actors = max(1, min(parallel or cpus, cfg.nodes))
+        federation = {"num-supernodes": cfg.nodes, "client-resources-num-cpus": 1, "init-args-num-cpus": actors}
+        try:
+            run_id = flwr_app.run(flwr_app.app_dir(), SIM_CONNECTION, env, sim, cfg.to_flat(), federation)
+        except flwr_app.FlowerError as e:
+            raise FleetError(str(e)) from None
+        _record(folder, run_id, "simulation", sim)
+        return follow(folder, cfg.rounds, lambda: flwr_app.status(run_id, SIM_CONNECTION, env, sim),
+                      _timeout(cfg) + 120, echo, str(log))
     finally:
         procs.stop(pid, grace=15)
 
 
+def resume(folder: Path, fleet: FleetState | None, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Continue the run in ``folder`` from its last checkpoint, with its saved settings, on the
+    engine it ran on (deployment needs ``fleet``)."""
+    try:
+        cfg = RunConfig.saved(folder)
+    except RunConfigError as e:
+        raise FleetError(str(e)) from None
+    cfg.resume = True
+    if engine_of(folder) == "simulation":
+        return run_simulation(cfg, folder, echo=echo)
+    if fleet is None:
+        raise FleetError("resuming a deployment run needs a fleet")
+    return run_deployment(fleet, cfg, folder, echo=echo)
+
+
 def run_scenario(scenario: Scenario, results_base: Path, *, fleet: FleetState | None = None,
                  echo: Callable[[str], None] | None = None, parallel: int | None = None) -> list[Path]:
-    """Run the scenario (once, or once per kernel of its shootout); returns the results folders."""
-    from ecufl.scenarios.schema import usable
-
+    """Run the scenario (once, or once per kernel of its shootout); returns the run folders."""
     kernels: list[str | None] = [None]
     if scenario.shootout:
-        kernels = [k for k in scenario.shootout.kernels if usable(k.partition(":")[0])]
+        kernels = [k for k in scenario.shootout.kernels if usable(split_spec(k)[0])]
         missing = [k for k in scenario.shootout.kernels if k not in kernels]
         if missing and echo:
             echo(f"shootout: skipping {', '.join(missing)} (not built here; see `ecufl kernels`)")
         if not kernels:
             raise FleetError("shootout: none of its kernels is available here")
-    top = new_results_dir(results_base, scenario.name)
+    top = new_run_folder(results_base.resolve(), scenario.name)
     folders = []
     for kernel in kernels:
-        spec = scenario.run_spec(kernel)
-        results = top / spec["name"] if kernel else top
+        cfg = scenario.config(kernel)
+        folder = top / cfg.name if kernel else top
         if echo and kernel:
-            echo(f"[bold]{spec['name']}[/]: every node on {spec['kernels'][0]}")
+            echo(f"[bold]{cfg.name}[/]: every node on {kernel}")
         if scenario.engine == "simulation":
-            run_simulation(spec, results, echo=echo, parallel=parallel)
+            run_simulation(cfg, folder, echo=echo, parallel=parallel)
         else:
             if fleet is None:
                 raise FleetError("engine = 'deployment' needs a fleet")
-            run_deployment(fleet, spec, results, echo=echo)
-        folders.append(results)
+            run_deployment(fleet, cfg, folder, echo=echo)
+        folders.append(folder)
     return folders

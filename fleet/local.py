@@ -14,12 +14,19 @@ Each SuperNode gets its own port and node config: ``partition-id``, ``num-partit
 ``--disable-runtime-dependency-installation`` (no ``uv sync`` per run: ecufl is installed here).
 The Fleet API of flwr 1.42 is HTTP (FastAPI/uvicorn) on the SuperLink's one port; it is insecure
 (plain text) because it never leaves 127.0.0.1.
+
+A node is warm (the default) or cold. Cold is Flower's plain path: the SuperNode starts its own
+``flower-superexec``, which starts a ``flwr-clientapp`` process per message. Warm: the SuperNode
+runs with ``--isolation process`` and ecufl's launcher (``ecufl.fleet.warm``, its own process
+group, ``Node.exec_pid``, log ``logs/node-N.warm.log``) takes the SuperExec's place and forks
+each ClientApp from a parent that holds the imports, the data and the kernel.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +55,13 @@ class Node:
     port: int
     pid: int
     log: str
+    warm: bool = False
+    exec_pid: int = 0  # warm: the launcher (ecufl.fleet.warm) standing in for flower-superexec
+    data_dir: str = ""  # ECUFL_DATA of this node's processes ("" = the fleet's own environment)
+
+    @property
+    def warm_log(self) -> str:
+        return self.log.removesuffix(".log") + ".warm.log"
 
 
 @dataclass
@@ -101,20 +115,32 @@ def node_config(partition: int, nodes: int, kernel: str, profile: str) -> str:
     return f'partition-id={partition} num-partitions={nodes} kernel="{kernel}" profile="{profile}"'
 
 
-def start_node(state: FleetState, partition: int, nodes: int, kernel: str, profile: str) -> Node:
+def start_node(state: FleetState, partition: int, nodes: int, kernel: str, profile: str, *,
+               warm: bool = False, data_dir: str = "") -> Node:
     port = procs.free_port()
     log = state.path / "logs" / f"node-{partition}.log"
-    pid = procs.start([procs.tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{state.port}",
-                       "--port", str(port), "--node-config", node_config(partition, nodes, kernel, profile)],
-                      state.env(), log, state.path)
-    return Node(partition, kernel, profile, port, pid, str(log))
+    env = state.env()
+    if data_dir:
+        env["ECUFL_DATA"] = str(Path(data_dir).resolve())
+    cmd = [procs.tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{state.port}",
+           "--port", str(port), "--node-config", node_config(partition, nodes, kernel, profile)]
+    pid = procs.start(cmd + (["--isolation", "process"] if warm else []), env, log, state.path)
+    node = Node(partition, kernel, profile, port, pid, str(log), warm=warm, data_dir=data_dir)
+    if warm:
+        node.exec_pid = procs.start(
+            [sys.executable, "-m", "ecufl.fleet.warm", "--runtime-api-address", f"127.0.0.1:{port}",
+             "--supernode-pid", str(pid), "--kernel", kernel], env, Path(node.warm_log), state.path)
+    return node
 
 
 def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None = None,
-       timeout: float = 120.0, one_trainer: bool = False) -> FleetState:
-    """Start a SuperLink and ``nodes`` SuperNodes; kernels/profiles are cycled over the nodes.
+       timeout: float = 120.0, one_trainer: bool = False, warm: bool = True,
+       cold_nodes: set[int] | frozenset[int] = frozenset(), data_dirs: list[str] | None = None) -> FleetState:
+    """Start a SuperLink and ``nodes`` SuperNodes; kernels/profiles/data dirs are cycled over the nodes.
     ``one_trainer``: the clients take turns to train (a lock file in the fleet folder), so each
-    timing is that of a core of its own, as on separate ECUs, not of cores shared by the fleet."""
+    timing is that of a core of its own, as on separate ECUs, not of cores shared by the fleet.
+    ``warm``: nodes keep a warm ClientApp runtime (``ecufl.fleet.warm``) except the partitions in
+    ``cold_nodes``, which take Flower's plain path (a new ``flwr-clientapp`` process per message)."""
     current = FleetState.load(folder)
     if current and procs.alive(current.superlink_pid):
         raise FleetError(f"a fleet is already up in {folder} ({len(current.nodes)} nodes); `ecufl fleet down` first")
@@ -123,7 +149,6 @@ def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None 
     port = procs.free_port()
     state = FleetState(str(folder), port, 0, started_at=time.time(),
                        train_lock=str(folder / "train.lock") if one_trainer else "")
-    flwr_app.write_app(state.app)
     flwr_app.write_connection(state.flwr_home, CONNECTION, port)
     state.superlink_pid = procs.start(
         [procs.tool("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
@@ -140,7 +165,9 @@ def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None 
         time.sleep(0.3)
     profiles = profiles or ["host"]
     for i in range(nodes):
-        state.nodes.append(start_node(state, i, nodes, kernels[i % len(kernels)], profiles[i % len(profiles)]))
+        state.nodes.append(start_node(state, i, nodes, kernels[i % len(kernels)], profiles[i % len(profiles)],
+                                      warm=warm and i not in cold_nodes,
+                                      data_dir=data_dirs[i % len(data_dirs)] if data_dirs else ""))
         state.save()
     return state
 
@@ -154,7 +181,8 @@ def down(folder: Path) -> list[str]:
     for node in state.nodes:
         if procs.alive(node.pid) or procs.descendants(node.pid):
             stopped.append(f"node {node.partition} (pid {node.pid})")
-    procs.stop_all([n.pid for n in state.nodes])  # nodes first, all at once
+    # nodes first, all at once; a warm node's launcher with its parent and ClientApps too
+    procs.stop_all([n.pid for n in state.nodes] + [n.exec_pid for n in state.nodes if n.exec_pid])
     if procs.alive(state.superlink_pid) or procs.descendants(state.superlink_pid):
         stopped.append(f"superlink (pid {state.superlink_pid})")
     procs.stop(state.superlink_pid)
@@ -169,8 +197,39 @@ def status(folder: Path) -> dict:
     return {
         "up": procs.alive(state.superlink_pid), "folder": str(folder), "port": state.port,
         "superlink": {"pid": state.superlink_pid, "alive": procs.alive(state.superlink_pid), "healthy": healthy(state.port)},
-        "nodes": [asdict(n) | {"alive": procs.alive(n.pid)} for n in state.nodes],
+        "nodes": [asdict(n) | {"alive": procs.alive(n.pid)} | (_warm_status(n) if n.warm else {}) for n in state.nodes],
     }
+
+
+def _warm_status(node: Node) -> dict:
+    """A warm node's launcher, its parent, and the log lines that say the parent died or rebuilt."""
+    from_log = []
+    try:
+        from_log = Path(node.warm_log).read_text(errors="replace").splitlines()
+    except OSError:
+        pass
+    parents = [p for p in procs.descendants(node.exec_pid)  # the parent, not the ClientApps forked from it
+               if _ppid(p) == node.exec_pid and "ecufl.fleet.warm_zygote" in _cmdline(p)] if node.exec_pid else []
+    return {"launcher_alive": bool(node.exec_pid) and procs.alive(node.exec_pid),
+            "parent_pids": [p for p in parents if procs.alive(p)],
+            "parent_deaths": [line for line in from_log if " warm parent pid " in line and " died (" in line],
+            "rebuilt": [line for line in from_log if ": built " in line]}
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def require(folder: Path) -> FleetState:

@@ -28,6 +28,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # relative run-config paths (results-dir = "results") are taken from where the user typed the
+    # command that started the fleet, not from the SuperLink's working directory (ecufl.runconfig)
+    env.setdefault("ECUFL_WORKDIR", os.getcwd())
     # SuperExec polls for work (a ServerApp / ClientApp to start) every 1 s by default; the only
     # tunable one of Flower's polling sleeps, so shorten it.
     env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2")

@@ -4,7 +4,7 @@
 What is compared: samples trained per CPU-second of the training thread, the clock both sides use
 (``ecufl.bench`` over its epochs, ``client/runner.py`` over each client's ``Kernel.train``), each
 a median (the bench's over its repeats, the fleet's over client replies, see
-``server/report.py``). The bench brackets the fleet because the host's speed drifts within
+``ecufl/report.py``). The bench brackets the fleet because the host's speed drifts within
 minutes (``python -m ecufl.bench_drift``): a fleet figure is judged against both of its
 neighbours, and against the bench's own spread between the two.
 
@@ -24,7 +24,7 @@ from typing import Any
 from ecufl import bench
 from ecufl.fleet import launch, local
 from ecufl.scenarios.schema import Scenario
-from ecufl.server import report
+from ecufl import report
 
 
 def bench_rates(kernels: list[str], config: str, batch_size: int, lr: float, seed: int,

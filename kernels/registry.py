@@ -7,11 +7,13 @@ whose message is one line naming what is available and how to get the missing on
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
 from .base import Kernel
 from .params import Params
+from .prng import init_params
 
 
 class KernelUnavailable(RuntimeError):
@@ -92,3 +94,17 @@ def available() -> list[str]:
 
 def create(name: str, params: Params, **kwargs) -> Kernel:
     return kernel_class(name)(params, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def usable(name: str) -> bool:
+    """Whether kernel ``name`` can be created here: its module imports *and* its native library or
+    runtime loads (a tiny 784-2-10 network is created and closed). Cached per process."""
+    if name not in available():
+        return False
+    try:
+        kernel = create(name, init_params([784, 2, 10], 1, dtype="float32"))
+        kernel.close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not usable here"
+        return False

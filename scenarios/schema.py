@@ -27,48 +27,35 @@ names the file, the key and what was expected (``ScenarioError``).
     alpha = 0.5                    # dirichlet only: smaller = more label skew
     [shootout]
     kernels = ["numpy", "c", ...]  # run the same scenario once per kernel (all nodes on that kernel)
-    [test_hooks]                   # TEST HOOKS for the fault tests; never in real scenarios
-    corrupt = { "1" = "nan" }      # partition id -> nan | inf | shape | dtype
 
 A kernel is a registry name (``ecufl kernels``) with an optional ``:float32``/``:float64``.
+
+A valid scenario becomes Flower's run config (``run_config``: the flat keys of ``ecufl.runconfig``,
+one set per run of a shootout), which is all the ServerApp and the ClientApps see. Validation only
+checks names and values; whether a kernel loads is decided on each node when it trains.
 """
 
 from __future__ import annotations
 
-import functools
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ecufl.kernels import KERNELS, available, create, init_params, split_spec
+from ecufl.kernels import KERNELS, split_spec
 from ecufl.kernels.arm.profiles import get as get_profile
-from ecufl.server.virtual_clock import DEFAULT_LINK, get_link
+from ecufl.links import DEFAULT_LINK, get_link
+from ecufl.runconfig import RunConfig
 
 MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
-FAULTS = ("nan", "inf", "shape", "dtype")
-
-
-@functools.lru_cache(maxsize=None)
-def usable(name: str) -> bool:
-    """Whether kernel ``name`` can be created here: its module imports *and* its native library or
-    runtime loads (a tiny 784-2-10 network is created and closed)."""
-    if name not in available():
-        return False
-    try:
-        kernel = create(name, init_params([784, 2, 10], 1, dtype="float32"))
-        kernel.close()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means "not usable here"
-        return False
 
 
 class ScenarioError(ValueError):
     """One line: file, key, expectation."""
 
 
-def _check_kernel(spec: str) -> str:
+def check_kernel(spec: str) -> str:
     for alternative in spec.split("|"):
         name, dtype, _board = split_spec(alternative)  # remote:NODE names a board, not a dtype
         if name not in KERNELS:
@@ -99,12 +86,7 @@ class Shootout(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     kernels: list[Kernel] = Field(min_length=1)
 
-    _names = field_validator("kernels")(lambda cls, v: [_check_kernel(k) for k in v])
-
-
-class TestHooks(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    corrupt: dict[str, Literal["nan", "inf", "shape", "dtype"]] = {}
+    _names = field_validator("kernels")(lambda cls, v: [check_kernel(k) for k in v])
 
 
 class Scenario(BaseModel):
@@ -130,17 +112,16 @@ class Scenario(BaseModel):
     link: str = DEFAULT_LINK
     split: Split = Split()
     shootout: Shootout | None = None
-    test_hooks: TestHooks = TestHooks()
 
     @field_validator("kernel")
     @classmethod
     def _kernel(cls, v: str | None) -> str | None:
-        return None if v is None else _check_kernel(v)
+        return None if v is None else check_kernel(v)
 
     @field_validator("kernels")
     @classmethod
     def _kernels(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else [_check_kernel(k) for k in v]
+        return None if v is None else [check_kernel(k) for k in v]
 
     @field_validator("profile")
     @classmethod
@@ -177,43 +158,37 @@ class Scenario(BaseModel):
         if self.engine == "deployment" and self.nodes > MAX_DEPLOYMENT_NODES:
             raise ValueError(f"engine = 'deployment' runs at most {MAX_DEPLOYMENT_NODES} nodes as processes "
                              "on one machine; use engine = 'simulation'")
-        for pid in self.test_hooks.corrupt:
-            if not pid.isdigit() or int(pid) >= self.nodes:
-                raise ValueError(f"test_hooks.corrupt: partition {pid!r} is not in 0..{self.nodes - 1}")
         return self
 
-    # -- what the fleet hands to the server -------------------------------------------------------
-    def node_kernels(self, kernel: str | None = None, have: list[str] | None = None) -> list[str]:
-        """One concrete kernel per node ("a|b": a if it is usable here, else b; see ``usable``).
-
-        Empty when the scenario names no kernel: each node then uses its own node config."""
+    # -- what the fleet hands to Flower ------------------------------------------------------------
+    def node_kernels(self, kernel: str | None = None) -> list[str]:
+        """The kernel spec per node as written (``a|b`` alternatives are chosen on the node); empty
+        when the scenario names none (each node then uses its own node config)."""
         if kernel is not None:
-            specs = [kernel] * self.nodes
-        elif self.kernels is not None:
-            specs = self.kernels
-        elif self.kernel is not None:
-            specs = [self.kernel] * self.nodes
-        else:
-            return []
-        out = []
-        for spec in specs:
-            options = [s.strip() for s in spec.split("|")]
-            name_ok = (lambda n: n in have) if have is not None else usable
-            pick = next((o for o in options if name_ok(o.partition(":")[0])), options[-1])
-            out.append(pick)
-        return out
+            return [kernel] * self.nodes
+        if self.kernels is not None:
+            return list(self.kernels)
+        if self.kernel is not None:
+            return [self.kernel] * self.nodes
+        return []
 
-    def run_spec(self, kernel: str | None = None) -> dict[str, Any]:
-        """The plain dict the server reads (``spec.json``)."""
-        return {
-            "name": self.name + (f"-{kernel.replace(':', '-')}" if kernel else ""),
-            "nodes": self.nodes, "layers": self.layers, "rounds": self.rounds, "lr": self.lr,
-            "batch_size": self.batch_size, "local_epochs": self.local_epochs, "seed": self.seed,
-            "fraction": self.fraction, "alpha": self.split.alpha or 0.0, "train_limit": self.train_limit,
-            "kernels": self.node_kernels(kernel), "profiles": self.profiles or [self.profile] * self.nodes,
-            "round_timeout": self.round_timeout, "engine": self.engine, "link": self.link,
-            "test_corrupt": dict(self.test_hooks.corrupt),
-        }
+    def config(self, kernel: str | None = None) -> RunConfig:
+        """The run's settings (one run; ``kernel``: the shootout's run of that kernel)."""
+        kernels = self.node_kernels(kernel)
+        if kernels and len(set(kernels)) == 1:
+            kernels = kernels[:1]  # one for all: "kernel = 'c'" rather than "c,c,c,c"
+        profiles = self.profiles or [self.profile]
+        return RunConfig(
+            name=self.name + (f"-{kernel.replace(':', '-').replace('|', '-')}" if kernel else ""),
+            rounds=self.rounds, nodes=self.nodes, fraction=self.fraction, local_epochs=self.local_epochs,
+            lr=self.lr, batch_size=self.batch_size, layers=list(self.layers), seed=self.seed,
+            alpha=self.split.alpha or 0.0, train_limit=self.train_limit, kernels=kernels,
+            profiles=profiles if len(set(profiles)) > 1 else profiles[:1], link=self.link,
+            round_timeout=self.round_timeout)
+
+    def run_config(self, kernel: str | None = None) -> dict[str, Any]:
+        """The flat run config ``flwr run --run-config`` takes."""
+        return self.config(kernel).to_flat()
 
 
 def _where(err: dict[str, Any]) -> str:

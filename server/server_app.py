@@ -1,8 +1,10 @@
 """The coordinator: a Flower ServerApp running sample-weighted FedAvg over the ECU clients.
 
-The run is described by ``spec.json`` in the run's results folder (written by ``ecufl fleet run``
-or ``ecufl sim`` from a scenario); its path arrives in the run config as ``run-spec``, and
-``resume = true`` continues from the folder's checkpoint. Each round:
+The run is described by Flower's run config (``context.run_config``: the flat keys of
+``ecufl.runconfig``, defaults in pyproject.toml's ``[tool.flwr.app.config]``), whether it was
+started by ``flwr run .`` or by ``ecufl fleet run`` / ``ecufl sim`` from a scenario. The resolved
+settings are kept as ``run-config.json`` in the run folder; ``resume = true`` with ``run-dir``
+continues that folder from its checkpoint. Each round:
 
 1. sample clients (seeded), send the global weights and the round's config,
 2. collect replies until all are in or ``round_timeout`` passes (a dead node does not stop the run),
@@ -17,72 +19,34 @@ so a round ends soon after its last client.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from ecufl import data as mnist
 from ecufl.kernels import Params, create, init_params
 from ecufl.proto import report_to_row, wire
+from ecufl.runconfig import RunConfig, RunConfigError
 from ecufl.server.results import Results
 from ecufl.server.strategy import ReportingFedAvg
-from ecufl.server.virtual_clock import DEFAULT_LINK, VirtualClock, get_link, resumed_total
+from ecufl.server.virtual_clock import VirtualClock, get_link, resumed_total
 
 log = logging.getLogger("ecufl.server")
 app = ServerApp()
 POLL_SECONDS = 0.25
 
 
-@dataclass
-class RunSpec:
-    """The server's view of a run (the scenario, resolved). Plain data: the server never imports scenarios."""
-
-    name: str
-    nodes: int
-    layers: list[int]
-    rounds: int
-    lr: float
-    batch_size: int
-    local_epochs: int
-    seed: int
-    fraction: float = 1.0
-    alpha: float = 0.0  # 0: IID split; > 0: Dirichlet(alpha) label skew
-    train_limit: int = 0
-    kernels: list[str] = field(default_factory=list)  # per partition; empty: each node's own kernel
-    profiles: list[str] = field(default_factory=list)
-    round_timeout: float = 120.0
-    connect_timeout: float = 120.0
-    engine: str = "deployment"
-    link: str = DEFAULT_LINK  # the network of the virtual clock (server/virtual_clock.py)
-    test_corrupt: dict[str, str] = field(default_factory=dict)  # TEST HOOK: partition -> fault
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSpec":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def identity(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption."""
-        d = asdict(self)
-        for k in ("round_timeout", "connect_timeout", "engine"):
-            d.pop(k)
-        return d
-
-    def train_config(self) -> ConfigRecord:
-        return ConfigRecord({
-            "layers": "-".join(map(str, self.layers)), "lr": float(self.lr), "batch-size": self.batch_size,
-            "local-epochs": self.local_epochs, "seed": self.seed, "split-alpha": float(self.alpha),
-            "train-limit": self.train_limit, "num-partitions": self.nodes,
-            "node-kernels": ",".join(self.kernels), "node-profiles": ",".join(self.profiles),
-            "test-corrupt": ",".join(f"{k}:{v}" for k, v in self.test_corrupt.items()),
-        })
+def train_config(cfg: RunConfig) -> ConfigRecord:
+    """What every train message carries: the run's resolved settings (the same flat keys as the run
+    config, so a client parses them with ``RunConfig.from_flat``) and the number of partitions."""
+    flat = {k: v for k, v in cfg.to_flat().items() if k not in ("results-dir", "run-dir", "resume")}
+    return ConfigRecord(flat | {"num-partitions": cfg.nodes})
 
 
 def evaluate_global(params: Params, test: mnist.Dataset) -> tuple[float, float, float]:
@@ -108,9 +72,12 @@ def send_and_receive(grid: Grid, messages: list[Message], timeout: float, on_rep
 
 
 def wait_for_nodes(grid: Grid, wanted: int, timeout: float, results: Results) -> int:
+    """Wait for ``wanted`` nodes (0: for the first, then take every node connected by then)."""
     end = time.monotonic() + timeout
-    while (have := len(list(grid.get_node_ids()))) < wanted and time.monotonic() < end:
+    while (have := len(list(grid.get_node_ids()))) < max(wanted, 1) and time.monotonic() < end:
         time.sleep(0.5)
+    if wanted == 0:
+        wanted = have
     if have < wanted:
         log.warning("only %d of %d nodes connected after %.0f s; going on with them", have, wanted, timeout)
     results.event("nodes", connected=have, wanted=wanted)
@@ -119,10 +86,14 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float, results: Results) ->
     return have
 
 
-def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, Any]:
+def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str, Any]:
     test = mnist.load("test")
+    connected = wait_for_nodes(grid, spec.nodes, spec.connect_timeout, results)
+    if spec.nodes == 0:  # the fleet decides: one partition per node connected now, kept for a resumption
+        spec.nodes = connected
+        spec.save(results.dir)
     strategy = ReportingFedAvg(sizes=spec.layers, seed=spec.seed, fraction_train=spec.fraction)
-    if resume:
+    if spec.resume:
         params, done, saved = results.load_checkpoint()
         if saved != spec.identity():
             changed = sorted(k for k in set(saved) | set(spec.identity()) if saved.get(k) != spec.identity().get(k))
@@ -136,14 +107,13 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
                            "started_at": time.time(), "virtual_seconds": 0.0, "virtual_time": 0.0})
         results.checkpoint(params, 0, spec.identity())
     # virtual time on the target boards and link (FedScale-style), continued across a resume
-    clock = VirtualClock(get_link(spec.link), resumed_total(results.dir / "rounds.csv") if resume else 0.0)
-    wait_for_nodes(grid, spec.nodes, spec.connect_timeout, results)
+    clock = VirtualClock(get_link(spec.link), resumed_total(results.dir / "rounds.csv") if spec.resume else 0.0)
 
     accuracy = None
     for rnd in range(done + 1, spec.rounds + 1):
         started = time.time()
         t0 = time.perf_counter()
-        messages = list(strategy.configure_train(rnd, wire.params_to_record(params), spec.train_config(), grid))
+        messages = list(strategy.configure_train(rnd, wire.params_to_record(params), train_config(spec), grid))
         results.event("round-start", round=rnd, asked=len(messages))
         arrival: dict[int, float] = {}
 
@@ -190,17 +160,44 @@ def run(grid: Grid, spec: RunSpec, results: Results, resume: bool) -> dict[str, 
                       loss=loss, wall_seconds=wall)
     if accuracy is None:  # resumed after the last round: nothing left to train
         _, accuracy, _ = evaluate_global(params, test)
-    summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": spec.engine}
+    summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": engine}
     results.final(params, spec.identity(), summary)
     return summary
 
 
+def resolve(run_config: dict[str, Any]) -> tuple[RunConfig, Path]:
+    """The run's settings and folder. A new run gets a folder (``run-dir`` or a new one under
+    ``results-dir``) and its settings are saved there; ``resume = true`` takes the settings saved in
+    ``run-dir`` (only the timeouts may change), so a resumption is the same run."""
+    cfg = RunConfig.from_flat(run_config)
+    if not cfg.resume:
+        folder = cfg.folder()
+        cfg.run_dir = str(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg.save(folder)
+        return cfg, folder
+    if not cfg.run_dir:
+        raise RunConfigError("run config resume=true needs run-dir, the folder of the run to continue")
+    folder = cfg.folder()
+    saved = RunConfig.saved(folder)
+    saved.round_timeout, saved.connect_timeout = cfg.round_timeout, cfg.connect_timeout
+    saved.run_dir, saved.resume = str(folder), True
+    return saved, folder
+
+
+def engine_of(grid: Grid) -> str:
+    """simulation (Flower's in-memory grid) or deployment."""
+    return "simulation" if "InMemory" in type(grid).__name__ else "deployment"
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    spec_path = Path(str(context.run_config.get("run-spec", "")))
-    if not spec_path.is_file():
-        raise FileNotFoundError(f"run config run-spec={spec_path!s}: no such file (start runs with `ecufl fleet run`)")
-    results = Results(spec_path.parent)
+    try:
+        spec, folder = resolve(dict(context.run_config))
+    except RunConfigError as e:
+        log.error("%s", e)
+        raise
+    results = Results(folder)
     # Our log lines go to the run's server.log and to Flower's own log stream (`flwr log RUN_ID`).
     handler = logging.FileHandler(results.dir / "server.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -208,12 +205,12 @@ def main(grid: Grid, context: Context) -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
-        spec = RunSpec.from_dict(json.loads(spec_path.read_text()))
-        results.event("started", run_id=grid.run.run_id if hasattr(grid, "run") else None, spec=asdict(spec))
-        resume = bool(context.run_config.get("resume", False))
-        log.info("run %s: %s, %d nodes, %d rounds%s", spec.name, spec.engine, spec.nodes, spec.rounds,
-                 " (resumed)" if resume else "")
-        summary = run(grid, spec, results, resume)
+        engine = engine_of(grid)
+        results.event("started", run_id=grid.run.run_id if hasattr(grid, "run") else None, spec=asdict(spec),
+                      folder=str(folder))
+        log.info("run %s in %s: %s, %s nodes, %d rounds%s", spec.name, folder, engine, spec.nodes or "all",
+                 spec.rounds, " (resumed)" if spec.resume else "")
+        summary = run(grid, spec, results, engine)
         results.event("done", **summary)
     except Exception as e:
         results.event("failed", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=5))

@@ -19,7 +19,7 @@ SIZES = [784, 16, 10]
 
 def config(**over) -> ConfigRecord:
     c = {"layers": "784-16-10", "lr": 3.0, "batch-size": 10, "local-epochs": 1, "seed": 1, "split-alpha": 0.0,
-         "train-limit": 600, "num-partitions": 3, "node-kernels": "", "node-profiles": "", "test-corrupt": "",
+         "train-limit": 600, "num-partitions": 3, "kernel": "", "profile": "",
          "server-round": 1}
     c.update(over)
     return ConfigRecord(c)
@@ -67,7 +67,7 @@ def test_same_seed_partition_round_gives_identical_weights(mnist_dir):
 
 
 def test_scenario_kernel_overrides_node_config(mnist_dir):
-    _, r = call(NODE, config(**{"node-kernels": "numpy,numpy:float64,numpy"}))
+    _, r = call(NODE, config(**{"kernel": "numpy,numpy:float64,numpy"}))
     assert (r.kernel, r.dtype) == ("numpy:float64", "float64")
 
 
@@ -91,9 +91,21 @@ def test_unknown_profile_and_bad_partition(mnist_dir):
 
 @pytest.mark.parametrize("fault,reason", [("nan", "NaN/Inf"), ("inf", "NaN/Inf"), ("shape", "wrong shape"),
                                           ("dtype", "wrong dtype")])
-def test_test_hook_corrupts_the_reply_and_server_check_catches_it(mnist_dir, fault, reason):
-    reply, r = call(NODE, config(**{"test-corrupt": f"0:shape,1:{fault}"}))
-    assert reason in check_reply(reply.content, SIZES)
+def test_a_damaged_reply_is_caught_by_the_servers_check(mnist_dir, fault, reason):
+    """tests/faults.py damages a real reply as the fault app's mod does; the server's check names it."""
+    from faults import damage
+
+    reply, _ = call(NODE, config())
+    assert check_reply(reply.content, SIZES) == ""
+    assert reason in check_reply(damage(reply, fault).content, SIZES)
+
+
+def test_kernel_alternatives_are_chosen_on_the_node(mnist_dir):
+    """"a|b": a when it loads here; a kernel this machine lacks falls through to the next."""
+    assert task.choose("numpy:float32|c") == "numpy:float32"
+    assert task.choose("no-such-kernel|numpy:float32") == "numpy:float32"
+    _, r = call(NODE, config(kernel="no-such-kernel|numpy:float64"))
+    assert r.error == "" and r.kernel == "numpy:float64"
 
 
 def test_order_seed_depends_only_on_seed_partition_round():

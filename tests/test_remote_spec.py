@@ -13,7 +13,7 @@ import pytest
 
 from ecufl.client import task
 from ecufl.kernels import init_params, split_spec
-from ecufl.scenarios.schema import _check_kernel
+from ecufl.scenarios.schema import check_kernel
 
 
 def test_split_spec_reads_a_board_after_remote_and_a_dtype_after_others():
@@ -29,9 +29,9 @@ def test_identity_carries_the_board_of_remote():
 
 
 def test_scenario_accepts_remote_node_and_still_checks_dtypes():
-    assert _check_kernel("remote:b3") == "remote:b3"
+    assert check_kernel("remote:b3") == "remote:b3"
     with pytest.raises(ValueError, match="float32 or float64"):
-        _check_kernel("c:b3")
+        check_kernel("c:b3")
 
 
 @pytest.fixture

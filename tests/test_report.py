@@ -14,7 +14,8 @@ from conftest import ecufl_cmd
 from ecufl.client.client_app import train
 from ecufl.kernels import init_params
 from ecufl.proto import report_fields, report_to_row, wire
-from ecufl.server import report
+from ecufl import report
+from faults import damage
 from ecufl.server.results import Results
 from ecufl.server.strategy import ReportingFedAvg
 
@@ -24,15 +25,15 @@ KERNELS = ["numpy", "numpy:float32", "numpy:float32"]
 
 def client_reply(partition: int, rnd: int, params, fault: str = ""):
     cfg = ConfigRecord({"layers": "784-16-10", "lr": 3.0, "batch-size": 10, "local-epochs": 1, "seed": 1,
-                        "split-alpha": 0.0, "train-limit": 300, "num-partitions": 3, "node-kernels": ",".join(KERNELS),
-                        "node-profiles": "", "test-corrupt": fault, "server-round": rnd})
+                        "split-alpha": 0.0, "train-limit": 300, "num-partitions": 3, "kernel": ",".join(KERNELS),
+                        "profile": "", "server-round": rnd})
     meta = Metadata(run_id=1, message_id=f"m{partition}", src_node_id=0, dst_node_id=100 + partition,
                     reply_to_message_id="", group_id=str(rnd), created_at=0.0, ttl=600.0, message_type="train")
     msg = make_message(meta, RecordDict({wire.ARRAYS: wire.params_to_record(params), wire.CONFIG: cfg}))
     reply = train(msg, Context(run_id=1, node_id=100 + partition, node_config={"partition-id": partition},
                                state=RecordDict(), run_config={}))
     reply.metadata.__dict__["_src_node_id"] = 100 + partition
-    return reply
+    return damage(reply, fault) if fault else reply
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def results_dir(tmp_path_factory, mnist_dir):
     results.add_round({"round": 0, "test_accuracy": 0.1, "test_loss": 2.0})
     for rnd in (1, 2):
         strategy = ReportingFedAvg(sizes=SIZES, seed=1)
-        replies = [client_reply(p, rnd, params, "2:nan" if rnd == 2 else "") for p in range(3)]
+        replies = [client_reply(p, rnd, params, "nan" if rnd == 2 and p == 2 else "") for p in range(3)]
         arrays, _ = strategy.aggregate_train(rnd, replies)
         params = wire.record_to_params(arrays)
         rows = [report_to_row(r.report) | {"round": rnd, "accepted": int(r.accepted), "reject_reason": r.reason,

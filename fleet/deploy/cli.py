@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+from ecufl.ui import Failure
 
 from .inventory import ARCHES, Inventory, InventoryError, load
 
@@ -79,7 +80,6 @@ def _run_each(inv: Inventory, names: list[str], action, *, pin: bool = True) -> 
 
 
 def _exit(results: dict[str, object]) -> None:
-    from ecufl.cli import Failure
 
     bad = [n for n, r in results.items() if isinstance(r, Exception)]
     if bad:
@@ -105,7 +105,6 @@ def deploy(ctx, inventory):
 @click.pass_context
 def build(ctx, arches, natives, wheel):
     """Build the bundle per architecture (wheel + natives, sha256 manifest) into the state dir."""
-    from ecufl.cli import Failure
 
     from .bundle import BundleError
     from .bundle import build as build_bundle
@@ -132,7 +131,6 @@ def build(ctx, arches, natives, wheel):
 @click.pass_context
 def push(ctx, boards, insecure, no_pin, kernel):
     """Upload the bundle to a new versioned dir, verify it, switch `current` atomically (keeps `previous`)."""
-    from ecufl.cli import Failure
 
     from . import remote
     from .bundle import BundleError, latest
@@ -268,12 +266,6 @@ def remove(ctx, boards):
     _each(ctx, boards, "remove", "removed {root}")
 
 
-def main() -> None:  # pragma: no cover - convenience for `python -m ecufl.fleet.deploy.cli`
-    from ecufl.cli import main as ecufl_main
-
-    ecufl_main(["deploy", *sys.argv[1:]])
-
-
 # --- the SuperLink of the deployed fleet -----------------------------------------------------------
 @deploy.group()
 def superlink():
@@ -285,7 +277,6 @@ def superlink():
 @click.pass_context
 def superlink_start(ctx, insecure):
     """Start flower-superlink on the inventory's address and register every board's node key."""
-    from ecufl.cli import Failure
 
     from . import superlink as sl
 
@@ -329,7 +320,6 @@ def superlink_stop(ctx):
 @click.pass_context
 def superlink_register(ctx, boards):
     """Register boards' node keys with the running SuperLink (start does it for all boards)."""
-    from ecufl.cli import Failure
 
     from . import superlink as sl
 
@@ -349,10 +339,10 @@ def superlink_register(ctx, boards):
 @click.pass_context
 def run_cmd(ctx, scenario, results_base):
     """Run SCENARIO (engine = deployment, one node per board) on the deployed fleet; write its report."""
-    from ecufl.cli import Failure
     from ecufl.fleet import flwr_app, launch
     from ecufl.fleet.cli import _finish, _scenario
     from ecufl.fleet.local import FleetError
+    from ecufl.runconfig import new_run_folder
 
     from . import superlink as sl
 
@@ -366,25 +356,25 @@ def run_cmd(ctx, scenario, results_base):
     if not st:
         raise Failure("no SuperLink running for this inventory: `ecufl deploy superlink start` first")
     d = sl.folder(inv)
-    spec = sc.run_spec()
+    cfg = sc.config()
     # Agent boards train with their native C kernel, whatever the scenario names for that node.
-    if spec["kernels"]:
-        for i, (name, b) in enumerate(inv.boards.items()):
-            if b.mode == "agent":
-                spec["kernels"][i] = f"remote:{name}"
-    results = launch.new_results_dir(Path(results_base).resolve(), sc.name)
-    spec_path = launch.write_spec(results, spec)
+    kernels = sc.node_kernels()
+    if kernels:
+        cfg.kernels = [f"remote:{name}" if b.mode == "agent" else k
+                       for k, (name, b) in zip(kernels, inv.boards.items())]
+    launch.prepare(cfg, new_run_folder(Path(results_base).resolve(), sc.name))
+    results = Path(cfg.run_dir)
     env = sl.env(inv)
     try:
-        run_id = flwr_app.run(d / "app", sl.CONNECTION, env, d, {"run-spec": str(spec_path), "resume": False})
+        run_id = flwr_app.run(flwr_app.app_dir(), sl.CONNECTION, env, d, cfg.to_flat())
     except flwr_app.FlowerError as e:
         raise Failure(str(e))
-    (results / "flower-runs.txt").write_text(f"{run_id} deployed {inv.fleet.superlink}\n")
+    (results / "flower-runs.txt").write_text(f"{run_id} deployment {inv.fleet.superlink}\n")
     _say(f"run {run_id} on {len(inv.boards)} boards via {inv.fleet.superlink} "
          f"({'INSECURE' if st['insecure'] else 'TLS + node authentication'})")
     try:
-        launch.follow(results, spec["rounds"], lambda: flwr_app.status(run_id, sl.CONNECTION, env, d),
-                      300 + spec["rounds"] * (spec["round_timeout"] + 60), _plain, str(d / "superlink.log"))
+        launch.follow(results, cfg.rounds, lambda: flwr_app.status(run_id, sl.CONNECTION, env, d),
+                      300 + cfg.rounds * (cfg.round_timeout + 60), _plain, str(d / "superlink.log"))
     except FleetError as e:
         flwr_app.stop(run_id, sl.CONNECTION, env, d)
         raise Failure(str(e))

@@ -96,7 +96,6 @@ def start(inv: Inventory, *, insecure: bool, timeout: float = 120) -> dict:
         cmd += ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(pem), "--ssl-keyfile", str(key),
                 "--enable-supernode-auth"]
     write_connection(d / "flwr-home", host, port, ca)
-    flwr_app.write_app(d / "app")
     pid = procs.start(cmd, env(inv), d / "superlink.log", d)
     st = {"pid": pid, "host": host, "port": port, "insecure": insecure, "cmd": cmd}
     (d / "state.json").write_text(json.dumps(st, indent=1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+from ecufl.ui import Failure, console
 
 
 @click.command()
@@ -27,7 +28,6 @@ import click
 def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats, iterations,
               loop_names, remote_wrapper, as_json):
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
-    from ecufl.cli import Failure, console
 
     from . import calibrate as cal
     from . import profiles

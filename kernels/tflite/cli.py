@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from ecufl.ui import Failure, console, parse_layers
 
 from . import catalog
 
 
 def _layers(value: str) -> list[int]:
-    from ecufl.cli import parse_layers
 
     return parse_layers(value)
 
@@ -22,7 +22,6 @@ def _batch(value: int) -> int:
 
 
 def _export(sizes, batch_size, out: Path) -> tuple[Path, int]:
-    from ecufl.cli import Failure
 
     try:
         from . import export
@@ -51,7 +50,6 @@ def tflite():
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Directory for --standard (default: the user cache).")
 def export_cmd(layers, batch_size, out, standard, out_dir):
     """Convert HDRNN's training model to .tflite (needs TensorFlow: pip install 'ecufl[export]')."""
-    from ecufl.cli import console
 
     if standard:
         if layers or batch_size or out:
@@ -81,7 +79,6 @@ def models_cmd():
     """List the training models the kernel finds, in search order."""
     from rich.table import Table
 
-    from ecufl.cli import console
 
     t = Table(title="TFLite training models (first match wins)")
     for col in ("file", "bytes", "directory"):
@@ -96,7 +93,6 @@ def models_cmd():
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 def ops_cmd(model):
     """Show the operators of MODEL per signature subgraph; exit 1 if any is not builtin."""
-    from ecufl.cli import Failure, console
 
     from .ops import non_builtin, subgraph_ops
 
@@ -124,7 +120,6 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, wall, as_json):
     from rich.table import Table
 
     from ecufl import data as mnist
-    from ecufl.cli import console
 
     from .bench import as_dicts, empty_invoke_us, intercept_us, measure, use_wall_clock
 

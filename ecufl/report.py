@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from ecufl.ui import console
 
 PARTS = ["startup_seconds", "data_seconds", "setup_seconds", "train_seconds", "serialise_seconds"]
 
@@ -319,25 +320,17 @@ def build(folder: Path, bench: dict | None = None) -> Path:
     return out
 
 
-def _wide(console):
-    """The console itself on a terminal; a wide one when piped (CI logs), so columns are not cut."""
-    from rich.console import Console
-
-    return console if console.is_terminal else Console(width=160)
-
-
 @click.command("report")
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
               help="JSON of `ecufl bench kernels --json`: compare each kernel's samples per CPU-second with it.")
 def report(results_dir, bench_json):
     """Write RESULTS_DIR/report.html (plots, tables) and print the per-kernel table."""
-    from ecufl.cli import console
 
     try:
         bench = load_bench(Path(bench_json)) if bench_json else None
         out = build(Path(results_dir), bench)
     except ReportError as e:
         raise click.UsageError(str(e))
-    _wide(console).print(table(Path(results_dir), bench))
+    console.print(table(Path(results_dir), bench))
     click.echo(f"report: {out}")  # plain echo: a path must not be wrapped
