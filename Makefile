@@ -8,35 +8,56 @@
 PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-# export: TensorFlow, for the heavy test that re-exports the shipped TFLite models (tests/test_tflite_export.py)
-EXTRAS  ?= test,export
+# What `make run` installs: ecufl and its dependencies, nothing more. `make test` adds the extras:
+# test (pytest, oelint-adv, import-linter; simulation = Ray; calibrate = scipy) and export
+# (TensorFlow, for the heavy test that re-exports the shipped TFLite models).
+RUN_EXTRAS  ?=
+TEST_EXTRAS ?= test,export
 PYTEST_ARGS ?= --durations=30
 
-# Debian packages the project needs: compilers and the ARM cross toolchain + emulator for the
-# board builds, Eigen for the C++ kernel, glib for the qemu instruction-counting plugin;
-# sshd + iproute2 for the netns "boards" of the deploy tests, OpenSSL + protobuf-c for the board agent.
-DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config \
-	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libeigen3-dev libglib2.0-dev \
+# Debian packages the main job needs: compilers for the native kernels (pip builds them with CMake)
+# and Eigen for the C++ kernel.
+DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config libeigen3-dev
+# ... and what the tests and board builds need on top: the ARM cross toolchain + emulator, glib for
+# the qemu instruction-counting plugin, sshd + iproute2 for the netns "boards" of the deploy tests,
+# OpenSSL + protobuf-c + zlib for the board agent, dpkg-dev for the armhf sysroot.
+DEB_TEST_PACKAGES := gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libglib2.0-dev \
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
 	dpkg-dev
 
-.PHONY: setup system-deps qemu-plugin run test bench arm agent-arm clean
+.PHONY: setup setup-test system-deps system-deps-test qemu-plugin run test bench arm agent-arm clean
 
-setup: system-deps qemu-plugin $(VENV)/.installed
+# the stamp names the extras installed, so `make test` after `make run` installs the test extras
+setup: system-deps $(VENV)/.installed-run
+setup-test: system-deps system-deps-test qemu-plugin $(VENV)/.installed-test
 
 system-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	@$(MAKE) --no-print-directory apt-install PKGS="$(DEB_PACKAGES)"
+
+system-deps-test:
+	@$(MAKE) --no-print-directory apt-install PKGS="$(DEB_TEST_PACKAGES)"
+
+apt-install:
+	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml CMakeLists.txt $(shell find kernels proto -name 'CMakeLists.txt' -o -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.proto' 2>/dev/null)
+NATIVE_SOURCES := pyproject.toml CMakeLists.txt $(shell find kernels proto -name 'CMakeLists.txt' -o -name '*.c' -o -name '*.h' -o -name '*.cpp' -o -name '*.proto' 2>/dev/null)
+
+$(VENV)/.installed-run: $(NATIVE_SOURCES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q -e '.$(if $(RUN_EXTRAS),[$(RUN_EXTRAS)])'
 	@touch $@
+
+$(VENV)/.installed-test: $(NATIVE_SOURCES)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(TEST_EXTRAS)]'
+	@touch $@ $(VENV)/.installed-run
 
 # The qemu TCG plugin that counts ARM instructions per class (kernels/arm/plugin/insncount.c),
 # built against the plugin header of Debian's qemu source package (fetched by apt-get source from
@@ -58,7 +79,7 @@ $(QEMU_PLUGIN_DIR)/libinsncount.so: kernels/arm/plugin/insncount.c $(QEMU_PLUGIN
 # CMAKE_TOOLCHAIN_FILE and CC/CXX/CFLAGS with its --sysroot: that toolchain file is used then.
 ARM_BUILD     ?= build/arm
 ARM_TOOLCHAIN := $(or $(CMAKE_TOOLCHAIN_FILE),$(CURDIR)/kernels/cmake/armv7-cortex-a9.cmake)
-arm: system-deps
+arm: system-deps system-deps-test
 	cmake -S kernels -B $(ARM_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(ARM_TOOLCHAIN) -DCMAKE_BUILD_TYPE=Release \
 	  -DECUFL_BUILD_PYTHON=OFF -DECUFL_BUILD_TRAINERS=ON
 	cmake --build $(ARM_BUILD) -j2
@@ -71,7 +92,7 @@ arm: system-deps
 # (CMAKE_TOOLCHAIN_FILE set) the SDK's toolchain and sysroot are used instead of Debian's.
 ARMHF_SYSROOT ?= build/armhf-sysroot
 AGENT_ARM_BUILD ?= build/agent-armv7-a9
-agent-arm: system-deps $(if $(CMAKE_TOOLCHAIN_FILE),,$(ARMHF_SYSROOT)/PACKAGES)
+agent-arm: system-deps system-deps-test $(if $(CMAKE_TOOLCHAIN_FILE),,$(ARMHF_SYSROOT)/PACKAGES)
 	cmake -S fleet/agent -B $(AGENT_ARM_BUILD) -DCMAKE_TOOLCHAIN_FILE=$(ARM_TOOLCHAIN) \
 	  $(if $(CMAKE_TOOLCHAIN_FILE),,-DECUFL_AGENT_SYSROOT=$(CURDIR)/$(ARMHF_SYSROOT))
 	cmake --build $(AGENT_ARM_BUILD) -j2
@@ -83,7 +104,7 @@ $(ARMHF_SYSROOT)/PACKAGES: fleet/agent/fetch-armhf-sysroot.sh
 run: setup
 	$(BIN)/ecufl fleet run scenarios/quickstart.toml
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -23,6 +23,8 @@ OELINT = [str(Path(sys.executable).parent / "oelint-adv"), "--release", "scarthg
 KNOWN_RUNTIME = {
     "python3-click", "python3-cryptography", "python3-grpcio", "python3-numpy", "python3-protobuf",
     "python3-pydantic", "python3-rich", "python3-packaging", "python3-pathspec",
+    "python3-cffi",  # oe-core
+    "python3-threadpoolctl",  # meta-python (scikit-learn's recipe depends on it)
     "ecufl-agent", "ecufl-kernels", "python3-ecufl", "${PN}",
 }
 

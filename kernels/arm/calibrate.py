@@ -187,7 +187,11 @@ def counts_per_iteration(binary: Path, loops: list[str]) -> dict[str, dict[str, 
 
 def fit(timings: list[LoopTiming], clock_hz: float) -> tuple[dict[str, float], float]:
     """Cycles per class by non-negative least squares; returns (cycles, rms relative residual)."""
-    from scipy.optimize import nnls
+    try:  # an optional dependency (the `calibrate` extra): `./bootstrap run` does not install it
+        from scipy.optimize import nnls
+    except ImportError:
+        raise CalibrationFailed("ecufl calibrate needs scipy, which `./bootstrap run` does not install: "
+                                ".venv/bin/pip install -e '.[calibrate]'") from None
 
     classes = sorted({k for t in timings for k in t.counts_per_iteration})
     a = np.array([[t.counts_per_iteration.get(c, 0.0) for c in classes] for t in timings])

@@ -31,10 +31,12 @@ do_install:append() {
 
 FILES:${PN} += "${systemd_system_unitdir}/ecufl-supernode.service"
 
-# Run-time needs of the ClientApp on the board. Mind the Cortex-A9: python3-grpcio is built
+# Run-time needs of the ClientApp on the board (tests/test_packaging.py derives them from the
+# imports of ecufl.client.client_app and the kernels, and checks this list). Mind the Cortex-A9: python3-grpcio is built
 # from source for the image's tune (cortexa9thf-neon); PyPI's armv7l grpcio wheel uses udiv,
 # which the A9 does not have (SIGILL at import).
 RDEPENDS:${PN} += "\
+    python3-cffi \
     python3-click \
     python3-cryptography \
     python3-grpcio \
@@ -42,6 +44,7 @@ RDEPENDS:${PN} += "\
     python3-protobuf \
     python3-pydantic \
     python3-rich \
+    python3-threadpoolctl \
 "
 
 BBCLASSEXTEND = "native nativesdk"
