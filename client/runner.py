@@ -9,6 +9,12 @@ SSH) and fills the board-specific fields of the outcome.
 Determinism: the sample order of every local epoch comes from ``EpochOrder`` seeded by
 ``order_seed(run seed, partition, round)``, never from wall-clock or process state, so a round
 re-run after a server restart, or the same round trained by another kernel, sees the same order.
+
+Kept kernels: a process that trains many rounds (a simulation actor, a warm node's parent and the
+ClientApps forked from it) keeps the latest kernel it built (``KEEPABLE`` kernels only: pure
+memory, no thread, socket or interpreter) and loads each round's global weights into it with
+``set_params``; a new kernel, dtype or layer sizes replaces it. Weights after training are
+bit-identical to those of a freshly created kernel (``tests/test_fleet_warm.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ecufl.kernels import EpochOrder, Params, create, kernel_class
+from ecufl.client import task
+from ecufl.kernels import EpochOrder, Kernel, Params, create, init_params, kernel_class
 
 
 @dataclass
@@ -78,12 +85,50 @@ def order_seed(seed: int, partition_id: int, server_round: int) -> int:
     return int(np.random.SeedSequence([seed, partition_id, server_round]).generate_state(1)[0])
 
 
+# Kernels whose state is plain memory (weights and scratch buffers): safe to keep across messages
+# and to inherit through fork(). Not tflite (an interpreter), not remote (a TLS connection), not
+# int8/pruned kernels (scales and masks that set_params does not reset the same way).
+KEEPABLE = frozenset({"numpy", "textbook", "c", "c-plain", "eigen"})
+_KEPT: dict[tuple, Kernel] = {}
+
+
+def _keep(key: tuple, kernel: Kernel) -> None:
+    for old in [k for k in _KEPT if k != key]:
+        _KEPT.pop(old).close()
+    _KEPT[key] = kernel
+
+
+def _kernel(job: TrainJob) -> tuple[Kernel, str, bool]:
+    """(kernel holding this round's global weights, its dtype, whether it is kept for later rounds)."""
+    cls = kernel_class(job.kernel)  # raises KernelUnavailable with a one-line reason
+    dtype = job.dtype or cls.dtypes[0]
+    params = job.params.astype(dtype)
+    if job.kernel not in KEEPABLE or job.options:
+        return create(job.kernel, params, dtype=dtype, **job.options), dtype, False
+    key = (job.kernel, dtype, tuple(params.sizes))
+    kernel = _KEPT.get(key)
+    if kernel is not None:
+        kernel.set_params(params)
+        return kernel, dtype, True
+    kernel = create(job.kernel, params, dtype=dtype)
+    _keep(key, kernel)
+    task.note("kernel", name=job.kernel, dtype=dtype, sizes=list(params.sizes))
+    return kernel, dtype, True
+
+
+def prepare_kernel(name: str, dtype: str, sizes: list[int]) -> bool:
+    """Build and keep the kernel a ClientApp noted (a warm parent); True if it was not kept yet."""
+    key = (name, dtype, tuple(sizes))
+    if name not in KEEPABLE or key in _KEPT:
+        return False
+    _keep(key, create(name, init_params(list(sizes), 1, dtype=dtype), dtype=dtype))
+    return True
+
+
 def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> TrainOutcome:
     """Profile ``host``: the kernel runs in this Python process."""
     t0 = time.perf_counter()
-    cls = kernel_class(job.kernel)  # raises KernelUnavailable with a one-line reason
-    dtype = job.dtype or cls.dtypes[0]
-    kernel = create(job.kernel, job.params.astype(dtype), dtype=dtype, **job.options)
+    kernel, dtype, kept = _kernel(job)
     setup = time.perf_counter() - t0
     try:
         # The epoch orders are drawn before the clock starts, as the bench draws its order: the
@@ -109,7 +154,8 @@ def train_in_process(job: TrainJob, images: np.ndarray, labels: np.ndarray) -> T
         own = described.get("trainer_peak_rss_bytes")
         train_cpu = described.get("trainer_train_cpu_seconds", train_cpu)
     finally:
-        kernel.close()
+        if not kept:
+            kernel.close()
     return TrainOutcome(params=params, dtype=dtype, samples=len(job.shard), setup_seconds=setup,
                         train_seconds=train, train_cpu_seconds=train_cpu, local_loss=ev.loss, local_accuracy=ev.accuracy,
                         trainer="in-process", extra={} if own is None else {"peak_rss_bytes": int(own)})
