@@ -229,6 +229,7 @@ _EXTENSIONS = [
     "ecufl.fleet.cli:sim",
     "ecufl.fleet.cli:scenario_group",
     "ecufl.report:report",
+    "ecufl.thesis:thesis",
 ]
 
 
