@@ -4,6 +4,7 @@
 #include "ecufl_idx.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,12 +36,26 @@ static long src_read(source s, void *buf, size_t n) {
 static void src_close(source s) { fclose(s); }
 #endif
 
+/* Whether the file starts with gzip's magic (the reader decodes it transparently when built with zlib). */
+static int is_gzip(const char *path) {
+    uint8_t m[2] = {0, 0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t got = fread(m, 1, 2, f);
+    fclose(f);
+    return got == 2 && m[0] == 0x1f && m[1] == 0x8b;
+}
+
 static uint32_t be32(const uint8_t *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 int ecufl_idx_read(const char *path, int dims, ecufl_idx *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
+    if (dims != 1 && dims != 3) {
+        snprintf(err, errlen, "%s: IDX files of %d dimensions are not read here (1 or 3)", path, dims);
+        return -1;
+    }
     struct stat st;
     if (stat(path, &st) != 0) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -79,7 +94,25 @@ int ecufl_idx_read(const char *path, int dims, ecufl_idx *out, char *err, size_t
         src_close(s);
         return -1;
     }
-    size_t bytes = (size_t)count * rows * cols;
+    /* 64-bit product: on 32-bit ARM a size_t product wraps (5,478,275 x 28 x 28 = 2^32 + 304) */
+    uint64_t bytes64 = (uint64_t)count * rows * cols;
+    if (bytes64 > ECUFL_IDX_MAX_BYTES) {
+        snprintf(err, errlen, "%s: implausible dimensions %u x %u x %u (%llu bytes, at most %llu)", path, count, rows,
+                 cols, (unsigned long long)bytes64, (unsigned long long)ECUFL_IDX_MAX_BYTES);
+        src_close(s);
+        return -1;
+    }
+    /* a raw file must hold exactly the header and the data; a gzip stream cannot expand beyond 1032:1 */
+    uint64_t on_disk = (uint64_t)st.st_size;
+    int raw = !is_gzip(path);
+    if ((raw && on_disk != head_len + bytes64) || (!raw && bytes64 > on_disk * 1032u + 1024u)) {
+        snprintf(err, errlen, "%s: truncated or trailing bytes: the header announces %u x %u x %u = %llu data bytes, "
+                 "the file has %llu bytes%s", path, count, rows, cols, (unsigned long long)bytes64,
+                 (unsigned long long)on_disk, raw ? "" : " (gzip)");
+        src_close(s);
+        return -1;
+    }
+    size_t bytes = (size_t)bytes64;
     uint8_t *data = malloc(bytes ? bytes : 1);
     if (!data) {
         snprintf(err, errlen, "%s: out of memory for %zu bytes", path, bytes);

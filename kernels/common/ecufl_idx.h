@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The largest data a file may announce (MNIST's training images are 47 MB). */
+#define ECUFL_IDX_MAX_BYTES (1ull << 30)
+
 typedef struct ecufl_idx {
     uint8_t *data; /* count * rows * cols bytes (rows = cols = 1 for labels); free() it */
     int count, rows, cols;

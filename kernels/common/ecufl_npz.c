@@ -40,56 +40,67 @@ static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n) {
 /* ---- reading -------------------------------------------------------------------------------- */
 typedef struct { const uint8_t *data; size_t size; } blob;
 
+/* Every offset and length below comes from the file: each is checked against the bytes that are left
+ * (never as `offset + length > size`, which wraps), in 64-bit arithmetic (size_t is 32-bit on ARM). */
 static int find_member(const char *path, blob zip, const char *name, blob *out, char *err, size_t errlen) {
-    /* end of central directory record: last occurrence of PK\5\6 */
-    if (zip.size < 22) goto not_zip;
+    const uint64_t size = zip.size;
+    /* end of central directory record: last occurrence of PK\5\6, at most a 64 KiB comment before the end */
+    if (size < 22) goto not_zip;
     size_t eocd = zip.size - 22;
     while (1) {
         if (rd32(zip.data + eocd) == 0x06054b50u) break;
-        if (eocd == 0 || zip.size - eocd > 65557) goto not_zip;
+        if (eocd == 0 || zip.size - eocd >= 22 + 65535) goto not_zip;
         eocd--;
     }
     uint64_t entries = rd16(zip.data + eocd + 10), cd = rd32(zip.data + eocd + 16);
     if (cd == 0xffffffffu || entries == 0xffff) { /* zip64 end record via its locator */
         if (eocd < 20 || rd32(zip.data + eocd - 20) != 0x07064b50u) goto not_zip;
         uint64_t z64 = rd64(zip.data + eocd - 20 + 8);
-        if (z64 + 56 > zip.size || rd32(zip.data + z64) != 0x06064b50u) goto not_zip;
+        if (z64 > size || size - z64 < 56 || rd32(zip.data + z64) != 0x06064b50u) goto not_zip;
         entries = rd64(zip.data + z64 + 32);
         cd = rd64(zip.data + z64 + 48);
     }
-    size_t p = (size_t)cd;
+    if (cd > size) goto not_zip;
+    uint64_t p = cd;
+    const size_t want_len = strlen(name);
     for (uint64_t e = 0; e < entries; e++) {
-        if (p + 46 > zip.size || rd32(zip.data + p) != 0x02014b50u) goto not_zip;
+        if (size - p < 46 || rd32(zip.data + p) != 0x02014b50u) goto not_zip;
         uint16_t method = rd16(zip.data + p + 10), name_len = rd16(zip.data + p + 28);
         uint16_t extra_len = rd16(zip.data + p + 30), comment_len = rd16(zip.data + p + 32);
         uint64_t csize = rd32(zip.data + p + 20), usize = rd32(zip.data + p + 24), offset = rd32(zip.data + p + 42);
-        if (p + 46 + name_len + extra_len > zip.size) goto not_zip;
+        uint64_t entry_len = 46 + (uint64_t)name_len + extra_len + comment_len;
+        if (size - p < entry_len) goto not_zip; /* name, extra field and comment inside the file */
         const uint8_t *ename = zip.data + p + 46;
-        if (name_len == strlen(name) && !memcmp(ename, name, name_len)) {
-            const uint8_t *x = ename + name_len, *xend = x + extra_len;
-            while (x + 4 <= xend) { /* zip64 extra: the 0xffffffff fields, in order */
+        if (name_len == want_len && !memcmp(ename, name, name_len)) {
+            const uint8_t *x = ename + name_len;
+            size_t left = extra_len; /* the extra field ends where the header says, not where a sub-field says */
+            while (left >= 4) { /* zip64 extra: the 0xffffffff fields, in order */
                 uint16_t id = rd16(x), len = rd16(x + 2);
+                if (len > left - 4) goto not_zip;
                 const uint8_t *f = x + 4;
+                size_t fleft = len;
                 if (id == 1) {
-                    if (usize == 0xffffffffu && f + 8 <= x + 4 + len) { usize = rd64(f); f += 8; }
-                    if (csize == 0xffffffffu && f + 8 <= x + 4 + len) { csize = rd64(f); f += 8; }
-                    if (offset == 0xffffffffu && f + 8 <= x + 4 + len) { offset = rd64(f); f += 8; }
+                    if (usize == 0xffffffffu && fleft >= 8) { usize = rd64(f); f += 8; fleft -= 8; }
+                    if (csize == 0xffffffffu && fleft >= 8) { csize = rd64(f); f += 8; fleft -= 8; }
+                    if (offset == 0xffffffffu && fleft >= 8) { offset = rd64(f); f += 8; fleft -= 8; }
                 }
-                x += 4 + len;
+                x += 4 + (size_t)len;
+                left -= 4 + (size_t)len;
             }
             if (method != 0) {
                 snprintf(err, errlen, "%s: %s is compressed (method %u); write weight files with numpy.savez, not savez_compressed",
                          path, name, method);
                 return -1;
             }
-            if (csize != usize || offset + 30 > zip.size || rd32(zip.data + offset) != 0x04034b50u) goto not_zip;
-            size_t start = (size_t)offset + 30 + rd16(zip.data + offset + 26) + rd16(zip.data + offset + 28);
-            if (start + usize > zip.size) goto not_zip;
+            if (csize != usize || offset > size || size - offset < 30 || rd32(zip.data + offset) != 0x04034b50u)
+                goto not_zip;
+            uint64_t start = offset + 30 + (uint64_t)rd16(zip.data + offset + 26) + rd16(zip.data + offset + 28);
+            if (start > size || usize > size - start) goto not_zip;
             out->data = zip.data + start;
             out->size = (size_t)usize;
             return 0;
         }
-        p += 46 + (size_t)name_len + extra_len + comment_len;
+        p += entry_len;
     }
     out->data = NULL;
     return 1; /* not there */
@@ -106,8 +117,12 @@ static int read_npy(const char *path, const char *name, blob npy, int ndim, cons
     }
     size_t hlen, hstart;
     if (npy.data[6] == 1) { hlen = rd16(npy.data + 8); hstart = 10; }
-    else { if (npy.size < 12) return -1; hlen = rd32(npy.data + 8); hstart = 12; }
-    if (hstart + hlen > npy.size || hlen > 4096) {
+    else if ((npy.data[6] == 2 || npy.data[6] == 3) && npy.size >= 12) { hlen = rd32(npy.data + 8); hstart = 12; }
+    else {
+        snprintf(err, errlen, "%s: %s has a broken .npy header (version %u.%u)", path, name, npy.data[6], npy.data[7]);
+        return -1;
+    }
+    if (hlen > 4096 || hlen > npy.size - hstart) { /* hlen first: hstart + hlen wraps a 32-bit size_t */
         snprintf(err, errlen, "%s: %s has a broken .npy header", path, name);
         return -1;
     }
@@ -147,14 +162,15 @@ static int read_npy(const char *path, const char *name, blob npy, int ndim, cons
             snprintf(err, errlen, "%s: %s has the wrong shape (expected (%d,) for these --layers)", path, name, shape[0]);
         return -1;
     }
-    size_t count = ndim == 2 ? (size_t)shape[0] * shape[1] : (size_t)shape[0];
-    size_t item = is64 ? 8 : 4;
-    if (npy.size - hstart - hlen != count * item) {
-        snprintf(err, errlen, "%s: %s holds %zu data bytes, expected %zu", path, name, npy.size - hstart - hlen, count * item);
+    uint64_t count = ndim == 2 ? (uint64_t)shape[0] * (uint64_t)shape[1] : (uint64_t)shape[0];
+    uint64_t item = is64 ? 8 : 4;
+    if ((uint64_t)(npy.size - hstart - hlen) != count * item) {
+        snprintf(err, errlen, "%s: %s holds %llu data bytes, expected %llu", path, name,
+                 (unsigned long long)(npy.size - hstart - hlen), (unsigned long long)(count * item));
         return -1;
     }
     const uint8_t *p = npy.data + hstart + hlen;
-    for (size_t k = 0; k < count; k++) {
+    for (size_t k = 0; k < (size_t)count; k++) {
         float v;
         if (is64) {
             uint64_t bits = rd64(p + 8 * k);
