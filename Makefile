@@ -20,10 +20,11 @@ PYTEST_ARGS ?= --durations=30
 DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-config libeigen3-dev
 # ... and what the tests and board builds need on top: the ARM cross toolchain + emulator, glib for
 # the qemu instruction-counting plugin, sshd + iproute2 for the netns "boards" of the deploy tests,
-# OpenSSL + protobuf-c + zlib for the board agent, dpkg-dev for the armhf sysroot.
+# OpenSSL + protobuf-c + zlib for the board agent, dpkg-dev for the armhf sysroot, chromium to render
+# `ecufl thesis`'s page headless (tests/test_thesis.py).
 DEB_TEST_PACKAGES := gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libglib2.0-dev \
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
-	dpkg-dev
+	dpkg-dev chromium
 
 .PHONY: setup setup-test system-deps system-deps-test qemu-plugin run test bench arm agent-arm clean
 
