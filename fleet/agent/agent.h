@@ -20,6 +20,8 @@ typedef struct {
     char ca[512], cert[512], key[512];
     char data[512];
     char node[64];
+    int handshake_timeout; /* seconds from accept to a finished TLS handshake (key handshake_timeout, default 15) */
+    int max_connections;   /* connections served at once (key max_connections, default 4); more wait in the backlog */
 } agent_config;
 
 typedef struct {

@@ -1,10 +1,16 @@
 /* agent_main.c: ecufl-agent --config FILE
  *
  * Reads its configuration (key = value lines, written by `ecufl deploy push`), loads the board's
- * training set, then serves TLS connections one at a time: a client must present a certificate
- * signed by the fleet CA (else the handshake fails and the agent logs one line); each framed
- * TrainRequest gets one framed TrainReply. Single-threaded on purpose: an ECU trains one round at
- * a time, and memory stays flat.
+ * training set, then serves TLS connections: a client must present a certificate signed by the
+ * fleet CA (else the handshake fails and the agent logs one line); each framed TrainRequest gets
+ * one framed TrainReply.
+ *
+ * Each connection is served by a forked child (the training set is shared copy-on-write), at most
+ * max_connections at once; further connections wait in the listen backlog. A child that has not
+ * finished the TLS handshake handshake_timeout seconds after accept is ended (SIGALRM), so neither
+ * an idle TCP connection nor a slow-loris handshake holds the agent. Training itself is serialised
+ * by a lock (an ECU trains one round at a time, memory stays flat), and a request that crashed a
+ * child would only end that connection.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -14,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +70,18 @@ int agent_config_load(const char *path, agent_config *cfg, char *err, size_t err
         char *key = p, *val = eq + 1;
         trim(key);
         while (*val == ' ') val++;
+        if (!strcmp(key, "handshake_timeout") || !strcmp(key, "max_connections")) {
+            char *end;
+            long v = strtol(val, &end, 10);
+            int hs = !strcmp(key, "handshake_timeout");
+            if (end == val || *end || v < 1 || v > (hs ? 600 : 64)) {
+                snprintf(err, errlen, "%s:%d: %s must be a whole number in 1..%d", path, lineno, key, hs ? 600 : 64);
+                fclose(f);
+                return -1;
+            }
+            *(hs ? &cfg->handshake_timeout : &cfg->max_connections) = (int)v;
+            continue;
+        }
         struct { const char *name; char *dst; size_t len; } keys[] = {
             {"listen", listen, sizeof listen}, {"ca", cfg->ca, sizeof cfg->ca}, {"cert", cfg->cert, sizeof cfg->cert},
             {"key", cfg->key, sizeof cfg->key}, {"data", cfg->data, sizeof cfg->data}, {"node", cfg->node, sizeof cfg->node}};
@@ -76,6 +96,8 @@ int agent_config_load(const char *path, agent_config *cfg, char *err, size_t err
         }
     }
     fclose(f);
+    if (!cfg->handshake_timeout) cfg->handshake_timeout = 15;
+    if (!cfg->max_connections) cfg->max_connections = 4;
     char *colon = strrchr(listen, ':');
     if (!colon) { snprintf(err, errlen, "%s: listen must be host:port", path); return -1; }
     *colon = 0;
@@ -100,7 +122,7 @@ static int listen_on(const agent_config *cfg, char *err, size_t errlen) {
     if (e) { snprintf(err, errlen, "listen %s: %s", cfg->listen_host, gai_strerror(e)); return -1; }
     int fd = socket(res->ai_family, SOCK_STREAM, 0), one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 8)) {
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 64)) {
         snprintf(err, errlen, "listen %s:%d: %s", cfg->listen_host, cfg->listen_port, strerror(errno));
         freeaddrinfo(res);
         if (fd >= 0) close(fd);
@@ -110,16 +132,51 @@ static int listen_on(const agent_config *cfg, char *err, size_t errlen) {
     return fd;
 }
 
+/* The handshake deadline: SIGALRM in the child serving the connection logs one line and ends it. */
+static char deadline_line[512];
+static size_t deadline_len;
+static void handshake_expired(int sig) {
+    (void)sig;
+    if (write(2, deadline_line, deadline_len) < 0) _exit(1);
+    _exit(1);
+}
+
+/* Training is serialised across the children by a POSIX record lock on an unlinked file: held per
+ * process, released by the kernel if the holder dies. Without the file (no writable TMPDIR) the
+ * children train concurrently. */
+static int train_lock_fd = -1;
+static void train_lock(int on) {
+    if (train_lock_fd < 0) return;
+    struct flock fl = {0};
+    fl.l_type = on ? F_WRLCK : F_UNLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(train_lock_fd, on ? F_SETLKW : F_SETLK, &fl) < 0 && errno == EINTR) {}
+}
+
 static void serve(SSL_CTX *ctx, int fd, const char *peer, const agent_dataset *ds, const agent_config *cfg) {
-    struct timeval tv = {600, 0}; /* a silent client is dropped after 10 minutes */
+    char ts[32];
+    time_t t = time(NULL);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    int n = snprintf(deadline_line, sizeof deadline_line, "%s ecufl-agent: refused %s: no TLS handshake within %d s\n",
+                     ts, peer, cfg->handshake_timeout);
+    deadline_len = n < 0 ? 0 : (size_t)n >= sizeof deadline_line ? sizeof deadline_line - 1 : (size_t)n;
+    signal(SIGALRM, handshake_expired);
+    alarm((unsigned)cfg->handshake_timeout);
+    struct timeval tv = {cfg->handshake_timeout, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     if (SSL_accept(ssl) != 1) {
+        alarm(0);
         agent_log("refused %s: TLS handshake failed (%s)", peer, agent_tls_error());
         SSL_free(ssl);
         return;
     }
+    alarm(0);
+    tv.tv_sec = 600; /* an authenticated but silent client is dropped after 10 minutes */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     X509 *cert = SSL_get_peer_certificate(ssl);
     char cn[256] = "?";
     if (cert) {
@@ -136,7 +193,9 @@ static void serve(SSL_CTX *ctx, int fd, const char *peer, const agent_dataset *d
             else agent_log("client %s disconnected", peer);
             break;
         }
+        train_lock(1);
         int rc = agent_handle(ds, cfg, req, req_len, &rep, &rep_len);
+        train_lock(0);
         free(req);
         if (rc || agent_write_frame(ssl, rep, rep_len)) {
             free(rep);
@@ -167,9 +226,14 @@ int main(int argc, char **argv) {
     if (!ctx) { fprintf(stderr, "ecufl-agent: error: %s\n", err); return 1; }
     int lfd = listen_on(&cfg, err, sizeof err);
     if (lfd < 0) { fprintf(stderr, "ecufl-agent: error: %s\n", err); return 1; }
+    FILE *lockf = tmpfile();
+    if (lockf) train_lock_fd = fileno(lockf);
     agent_log("node %s: %d training samples from %s; serving TLS (client certificates required) on %s:%d",
               cfg.node[0] ? cfg.node : "?", ds.n, cfg.data, cfg.listen_host, cfg.listen_port);
+    int active = 0;
     for (;;) {
+        while (active > 0 && waitpid(-1, NULL, active >= cfg.max_connections ? 0 : WNOHANG) > 0) active--;
+        if (active >= cfg.max_connections) continue; /* waitpid was interrupted: try again */
         struct sockaddr_storage sa;
         socklen_t sl = sizeof sa;
         int fd = accept(lfd, (struct sockaddr *)&sa, &sl);
@@ -182,7 +246,18 @@ int main(int argc, char **argv) {
         getnameinfo((struct sockaddr *)&sa, sl, host, sizeof host, serv, sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV);
         char peer[NI_MAXHOST + NI_MAXSERV + 2];
         snprintf(peer, sizeof peer, "%s:%s", host, serv);
-        serve(ctx, fd, peer, &ds, &cfg);
+        pid_t child = fork();
+        if (child == 0) {
+            close(lfd);
+            serve(ctx, fd, peer, &ds, &cfg);
+            close(fd);
+            _exit(0);
+        }
+        if (child < 0) {
+            agent_log("refused %s: cannot fork (%s)", peer, strerror(errno));
+        } else {
+            active++;
+        }
         close(fd);
     }
 }

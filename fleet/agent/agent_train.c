@@ -17,6 +17,11 @@
 #include "ecufl_kernel.h"
 
 #define MAX_BATCH 4096
+#define MAX_WIDTH 65536   /* neurons per layer: far beyond an ECU's network, and w_l stays < 2^32 bytes */
+#define MAX_ORDER (1 << 27) /* indices per request (the frame cap allows 16 M), and every count fits an int */
+
+/* Every size below comes from the peer: products are formed in 64 bits (size_t is 32-bit on ARM)
+ * and each allocation is checked. */
 
 static double now(void) {
     struct timespec t;
@@ -125,7 +130,13 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
         snprintf(msg, sizeof msg, "layers: need 2..%d sizes, got %d", ECUFL_MAX_SIZES, n_sizes);
         goto error;
     }
-    for (int i = 0; i < n_sizes; i++) sizes[i] = (int)req->layers[i];
+    for (int i = 0; i < n_sizes; i++) {
+        if (req->layers[i] < 1 || req->layers[i] > MAX_WIDTH) {
+            snprintf(msg, sizeof msg, "layers: size %u out of range 1..%d", req->layers[i], MAX_WIDTH);
+            goto error;
+        }
+        sizes[i] = (int)req->layers[i];
+    }
     if (sizes[0] != 784) { snprintf(msg, sizeof msg, "layers: the input must be 784, got %d", sizes[0]); goto error; }
     if (req->n_params != (size_t)(2 * (n_sizes - 1))) {
         snprintf(msg, sizeof msg, "params: expected %d arrays, got %zu", 2 * (n_sizes - 1), req->n_params);
@@ -135,20 +146,28 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
         snprintf(msg, sizeof msg, "batch_size %u / lr %g out of range", req->batch_size, req->lr);
         goto error;
     }
+    if (req->n_order > MAX_ORDER || req->n_eval_order > (size_t)ds->n) {
+        snprintf(msg, sizeof msg, "order: %zu training and %zu evaluation indices (at most %d and the board's %d)",
+                 req->n_order, req->n_eval_order, MAX_ORDER, ds->n);
+        goto error;
+    }
     if (check_order(req->order, req->n_order, ds->n) || check_order(req->eval_order, req->n_eval_order, ds->n)) {
         snprintf(msg, sizeof msg, "order: an index is outside 0..%d (the board holds %d samples)", ds->n - 1, ds->n);
         goto error;
     }
     arrays = calloc(req->n_params, sizeof *arrays);
+    if (!arrays) { snprintf(msg, sizeof msg, "out of memory"); goto error; }
     for (size_t a = 0; a < req->n_params; a++) {
         int l = (int)a / 2;
-        size_t want = (a % 2 == 0 ? (size_t)sizes[l + 1] * sizes[l] : (size_t)sizes[l + 1]) * sizeof(float);
-        if (req->params[a].len != want) {
-            snprintf(msg, sizeof msg, "params[%zu]: %zu bytes, expected %zu", a, req->params[a].len, want);
+        uint64_t want = (a % 2 == 0 ? (uint64_t)sizes[l + 1] * (uint64_t)sizes[l] : (uint64_t)sizes[l + 1]) * sizeof(float);
+        if ((uint64_t)req->params[a].len != want) {
+            snprintf(msg, sizeof msg, "params[%zu]: %zu bytes, expected %llu", a, req->params[a].len,
+                     (unsigned long long)want);
             goto error;
         }
-        arrays[a] = malloc(want); /* aligned copy: the wire bytes need not be float-aligned */
-        memcpy(arrays[a], req->params[a].data, want);
+        arrays[a] = malloc((size_t)want); /* aligned copy: the wire bytes need not be float-aligned */
+        if (!arrays[a]) { snprintf(msg, sizeof msg, "out of memory for params[%zu]", a); goto error; }
+        memcpy(arrays[a], req->params[a].data, (size_t)want);
     }
     char kerr[256] = "";
     net = ecufl_net_create(n_sizes, sizes, (int)req->batch_size, kerr, sizeof kerr);
@@ -168,8 +187,14 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
     int correct = 0;
     if (req->n_eval_order) {
         /* evaluate() takes the first n images: gather the eval samples into a scratch copy */
-        size_t n = req->n_eval_order;
+        size_t n = req->n_eval_order; /* <= ds->n, so n * 784 <= the board's images (fits size_t) */
         uint8_t *im = malloc(n * 784), *lb = malloc(n);
+        if (!im || !lb) {
+            free(im);
+            free(lb);
+            snprintf(msg, sizeof msg, "out of memory for %zu evaluation samples", n);
+            goto error;
+        }
         for (size_t i = 0; i < n; i++) {
             memcpy(im + i * 784, ds->images + (size_t)req->eval_order[i] * 784, 784);
             lb[i] = ds->labels[req->eval_order[i]];
@@ -185,6 +210,7 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
     Ecufl__TrainReply rep = ECUFL__TRAIN_REPLY__INIT;
     Ecufl__RoundReport rr = ECUFL__ROUND_REPORT__INIT;
     ProtobufCBinaryData *outp = calloc(req->n_params, sizeof *outp);
+    if (!outp) { snprintf(msg, sizeof msg, "out of memory for the reply"); goto error; }
     for (size_t a = 0; a < req->n_params; a++) {
         outp[a].data = (uint8_t *)arrays[a];
         outp[a].len = req->params[a].len;
@@ -222,7 +248,9 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
     rep.report = &rr;
     size_t room = ecufl__train_reply__get_packed_size(&rep);
     *out = calloc(1, room);
+#ifndef ECUFL_AGENT_FUZZ /* the libFuzzer build (tests/fuzz): ASan's shadow mappings make the walk take minutes */
     sample_resident();
+#endif
     rr.peak_rss_bytes = peak_rss_bytes();
     rr.trainer_peak_rss_bytes = resident_peak;
     rr.serialise_seconds = now() - t0;
