@@ -21,10 +21,12 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-c
 # ... and what the tests and board builds need on top: the ARM cross toolchain + emulator, glib for
 # the qemu instruction-counting plugin, sshd + iproute2 for the netns "boards" of the deploy tests,
 # OpenSSL + protobuf-c + zlib for the board agent, dpkg-dev for the armhf sysroot, chromium to render
-# `ecufl thesis`'s page headless (tests/test_thesis.py).
+# `ecufl thesis`'s page headless (tests/test_thesis.py), clang (libFuzzer + sanitizers) and the
+# 32-bit x86 libraries for the fuzz harnesses and hostile-file tests (tests/fuzz; not gcc-multilib:
+# it conflicts with the ARM cross compiler).
 DEB_TEST_PACKAGES := gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libglib2.0-dev \
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
-	dpkg-dev chromium
+	dpkg-dev chromium clang libc6-dev-i386 lib32gcc-12-dev lib32stdc++-12-dev lib32asan8 lib32ubsan1
 
 .PHONY: setup setup-test system-deps system-deps-test qemu-plugin run test bench arm agent-arm clean
 
