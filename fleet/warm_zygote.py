@@ -51,6 +51,7 @@ from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 from ecufl.client import client_app  # noqa: F401 - the ClientApp and all it imports, loaded once here
 from ecufl.client import runner, task
+from ecufl.fleet.local import WARM_TIMING
 from ecufl.kernels import available, kernel_class, split_spec, usable
 
 DEFAULT_SIZES = [784, 30, 10]
@@ -61,7 +62,9 @@ DEFAULT_SIZES = [784, 30, 10]
 PULL_BACKOFF = (0.02, 0.5)
 
 
-def run_clientapp(address: str, token: str, launcher_pid: int) -> None:
+
+
+def run_clientapp(address: str, token: str, launcher_pid: int, forked_at: float = 0.0) -> None:
     """Flower's ClientApp process (``flwr.supernode.runtime.run_clientapp.run_clientapp`` of flwr
     1.42, step for step: heartbeat, pull task input and message with the token, install the FAB,
     load the ClientApp it names, call it, push the reply and the task output), with two
@@ -78,6 +81,7 @@ def run_clientapp(address: str, token: str, launcher_pid: int) -> None:
     message = reply = None
     context: Context | None = None
     sub_status, details, exit_code = SubStatus.FAILED, "ClientApp task failed due to unknown reason", ExitCode.SUCCESS
+    times = {"pid": os.getpid(), "forked_at": forked_at or time.time()}
 
     def on_exit() -> None:
         retry.max_tries = 1
@@ -103,10 +107,13 @@ def run_clientapp(address: str, token: str, launcher_pid: int) -> None:
             make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
             return_type=Message, initial_backoff=PULL_BACKOFF[0], backoff_cap=PULL_BACKOFF[1])
         message.metadata.__dict__["_message_id"] = tree.object_id
+        times["message_at"] = time.time()  # the SuperNode had the message's objects (it pulls them after the task is made)
         install_from_fab(fab.content, skip_prompt=True)
         app = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)(
             run.fab_id, run.fab_version, fab.hash_str)
+        times["handler_at"] = time.time()
         reply = app(message=message, context=context)
+        times["reply_at"] = time.time()
         sub_status, details = SubStatus.COMPLETED, ""
     except Exception as ex:  # noqa: BLE001 - as Flower's: an error reply, a failed task
         code = ErrorCode.LOAD_CLIENT_APP_EXCEPTION if isinstance(ex, LoadClientAppError) else ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -122,6 +129,8 @@ def run_clientapp(address: str, token: str, launcher_pid: int) -> None:
             except Exception as ex:  # noqa: BLE001
                 print(f"warm ClientApp {os.getpid()}: failed to push the reply: {ex}", file=sys.stderr, flush=True)
                 exit_code = ExitCode.CLIENTAPP_COMMUNICATION_ERROR
+        times["pushed_at"] = time.time()
+        print(WARM_TIMING + json.dumps(times), file=sys.stderr, flush=True)
     flwr_exit(code=exit_code, event_type=EventType.FLWR_CLIENTAPP_RUN_LEAVE)
 
 
@@ -166,6 +175,7 @@ def apply(hint: dict) -> None:
 
 
 def fork_clientapp(address: str, token: str, launcher_pid: int, hints_w: int, closing: list[int]) -> int:
+    forked_at = time.time()
     pid = os.fork()
     if pid:
         return pid
@@ -179,7 +189,7 @@ def fork_clientapp(address: str, token: str, launcher_pid: int, hints_w: int, cl
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         task.WARM_HINTS = hints_w
-        run_clientapp(address, token, launcher_pid)
+        run_clientapp(address, token, launcher_pid, forked_at)
         code = 0
     except SystemExit as e:  # flwr_exit ends with sys.exit
         code = e.code if isinstance(e.code, int) else 1
