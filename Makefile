@@ -26,7 +26,7 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-c
 # it conflicts with the ARM cross compiler).
 DEB_TEST_PACKAGES := gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libglib2.0-dev \
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
-	dpkg-dev chromium clang libc6-dev-i386 lib32gcc-12-dev lib32stdc++-12-dev lib32asan8 lib32ubsan1
+	dpkg-dev chromium clang libclang-rt-14-dev libc6-dev-i386 lib32gcc-12-dev lib32stdc++-12-dev lib32asan8 lib32ubsan1
 
 .PHONY: setup setup-test system-deps system-deps-test qemu-plugin run test bench arm agent-arm clean
 
