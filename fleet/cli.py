@@ -230,25 +230,41 @@ def _run_sim(sc, results_base: Path, parallel: int | None = None) -> None:
 @click.option("--engines", default="deployment,simulation", show_default=True)
 @click.option("--rounds", default=3, show_default=True, type=int)
 @click.option("--samples", default=200, show_default=True, type=int, help="Training samples per node.")
+@click.option("--compare-flower", is_flag=True,
+              help="Per fleet size, back to back: a bare Flower app with sleeping clients (Flower's floor), "
+                   "ecufl on cold nodes, ecufl on warm nodes (deployment only; --engines is ignored).")
+@click.option("--sleep", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="--compare-flower: seconds the bare app's clients sleep.")
 @STATE_OPTION
 @RESULTS_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def fleet_overhead(node_counts, engines, rounds, samples, state_path, results_base, as_json):
+def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep, state_path, results_base, as_json):
     """Measure the fleet's own overhead per round: wall time minus the slowest client's train time."""
-    counts = [int(v) for v in _csv(node_counts, "--nodes")]
+    try:
+        counts = [int(v) for v in _csv(node_counts, "--nodes")]
+    except ValueError:
+        raise click.UsageError(f"--nodes: expected comma-separated fleet sizes, got {node_counts!r}") from None
+    if any(not 1 <= c <= 64 for c in counts):
+        raise click.UsageError(f"--nodes: fleet sizes must be in 1..64, got {node_counts}")
+    if rounds < 1:
+        raise click.UsageError(f"--rounds must be >= 1, got {rounds}")
     engine_list = _csv(engines, "--engines")
     for e in engine_list:
         if e not in ("deployment", "simulation"):
             raise click.UsageError(f"--engines: expected deployment and/or simulation, got {e!r}")
     try:
-        rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
-                                Path(results_base), echo=_console(as_json).print)
+        if compare_flower:
+            rows = overhead.compare_flower(counts, rounds, samples, local.state_dir(state_path), Path(results_base),
+                                           sleep=sleep, echo=_console(as_json).print)
+        else:
+            rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
+                                    Path(results_base), echo=_console(as_json).print)
     except local.FleetError as e:
         raise _fail(e)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
-        _console().print(overhead.table(rows))
+        _console().print(overhead.compare_table(rows) if compare_flower else overhead.table(rows))
 
 
 @fleet.command("shootout")

@@ -37,6 +37,7 @@ from ecufl.client.runner import TRAIN_LOCK_ENV
 from ecufl.fleet import flwr_app, procs
 
 CONNECTION = "ecufl-fleet"
+WARM_TIMING = "warm ClientApp timing "  # prefix of a warm ClientApp's one line of times in its node's log
 
 
 class FleetError(RuntimeError):
