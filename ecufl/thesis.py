@@ -21,10 +21,12 @@ Three experiments (what each measures and why it is built that way):
   and times each on the training thread's CPU clock (the clock ecufl bench and the fleet use: on a
   shared machine wall time stretches with the load, CPU time much less); the seconds per epoch
   are those of the last epoch (the pruned kernel trains dense for one epoch, then prunes to 90%).
-  Memory per cell: the process's resident memory before the kernel module is imported and the
-  kernel created, then the high-water mark of training alone (Linux ``clear_refs`` resets VmHWM)
-  and of evaluation alone: each kernel's *own* footprint, beside the whole process's peak, which
-  is mostly the 47 MB uint8 training set and the Python runtime shared by every kernel.
+  Memory per cell, in that cell's process (ecufl/thesis_worker.py): resident memory before the
+  kernel's module is imported, after the import (its code and runtime), then the high-water mark
+  of creating the kernel and training alone (Linux ``clear_refs`` resets VmHWM) and of evaluation
+  alone: each kernel's *own* footprint, beside the whole process's peak (VmHWM; ``ru_maxrss`` is
+  kept across exec on Linux, so a worker's would include its parent's), which is mostly the uint8
+  MNIST arrays and the Python runtime every kernel shares.
 - ``projection``: the ARM board build of each native kernel (c, c-plain, eigen, int8,
   int8-plain) trains under ``qemu-arm -cpu cortex-a9`` with exact instruction counts, projected
   onto the ``imx6`` profile (1 GHz Cortex-A9) by the cost model of kernels/arm/COSTMODEL.md
@@ -51,17 +53,15 @@ from typing import Any
 
 import click
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ecufl import data as mnist
 from ecufl import thesis_page
 from ecufl.bench import SINGLE_THREAD_ENV, sizes_of
-from ecufl.kernels import EpochOrder, KernelUnavailable, available, create, init_params, kernel_class
+from ecufl.kernels import available
 from ecufl.kernels.arm import emulate
 from ecufl.kernels.arm.bench import arm_bench_rows
 from ecufl.kernels.tflite import catalog
-from ecufl.kernels.tflite import export as tflite_export
-from ecufl.train import peak_rss_bytes
+from ecufl.thesis_worker import CONFIGS, EPOCH, HIDDEN, KERNEL_SPECS, _base_row, n_params
 
 STATEMENTS = {
     1: "Run time increases exponentially with the number of parameters.",
@@ -72,28 +72,13 @@ STATEMENTS = {
     5: "The numpy implementation consistently takes longer than the C implementation; C has lower execution "
        "time and memory usage.",
 }
-HIDDEN = (2, 8, 32, 128)
-CONFIGS = [f"784-{h}-10" for h in HIDDEN] + [f"784-{h}-16-10" for h in HIDDEN]
-# label -> (registry kernel, dtype, kernel options, what it is)
-KERNEL_SPECS: dict[str, tuple[str, str, dict[str, Any], str]] = {
-    "numpy": ("numpy", "float32", {}, "numpy, vectorised over the mini-batch (float32)"),
-    "textbook": ("textbook", "float64", {}, "network.py's per-sample loop, float64 as the book runs it"),
-    "tflite": ("tflite", "float32", {}, "TensorFlow Lite interpreter (XNNPACK), training signatures"),
-    "c-plain": ("c-plain", "float32", {}, "C, plain portable loops"),
-    "c": ("c", "float32", {}, "C, optimised (SIMD, skips zero pixels)"),
-    "eigen": ("eigen", "float32", {}, "C++17 / Eigen"),
-    "int8": ("int8", "float32", {}, "CMSIS-NN-style int8 training, SIMD path"),
-    "int8-plain": ("int8-plain", "float32", {}, "CMSIS-NN-style int8 training, plain C"),
-    "c-pruned": ("c", "float32", {"prune": 0.9}, "C, 90% block-pruned hidden weights after one dense epoch"),
-}
 ARM_KERNELS = ["c", "c-plain", "eigen", "int8", "int8-plain"]
-EPOCH = 60_000
 CSV_COLUMNS = [
     "row", "experiment", "kernel", "config", "params", "hidden", "depth", "seed", "epoch", "samples",
-    "train_accuracy", "test_accuracy", "train_loss", "test_loss",
+    "train_accuracy", "test_accuracy", "train_loss", "test_loss", "output_saturation",
     "host_cpu_seconds", "host_cpu_seconds_per_epoch", "host_cpu_seconds_per_epoch_first",
     "host_wall_seconds_per_epoch",
-    "baseline_rss_bytes", "kernel_train_footprint_bytes", "kernel_eval_footprint_bytes", "process_peak_rss_bytes",
+    "baseline_rss_bytes", "kernel_import_bytes", "kernel_train_footprint_bytes", "kernel_eval_footprint_bytes", "process_peak_rss_bytes",
     "weight_bytes", "update_bytes",
     "imx6_seconds_per_epoch", "arm_instructions_per_epoch", "neon_share", "board_trainer_peak_rss_bytes",
     "partial", "error",
@@ -124,110 +109,9 @@ class Plan:
                    arm_samples=200, timeout=300.0)
 
 
-def n_params(sizes: list[int]) -> int:
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
-def _base_row(experiment: str, kernel: str, config: str) -> dict[str, Any]:
-    sizes = sizes_of(config)
-    return {"experiment": experiment, "kernel": kernel, "config": config, "params": n_params(sizes),
-            "hidden": sizes[1], "depth": len(sizes) - 2}
-
-
-# --- memory of this process (Linux /proc) ----------------------------------------------------------
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {key}")
-
-
-def _reset_peak() -> int:
-    """Reset VmHWM to the current VmRSS (Linux >= 4.0); returns that RSS in bytes."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status_kib("VmRSS") * 1024
-
-
-def _peak() -> int:
-    return _status_kib("VmHWM") * 1024
-
-
-# --- experiment workers (each in its own process) ------------------------------------------------
-def timing_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One (kernel, config) cell: ``epochs`` epochs timed on the training thread's CPU clock,
-    the kernel's own memory (training, evaluation), test accuracy after the last epoch."""
-    name, dtype, options, _ = KERNEL_SPECS[spec["kernel"]]
-    sizes = sizes_of(spec["config"])
-    train = mnist.load("train")
-    test = mnist.load("test")
-    if spec["train_size"] < len(train):  # --quick: a smaller training set (an epoch is this many samples)
-        train = mnist.Dataset(train.images[: spec["train_size"]].copy(), train.labels[: spec["train_size"]].copy())
-    params = init_params(sizes, spec["seed"], dtype=dtype)
-    orders = EpochOrder(len(train), spec["seed"])
-    epoch_orders = [orders.next()[: spec["limit"]] for _ in range(spec["epochs"])]
-    row = _base_row("timing", spec["kernel"], spec["config"])
-    with threadpool_limits(1):
-        baseline = _reset_peak()
-        kernel_class(name)  # the kernel's module and runtime (TFLite, native library) count as its own
-        kernel = create(name, params, dtype=dtype, **options)
-        cpu, wall = [], []
-        for order in epoch_orders:
-            t0, c0 = time.perf_counter(), time.thread_time()
-            kernel.train(train.images, train.labels, order, spec["lr"], spec["batch_size"])
-            wall.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
-        train_peak = _peak()
-        eval_base = _reset_peak()
-        ev = kernel.evaluate(test.images, test.labels)
-        eval_peak = _peak()
-        weight_bytes = kernel.weight_bytes()
-        update_bytes = kernel.get_params().astype("float32").nbytes()
-        kernel.close()
-    n = len(epoch_orders[-1])
-    row.update({
-        "seed": spec["seed"], "epoch": spec["epochs"], "samples": n, "test_accuracy": ev.accuracy,
-        "test_loss": ev.loss, "host_cpu_seconds": sum(cpu),
-        "host_cpu_seconds_per_epoch": cpu[-1] * EPOCH / n,
-        "host_cpu_seconds_per_epoch_first": cpu[0] * EPOCH / len(epoch_orders[0]),
-        "host_wall_seconds_per_epoch": wall[-1] * EPOCH / n,
-        "baseline_rss_bytes": baseline, "kernel_train_footprint_bytes": max(train_peak - baseline, 0),
-        "kernel_eval_footprint_bytes": max(eval_peak - eval_base, 0), "process_peak_rss_bytes": peak_rss_bytes(),
-        "weight_bytes": weight_bytes, "update_bytes": update_bytes, "partial": int(n < EPOCH),
-    })
-    return row
-
-
-def accuracy_worker(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every config x seed with the C kernel, ``epochs`` epochs, train and test accuracy after each."""
-    train = mnist.load("train")
-    test = mnist.load("test")
-    rows = []
-    with threadpool_limits(1):
-        for config in spec["configs"]:
-            for seed in spec["seeds"]:
-                kernel = create("c", init_params(sizes_of(config), seed, dtype="float32"), dtype="float32")
-                orders = EpochOrder(len(train), seed)
-                for epoch in range(1, spec["epochs"] + 1):
-                    order = orders.next()
-                    c0 = time.thread_time()
-                    kernel.train(train.images, train.labels, order, spec["lr"], spec["batch_size"])
-                    cpu = time.thread_time() - c0
-                    tr = kernel.evaluate(train.images, train.labels)
-                    te = kernel.evaluate(test.images, test.labels)
-                    row = _base_row("accuracy", "c", config)
-                    row.update({"seed": seed, "epoch": epoch, "samples": len(order), "train_accuracy": tr.accuracy,
-                                "test_accuracy": te.accuracy, "train_loss": tr.loss, "test_loss": te.loss,
-                                "host_cpu_seconds": cpu, "partial": 0})
-                    rows.append(row)
-                kernel.close()
-    return rows
-
-
 def _run_worker(mode: str, spec: dict[str, Any], timeout: float) -> Any:
     env = dict(os.environ, **SINGLE_THREAD_ENV)
-    proc = subprocess.run([sys.executable, "-m", "ecufl.thesis", mode, json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "ecufl.thesis_worker", mode, json.dumps(spec)],
                           capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -396,47 +280,55 @@ def F(d: dict[str, float], key: str) -> str:
 
 
 def _claim1(rows, d) -> dict[str, Any]:
+    """Exponential growth, t = c e^(kP), makes the log-log slope between two sizes, k (P2 - P1) / ln(P2 / P1),
+    grow in proportion to P; polynomial growth t ~ P^b keeps it at b. So the decisive figure is the
+    local log-log slope between the two largest single-hidden-layer configs (784-32-10 -> 784-128-10)
+    and whether it grew from the step before (784-8-10 -> 784-32-10)."""
     figs = []
-    better_power = better_exp = 0
+    linear = accelerating = 0
+    singles = [f"784-{h}-10" for h in HIDDEN]
     for source, col in (("host", "host_cpu_seconds_per_epoch"), ("imx6", "imx6_seconds_per_epoch")):
         exp = "timing" if source == "host" else "projection"
         for kernel, by_cfg in sorted(_series(rows, exp, col).items()):
             pts = [(r["params"], r[col]) for r in by_cfg.values() if r[col] > 0]
-            if len(pts) < 4:
+            chain = [by_cfg[c] for c in singles if c in by_cfg and by_cfg[c][col] > 0]
+            if len(pts) < 4 or len(chain) < 3:
                 continue
             p, t = zip(*pts)
             _, slope, r2_pow = _fit([math.log(v) for v in p], [math.log(v) for v in t])
             _, _, r2_exp = _fit(list(p), [math.log(v) for v in t])
+            local = [math.log(b[col] / a[col]) / math.log(b["params"] / a["params"]) for a, b in zip(chain, chain[1:])]
             key = f"c1.{source}.{kernel}"
             d[key + ".slope"], d[key + ".r2_power"], d[key + ".r2_exp"] = slope, r2_pow, r2_exp
+            d[key + ".slope_top"], d[key + ".slope_before_top"] = local[-1], local[-2]
             d[key + ".time_ratio"] = max(t) / min(t)
             d[key + ".param_ratio"] = max(p) / min(p)
             figs.append(key)
-            if r2_pow >= r2_exp:
-                better_power += 1
-            else:
-                better_exp += 1
+            linear += local[-1] <= 1.25
+            accelerating += local[-1] > 2.0 and local[-1] > 2 * local[-2]
     if not figs:
         return _claim(1, "conditional", "no timing cells were measured", "table: timing", [])
+    tops = [d[k + ".slope_top"] for k in figs]
     slopes = [d[k + ".slope"] for k in figs]
-    d["c1.slope_min"], d["c1.slope_max"] = min(slopes), max(slopes)
-    d["c1.series"], d["c1.series_power_better"] = len(figs), better_power
-    if better_power > better_exp and max(slopes) <= 1.25:
+    d["c1.slope_top_min"], d["c1.slope_top_max"] = min(tops), max(tops)
+    d["c1.slope_all_min"], d["c1.slope_all_max"] = min(slopes), max(slopes)
+    d["c1.series"], d["c1.series_linear"], d["c1.series_accelerating"] = len(figs), linear, accelerating
+    d["c1.param_step"] = n_params(sizes_of(singles[-1])) / n_params(sizes_of(singles[-2]))
+    if linear > len(figs) / 2:
         verdict = "does-not-hold"
-        cause = (f"Time grows as a power of the parameter count, not exponentially: log time vs log "
-                 f"parameters is a straight line (power law t ~ P^b) in {F(d, 'c1.series_power_better')} of "
-                 f"{F(d, 'c1.series')} kernel series, with exponents b from {F(d, 'c1.slope_min')} to "
-                 f"{F(d, 'c1.slope_max')}, i.e. at most linear: every weight costs a fixed number of multiply-adds "
-                 f"per sample (forward, gradient, update), and fixed per-sample and per-batch costs (interpreter "
-                 f"calls, sigmoid, zero-pixel scan) make small networks cost more than their share, so b < 1.")
-    elif better_exp > better_power and min(slopes) > 1.25:
+    elif accelerating > len(figs) / 2:
         verdict = "holds"
-        cause = (f"log time is closer to linear in P than in log P in {better_exp} series; exponents "
-                 f"{F(d, 'c1.slope_min')}-{F(d, 'c1.slope_max')}")
     else:
         verdict = "conditional"
-        cause = (f"Power-law fits are better in {F(d, 'c1.series_power_better')} of {F(d, 'c1.series')} series, "
-                 f"exponents {F(d, 'c1.slope_min')} to {F(d, 'c1.slope_max')}: growth is polynomial where b <= 1.25.")
+    cause = (f"Time grows polynomially, at most linearly, with the parameter count P, not exponentially. From "
+             f"784-32-10 to 784-128-10 ({F(d, 'c1.param_step')} the parameters) time grew as P^b with local exponent "
+             f"b = {F(d, 'c1.slope_top_min')} to {F(d, 'c1.slope_top_max')} ({F(d, 'c1.series_linear')} of "
+             f"{F(d, 'c1.series')} kernel series at most 1.25; {F(d, 'c1.series_accelerating')} accelerating); an "
+             f"exponential would make that exponent grow in proportion to P, about fourfold per step here. Over the "
+             f"whole grid the power-law exponents are {F(d, 'c1.slope_all_min')} to {F(d, 'c1.slope_all_max')}. Each "
+             f"weight costs a fixed number of multiply-adds per sample (forward, gradient, update), hence b near 1 "
+             f"for large networks; fixed per-sample and per-batch costs (interpreter and BLAS calls, sigmoid, the "
+             f"zero-pixel scan) make small networks cost more than their share, hence b < 1 at the small end.")
     return _claim(1, verdict, cause, "plot: time vs parameters (log-log); table: fits of claim 1", figs)
 
 
@@ -444,8 +336,18 @@ def _mean(v: list[float]) -> float:
     return float(statistics.fmean(v))
 
 
+def _init_saturation(rows) -> dict[str, float]:
+    """config -> mean over seeds of the initial network's output saturation (experiment ``init``)."""
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r["experiment"] == "init" and _ok(r, "output_saturation"):
+            by.setdefault(r["config"], []).append(r["output_saturation"])
+    return {c: _mean(v) for c, v in by.items()}
+
+
 def _claim2(rows, d) -> dict[str, Any]:
     acc = _acc_table(rows)
+    sat = _init_saturation(rows)
     if not acc:
         return _claim(2, "conditional", "the accuracy experiment produced no rows", "table: accuracy", [])
     last = max(e for _, e in acc)
@@ -476,6 +378,8 @@ def _claim2(rows, d) -> dict[str, Any]:
             # how far test accuracy fell from its best epoch (overfitting's other signature)
             best = max(_mean([x["test_accuracy"] for x in acc[(cfg, e)]]) for e in epochs if (cfg, e) in acc)
             d[k + ".drop_from_best"] = best - d[k + ".test_mean"]
+            if cfg in sat:
+                d[k + ".sat_init"] = sat[cfg]
             figs.append(k)
     d["c2.last_epoch"] = last
     d["c2.seeds"] = len(acc[(pairs[0][0], last)]) if pairs else 0
@@ -501,12 +405,19 @@ def _claim2(rows, d) -> dict[str, Any]:
                  f"training set better (gap {F(d, k + '.gap_mean')} vs {F(d, r + '.gap_mean')}): overfitting.")
     else:
         verdict = "conditional"
+        slowdown = ""
+        if k + ".sat_init" in d and r + ".sat_init" in d and d[k + ".sat_init"] > d[r + ".sat_init"]:
+            slowdown = (f" What slows it: at the initial weights {F(d, k + '.sat_init')} of {big}'s output sigmoids "
+                        f"are saturated (sigma'(z) < 0.01) against {F(d, r + '.sat_init')} of {ref}'s: each output "
+                        f"sums h hidden activations with N(0,1) weights, so its input spreads as sqrt(h), and the "
+                        f"quadratic cost's gradient carries sigma'(z): the learning slowdown of network.py's cost, "
+                        f"cured by cross-entropy or weights scaled by 1/sqrt(n_in), not a sign of overfitting.")
         cause = (f"The wider network tests lower in every seed in {F(d, 'c2.cells_lower')} of "
                  f"{F(d, 'c2.cells_compared')} (config, epoch) comparisons; in {F(d, 'c2.cells_overfit')} of "
                  f"those it also fits the training set better (overfitting), in the others it is behind on the "
                  f"training set too (slower learning, not overfitting). After {F(d, 'c2.last_epoch')} epochs: "
-                 f"{big} {F(d, k + '.test_mean')} vs {ref} {F(d, r + '.test_mean')}, gaps "
-                 f"{F(d, k + '.gap_mean')} vs {F(d, r + '.gap_mean')}.")
+                 f"{big} {F(d, k + '.test_mean')} vs {ref} {F(d, r + '.test_mean')}, train-test gaps "
+                 f"{F(d, k + '.gap_mean')} vs {F(d, r + '.gap_mean')}.{slowdown}")
     return _claim(2, verdict, cause, "plot: accuracy per epoch; plot: train-test gap; table: accuracy", figs)
 
 
@@ -524,6 +435,9 @@ def _claim3(rows, d) -> dict[str, Any]:
         a1, a2 = [x["test_accuracy"] for x in acc[(one, last)]], [x["test_accuracy"] for x in acc[(two, last)]]
         k = f"c3.h{h}"
         d[k + ".acc_delta"] = _mean(a2) - _mean(a1)
+        sat = _init_saturation(rows)
+        if one in sat and two in sat:
+            d[k + ".sat_init_one"], d[k + ".sat_init_two"] = sat[one], sat[two]
         d[k + ".param_ratio"] = n_params(sizes_of(two)) / n_params(sizes_of(one))
         if min(a2) > max(a1):
             improved.append(h)
@@ -562,8 +476,8 @@ def _claim3(rows, d) -> dict[str, Any]:
     time_text = (f"time per epoch changes by a factor {F(d, f'c3.{s}.time_ratio_min')}-{F(d, f'c3.{s}.time_ratio_max')} "
                  f"({s}{' projected, exact counts' if s == 'imx6' else ' CPU time'}; "
                  f"{F(d, f'c3.{s}.significant')} of {F(d, f'c3.{s}.pairs')} kernel/size pairs over "
-                 f"{F(d, 'c3.threshold')}x), which tracks the parameter count ("
-                 + ", ".join(f"{h}: {F(d, f'c3.h{h}.param_ratio')}x" for h in HIDDEN if f"c3.h{h}" in figs)
+                 f"{F(d, 'c3.threshold')}), which tracks the parameter count ("
+                 + ", ".join(f"{h}: {F(d, f'c3.h{h}.param_ratio')}" for h in HIDDEN if f"c3.h{h}" in figs)
                  + f"); at 128 neurons {F(d, f'c3.{s}.reduced_at_largest')} of {F(d, f'c3.{s}.kernels_at_largest')} "
                  f"kernels got faster")
     if len(improved) == len(figs) and time_ok and reduces:
@@ -572,9 +486,14 @@ def _claim3(rows, d) -> dict[str, Any]:
         verdict = "does-not-hold"
     else:
         verdict = "conditional"
+    top = f"c3.h{max(HIDDEN)}"
+    sat_text = (f" Why accuracy improves: the output layer then sums 16 inputs instead of h, so fewer output sigmoids "
+                f"start saturated (at {max(HIDDEN)} hidden neurons {F(d, top + '.sat_init_one')} -> "
+                f"{F(d, top + '.sat_init_two')} at the initial weights) and the quadratic cost's learning slowdown "
+                f"shrinks; the gain is largest where the saturation was.") if top + ".sat_init_one" in d else ""
     cause = (f"{acc_text[0].upper()}{acc_text[1:]}; {time_text}. The extra 16-neuron layer adds h x 16 + 16 x 10 "
              f"weights and removes h x 10, a small change beside the 784 x h first layer, so time hardly moves; "
-             f"it cannot make a network with more weights faster.")
+             f"it cannot make a network with more weights faster.{sat_text}")
     return _claim(3, verdict, cause, "table: extra layer; plot: time vs parameters; plot: accuracy per epoch", figs)
 
 
@@ -672,8 +591,8 @@ def _claim5(rows, d) -> dict[str, Any]:
     else:
         verdict = "conditional"
     cause = (f"C is faster than numpy in {F(d, 'c5.c_faster')} of {F(d, 'c5.compared')} configs, by "
-             f"{F(d, 'c5.numpy_ratio_min')}-{F(d, 'c5.numpy_ratio_max')}x (CPU seconds per epoch, same run; "
-             f"network.py's per-sample loop: {F(d, 'c5.textbook_ratio_min')}-{F(d, 'c5.textbook_ratio_max')}x); "
+             f"{F(d, 'c5.numpy_ratio_min')}-{F(d, 'c5.numpy_ratio_max')} (CPU seconds per epoch, same run; "
+             f"network.py's per-sample loop: {F(d, 'c5.textbook_ratio_min')}-{F(d, 'c5.textbook_ratio_max')}); "
              f"{mem}. numpy pays a fixed Python and BLAS call cost per mini-batch of 10 that C does not, and C skips "
              f"MNIST's zero pixels in the first layer.")
     return _claim(5, verdict, cause, "table: timing; table: speed-up against plain C; plot: memory", figs)
@@ -783,14 +702,4 @@ def thesis(quick, out_dir, kernel_list, from_csv):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        print(json.dumps(timing_worker(json.loads(sys.argv[2]))))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--export-tflite":
-        job = json.loads(sys.argv[2])
-        path = tflite_export.export(job["sizes"], job["batch_size"],
-                                    catalog.user_cache() / catalog.model_filename(job["sizes"], job["batch_size"]))
-        print(json.dumps(str(path)))
-    elif len(sys.argv) == 3 and sys.argv[1] == "--accuracy-worker":
-        print(json.dumps(accuracy_worker(json.loads(sys.argv[2]))))
-    else:
-        thesis()
+    thesis()

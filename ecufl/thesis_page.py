@@ -64,7 +64,7 @@ def fmt(value: Any, kind: str) -> str:
 def kind_of(name: str) -> str:
     """The kind of a derived.csv figure, from its name."""
     last = name.rsplit(".", 1)[-1]
-    if last in ("slope",):
+    if last.startswith("slope"):
         return "f2"
     if last.startswith("r2"):
         return "f3"
@@ -72,11 +72,13 @@ def kind_of(name: str) -> str:
         return "pct"
     if last in ("gap_mean", "drop_from_best", "acc_delta", "last5_range", "last5_range_max"):
         return "pp"
+    if last.startswith("sat_init"):
+        return "spread"
     if last.startswith("process_spread"):
         return "spread"
     if last in ("process_max", "own_small", "own_large", "own_growth", "baseline", "eval_max"):
         return "bytes"
-    if "ratio" in last or last == "threshold" or name.startswith("c5.speedup"):
+    if "ratio" in last or last in ("threshold", "param_step") or name.startswith("c5.speedup"):
         return "x"
     return "n"
 
@@ -358,9 +360,11 @@ def page(rows, derived, claims, meta, plots: dict[str, bytes]) -> str:
              "60,000 samples where fewer were trained (* in the tables: the per-sample textbook loop, and every "
              "kernel in --quick). Compare kernels as ratios within this run.</li>")
     h.append("<li><b>Memory</b>: per cell, in that cell's own process: resident memory before the kernel's module is "
-             "imported (the MNIST arrays and Python), then the high-water mark of training alone and of evaluation "
-             "alone (Linux clear_refs resets it): the kernel's <i>own</i> footprint; the whole process's peak beside "
-             "it. On the emulated board: the ARM standalone trainer's own peak (qemu's baseline subtracted), holding "
+             "imported (the MNIST arrays and Python), after it (the kernel's code and runtime), then the high-water "
+             "mark of creating the kernel and training alone and of evaluation alone (Linux clear_refs resets it): the "
+             "kernel's <i>own</i> footprint; the whole process's peak (VmHWM) beside it. (<code>ru_maxrss</code>, "
+             "which ecufl bench reports, is kept across exec on Linux: a worker's includes its parent's peak, the "
+             "same bar for every kernel.) On the emulated board: the ARM standalone trainer's own peak (qemu's baseline subtracted), holding "
              "only the samples it was given.</li>")
     h.append("<li><b>Projected i.MX6 time</b>: the native kernels' ARM builds under <code>qemu-arm -cpu cortex-a9</code>, "
              "exact instruction counts of the training function for two sample counts, extrapolated to an epoch, "
@@ -375,9 +379,9 @@ def page(rows, derived, claims, meta, plots: dict[str, bytes]) -> str:
     h.append("<h2>Claim 1: time vs parameters</h2>" + _img("time", plots["time"], "time vs parameters, log-log"))
     h.append("<table><tr><th>series</th><th>power-law exponent b (t ~ P^b)</th><th>R² of log t vs log P</th>"
              "<th>R² of log t vs P (exponential)</th><th>time largest / smallest</th><th>params largest / smallest</th></tr>")
-    for k in sorted({n.rsplit(".", 1)[0] for n in derived if n.startswith("c1.host.") or n.startswith("c1.imx6.")}):
+    for k in sorted({n.rsplit(".", 1)[0] for n in derived if n.startswith(("c1.host.", "c1.imx6."))}):
         h.append("<tr>" + _lbl(k[3:]) + "".join(f"<td>{dnum(derived, k + s)}</td>" for s in
-                                                ( ".slope", ".r2_power", ".r2_exp", ".time_ratio", ".param_ratio")) + "</tr>")
+                                                (".slope_before_top", ".slope_top", ".slope", ".r2_power", ".r2_exp", ".time_ratio", ".param_ratio")) + "</tr>")
     h.append("</table>")
     h.append("<h3>Host CPU seconds per epoch (60,000 samples)</h3>"
              + _grid(rows, "timing", "host_cpu_seconds_per_epoch", "s", kernels_t, configs))
@@ -387,6 +391,7 @@ def page(rows, derived, claims, meta, plots: dict[str, bytes]) -> str:
              + _grid(rows, "projection", "arm_instructions_per_epoch", "G", kernels_p, configs))
     h.append("<h2>Claims 2 and 3: accuracy</h2>" + _img("accuracy", plots["accuracy"], "accuracy per epoch"))
     h.append(_acc_table(rows, configs))
+    h.append(_saturation_table(rows, configs))
     h.append("<h3>Extra 16-neuron layer (claim 3)</h3><table><tr><th>hidden</th><th>test accuracy change</th>"
              "<th>parameters ratio</th>" + "".join(f"<th>{k} time ratio (host)</th>" for k in kernels_t)
              + "".join(f"<th>{k} time ratio (imx6)</th>" for k in kernels_p) + "</tr>")
@@ -404,6 +409,8 @@ def page(rows, derived, claims, meta, plots: dict[str, bytes]) -> str:
     h.append("<h2>Claim 4: memory</h2>" + _img("memory", plots["memory"], "memory per kernel and config"))
     h.append("<h3>Each kernel's own training footprint</h3>"
              + _grid(rows, "timing", "kernel_train_footprint_bytes", "bytes", kernels_t, configs))
+    h.append("<h3>Each kernel's code and runtime (resident memory its import added)</h3>"
+             + _grid(rows, "timing", "kernel_import_bytes", "bytes", kernels_t, configs))
     h.append("<h3>Each kernel's own evaluation footprint (10,000 test images)</h3>"
              + _grid(rows, "timing", "kernel_eval_footprint_bytes", "bytes", kernels_t, configs))
     h.append("<h3>Whole process peak RSS</h3>"
@@ -459,6 +466,27 @@ def _acc_table(rows, configs) -> str:
             f"<td>{cnum(last.get((cfg, s)), 'test_accuracy', 'pct')}</td>"
             f"<td>{cnum(last.get((cfg, s)), 'train_accuracy', 'pct')}</td>" for s in seeds) + "</tr>")
     return head + "".join(body) + "</table>"
+
+
+def _saturation_table(rows, configs) -> str:
+    """Output saturation (fraction of output sigmoids with sigma' < 0.01 on 2,000 test images) per seed,
+    at the initial weights and after the last epoch: the test of the cause behind claims 2 and 3."""
+    init = {(r["config"], r["seed"]): r for r in rows if r["experiment"] == "init" and not r.get("error")}
+    top = max((r["epoch"] for r in rows if r["experiment"] == "accuracy" and not r.get("error")
+               and r.get("output_saturation") is not None), default=None)
+    last = {(r["config"], r["seed"]): r for r in rows if r["experiment"] == "accuracy" and r.get("epoch") == top
+            and not r.get("error")}
+    seeds = sorted({s for _, s in init})
+    if not seeds:
+        return ""
+    out = ["<h3>Saturated output sigmoids (sigma'(z) &lt; 0.01, 2,000 test images): at the initial weights / after "
+           "the last epoch</h3><table><tr><th>config</th>"
+           + "".join(f"<th>seed {s} initial</th><th>seed {s} trained</th>" for s in seeds) + "</tr>"]
+    for cfg in configs:
+        out.append("<tr>" + _lbl(cfg) + "".join(
+            f"<td>{cnum(init.get((cfg, s)), 'output_saturation', 'spread')}</td>"
+            f"<td>{cnum(last.get((cfg, s)), 'output_saturation', 'spread')}</td>" for s in seeds) + "</tr>")
+    return "".join(out) + "</table>"
 
 
 def write(out: Path, rows, derived, claims, meta) -> None:
