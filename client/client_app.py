@@ -26,7 +26,8 @@ from flwr.clientapp import ClientApp
 import ecufl
 from ecufl.client import emulated, runner, task  # noqa: F401 - emulated registers the i.MX6 profiles' trainer
 from ecufl.kernels import KernelUnavailable, create
-from ecufl.proto import RoundReport, wire
+from ecufl import wire
+from ecufl.proto import RoundReport
 from ecufl.runconfig import RunConfig, RunConfigError
 
 app = ClientApp()

@@ -7,7 +7,7 @@ Sub-packages (data flows one way, top to bottom):
   ecufl.client     the Flower ClientApp (an ECU training with one kernel)
   ecufl.kernels    HDRNN kernels (numpy reference, C, Eigen, TFLite, int8); never import Flower
   ecufl.proto      the RoundReport schema
-Core modules: ecufl.data (MNIST), ecufl.weights (weight files), ecufl.train, ecufl.cli.
+Core modules: ecufl.data (MNIST), ecufl.kernels.weights (weight files), ecufl.train, ecufl.cli.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
+
+from ecufl import data as mnist
 from ecufl.ui import console, fmt_bytes
 
 DEFAULT_CONFIGS = ["784-2-10", "784-8-10", "784-32-10", "784-128-10", "784-32-16-10"]
@@ -86,7 +88,6 @@ def gemm_peak_gflops(n: int = 512, repeats: int = 7) -> float:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
-    from ecufl import data as mnist
     from ecufl.kernels import EpochOrder, create, init_params, kernel_class
     from ecufl.train import peak_rss_bytes
 
@@ -251,9 +252,11 @@ def bench_kernels(kernel_list, configs, batch_sizes, repeats, lr, seed, textbook
         from ecufl.kernels.arm.bench import arm_bench_rows
         from ecufl.kernels.arm.emulate import TRAINERS
 
+        train = mnist.load("train")
         with console.status("") as status:
             a9 = arm_bench_rows([k for k in kernels if k in TRAINERS], cfgs, target, batch_sizes=tuple(sizes_bs),
                                 samples=arm_samples, seed=seed, lr=lr, timeout=timeout,
+                                images=train.images, labels=train.labels,
                                 progress=lambda i, n, what: status.update(f"[{i}/{n}] {target}: {what}"))
         by_key = {(r["kernel"], r["config"], r["batch_size"]): r for r in a9}
         for d in out:

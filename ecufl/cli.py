@@ -22,7 +22,7 @@ from rich.table import Table
 from ecufl import __version__
 from ecufl.data import DataError
 from ecufl.kernels import KernelUnavailable
-from ecufl.weights import WeightFileError
+from ecufl.kernels.weights import WeightFileError
 from ecufl.ui import Failure, console, err_console, fmt_bytes, parse_layers  # noqa: F401 - re-exported
 
 
@@ -41,7 +41,7 @@ def cli() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Weight file (.npz) to write.")
 def init(layers, seed, scaled_init, dtype, out):
     """Write the initial weights that the portable PRNG draws from SEED."""
-    from ecufl import weights as weightfile
+    from ecufl.kernels import weights as weightfile
     from ecufl.kernels import init_params
 
     sizes = parse_layers(layers)
@@ -76,7 +76,7 @@ def train(kernel, layers, epochs, batch_size, lr, seed, init_path, scaled_init, 
           dtype, prune, data_dir, out, as_json):
     """Train HDRNN on MNIST with one kernel; print test accuracy, time and peak RSS."""
     from ecufl import train as training
-    from ecufl import weights as weightfile
+    from ecufl.kernels import weights as weightfile
     from ecufl.kernels import KernelUnavailable, kernel_class
 
     cfg = training.TrainConfig(
@@ -129,7 +129,7 @@ def train(kernel, layers, epochs, batch_size, lr, seed, init_path, scaled_init, 
 def eval_cmd(path, kernel, data_dir, as_json):
     """Test accuracy and loss of a weight file on the MNIST test set."""
     from ecufl import data as mnist
-    from ecufl import weights as weightfile
+    from ecufl.kernels import weights as weightfile
     from ecufl.kernels import create
 
     params, meta = weightfile.load(path)
@@ -153,7 +153,7 @@ def compare(a, b, atol, rtol, as_json):
     """Compare two weight files array by array; exit 1 if any element differs by more than atol + rtol*|B|."""
     import numpy as np
 
-    from ecufl import weights as weightfile
+    from ecufl.kernels import weights as weightfile
 
     pa, _ = weightfile.load(a)
     pb, _ = weightfile.load(b)
@@ -222,9 +222,9 @@ def data_check(data_dir):
 _EXTENSIONS = [
     "ecufl.bench:bench",
     "ecufl.bench_int8:bench",  # adds `ecufl bench prune` to the same group
-    "ecufl.kernels.tflite.cli:tflite",
+    "ecufl.tflite_cli:tflite",
     "ecufl.fleet.deploy.cli:deploy",
-    "ecufl.kernels.arm.cli:calibrate",
+    "ecufl.calibrate_cli:calibrate",
     "ecufl.fleet.cli:fleet",
     "ecufl.fleet.cli:sim",
     "ecufl.fleet.cli:scenario_group",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ecufl import data as mnist
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels import EpochOrder, Params, create, init_params
 from ecufl.kernels.base import check_sizes
 

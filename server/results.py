@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels import Params
 from ecufl.proto import report_fields
 

@@ -31,7 +31,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from ecufl import data as mnist
 from ecufl.kernels import Params, create, init_params
-from ecufl.proto import report_to_row, wire
+from ecufl import wire
+from ecufl.proto import report_to_row
 from ecufl.runconfig import RunConfig, RunConfigError
 from ecufl.server.results import Results
 from ecufl.server.strategy import ReportingFedAvg

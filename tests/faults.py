@@ -19,7 +19,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from ecufl.client import client_app
-from ecufl.proto import wire
+from ecufl import wire
 
 FAULTS = ("nan", "inf", "shape", "dtype")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ecufl_cmd
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels.reference import TextbookKernel
 
 

@@ -13,7 +13,7 @@ from flwr.app.message import make_message
 from ecufl.client import emulated, runner
 from ecufl.kernels.arm import count, emulate, profiles
 from ecufl.kernels.arm.profiles import Profile
-from ecufl.proto import wire
+from ecufl import wire
 from ecufl.server.strategy import ReportingFedAvg, check_reply
 from ecufl.server.virtual_clock import VirtualClock, get_link
 from test_arm_emulate import CrashingTrainer

@@ -10,7 +10,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Metadata, MetricRecord, R
 from flwr.app.message import make_message
 
 from ecufl.kernels import Params
-from ecufl.proto import RoundReport, wire
+from ecufl import wire
+from ecufl.proto import RoundReport
 from ecufl.server.strategy import ReportingFedAvg, check_reply
 
 SIZES = [3, 2, 1]  # w1 (2,3) b1 (2,) w2 (1,2) b2 (1,)

@@ -162,7 +162,7 @@ def test_bad_replies_are_rejected_and_the_round_goes_on(fleet, tmp_path):
 
 
 def _final(res: Path):
-    from ecufl import weights
+    from ecufl.kernels import weights
 
     return weights.load(res / "final.npz")[0].flat()
 

@@ -11,7 +11,8 @@ from ecufl.client import runner, task
 from ecufl.client.client_app import train
 from ecufl.kernels import KERNELS, available, init_params
 from ecufl.kernels.registry import KernelSpec
-from ecufl.proto import RoundReport, wire
+from ecufl import wire
+from ecufl.proto import RoundReport
 from ecufl.server.strategy import check_reply
 
 SIZES = [784, 16, 10]

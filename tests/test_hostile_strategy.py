@@ -15,7 +15,8 @@ from flwr.app.message import make_message
 
 from ecufl import data as mnist
 from ecufl.kernels import Params
-from ecufl.proto import RoundReport, wire
+from ecufl import wire
+from ecufl.proto import RoundReport
 from ecufl.server.strategy import ReportingFedAvg, shard_sizes, shard_sizes_for
 
 SIZES = [3, 2, 1]  # w1 (2,3) b1 (2,) w2 (1,2) b2 (1,)

@@ -173,7 +173,7 @@ def test_standalone_trainer_is_the_same_experiment(tmp_path, mnist_dir):
     import shutil
     import sys
 
-    from ecufl import weights as weightfile
+    from ecufl.kernels import weights as weightfile
 
     exe = shutil.which("ecufl-train-int8", path=str(Path(sys.executable).parent)) or shutil.which("ecufl-train-int8")
     assert exe, "ecufl-train-int8 is not installed (pip install . builds it with the native kernels)"

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels import EpochOrder, available, create, init_params
 from ecufl.kernels.native import NativeNet, library_path
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels import EpochOrder, create, init_params
 
 from test_prng_c import GOLDEN, check_against_golden, parse_dump

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecufl import weights as weightfile
+from ecufl.kernels import weights as weightfile
 from ecufl.kernels import EpochOrder, create, init_params
 
 from test_native import BAD_ARGS, raw_mnist  # noqa: F401  (fixture)

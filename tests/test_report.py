@@ -13,7 +13,8 @@ from flwr.app.message import make_message
 from conftest import ecufl_cmd
 from ecufl.client.client_app import train
 from ecufl.kernels import init_params
-from ecufl.proto import report_fields, report_to_row, wire
+from ecufl import wire
+from ecufl.proto import report_fields, report_to_row
 from ecufl import report
 from faults import damage
 from ecufl.server.results import Results

@@ -43,7 +43,7 @@ def _subset_sizes(batch_size: int, samples: int) -> tuple[int, int]:
 
 def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profile = "imx6", *,
                    batch_sizes: tuple[int, ...] = (10,), samples: int = 2000, seed: int = 1, lr: float = 3.0,
-                   images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                   images: np.ndarray, labels: np.ndarray,
                    model: CostModel | None = None, timeout: float | None = 1800.0,
                    progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """One row per (kernel, config, batch size); a row that failed carries ``error`` (one line)."""
@@ -51,11 +51,6 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
     model = model or CostModel.load()
-    if images is None or labels is None:
-        from ecufl import data as mnist
-
-        train = mnist.load("train")
-        images, labels = train.images, train.labels
     order = EpochOrder(len(images), seed).next().astype(np.int32)
     specs = [(k, c, b) for b in batch_sizes for c in configs for k in kernels]
     rows = []
@@ -116,22 +111,3 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
                      f"{r['percent_of_neon_peak_executed']:.1f} | {r['arm_instructions_per_epoch'] / 1e9:.2f} G | "
                      f"{100 * r['neon_instruction_share']:.0f}% |")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # python -m ecufl.kernels.arm.bench: the projected rows alone
-    import argparse
-    import json
-    import sys
-
-    ap = argparse.ArgumentParser(description="Projected Cortex-A9 rows (no x86 rows: see `ecufl bench kernels --target`).")
-    ap.add_argument("--kernels", default="c,c-plain,eigen,int8,int8-plain")
-    ap.add_argument("--configs", default="784-2-10,784-8-10,784-32-10,784-128-10,784-32-16-10")
-    ap.add_argument("--batch-sizes", default="10,32")
-    ap.add_argument("--target", default="imx6")
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    out = arm_bench_rows(a.kernels.split(","), a.configs.split(","), a.target,
-                         batch_sizes=tuple(int(b) for b in a.batch_sizes.split(",")), samples=a.samples,
-                         progress=lambda i, n, w: print(f"[{i}/{n}] {w}", file=sys.stderr, flush=True))
-    print(json.dumps(out, indent=1) if a.json else _markdown(out))

@@ -157,7 +157,7 @@ class StandaloneTrainer:
         return board_binary(self.binary)
 
     def write_job(self, workdir, params, images, labels, order, lr, batch_size):
-        from ecufl import weights as weightfile
+        from ecufl.kernels import weights as weightfile
 
         data = workdir / "data"
         data.mkdir(exist_ok=True)
@@ -174,7 +174,7 @@ class StandaloneTrainer:
                 "--out", str(workdir / "out.npz"), "--data-dir", str(data)]
 
     def read_params(self, workdir, sizes):
-        from ecufl import weights as weightfile
+        from ecufl.kernels import weights as weightfile
 
         params, _ = weightfile.load(workdir / "out.npz")
         return params

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from ecufl.ui import Failure, console, parse_layers
 
-from . import catalog
+from ecufl.kernels.tflite import catalog
 
 
 def _layers(value: str) -> list[int]:
@@ -24,8 +24,8 @@ def _batch(value: int) -> int:
 def _export(sizes, batch_size, out: Path) -> tuple[Path, int]:
 
     try:
-        from . import export
-        from .ops import non_builtin
+        from ecufl.kernels.tflite import export
+        from ecufl.kernels.tflite.ops import non_builtin
 
         path = export.export(sizes, batch_size, out)
     except ImportError as e:
@@ -94,7 +94,7 @@ def models_cmd():
 def ops_cmd(model):
     """Show the operators of MODEL per signature subgraph; exit 1 if any is not builtin."""
 
-    from .ops import non_builtin, subgraph_ops
+    from ecufl.kernels.tflite.ops import non_builtin, subgraph_ops
 
     for name, ops in subgraph_ops(model).items():
         console.print(f"[bold]{name}[/] ({len(ops)} ops): {' '.join(ops)}")
@@ -121,7 +121,7 @@ def bench_cmd(configs, batch_size, samples, repeats, data_dir, wall, as_json):
 
     from ecufl import data as mnist
 
-    from .bench import as_dicts, empty_invoke_us, intercept_us, measure, use_wall_clock
+    from ecufl.kernels.tflite.bench import as_dicts, empty_invoke_us, intercept_us, measure, use_wall_clock
 
     sizes_list = [_layers(c.replace("-", ",")) for c in configs.split(",") if c.strip()]
     _batch(batch_size)

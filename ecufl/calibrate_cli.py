@@ -29,11 +29,11 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
               loop_names, remote_wrapper, as_json):
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
 
-    from . import calibrate as cal
-    from . import profiles
-    from .costmodel import TABLE, default_calibration_path
-    from .count import EmulationError
-    from .microbench import BuildError
+    from ecufl.kernels.arm import calibrate as cal
+    from ecufl.kernels.arm import profiles
+    from ecufl.kernels.arm.costmodel import TABLE, default_calibration_path
+    from ecufl.kernels.arm.count import EmulationError
+    from ecufl.kernels.arm.microbench import BuildError
 
     if bool(board) == bool(use_qemu):
         raise click.UsageError("give exactly one of --board user@HOST and --qemu")
