@@ -212,3 +212,12 @@ def test_quick_run_page_renders_in_headless_chromium(quick_run, tmp_path):
     assert m.group(1) == f"ok images=4 tables={tables} broken-images=0 empty-tables=0", m.group(1)
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln]
     assert console == [], console
+
+
+def test_thesis_scenario_is_four_emulated_imx6_ecus_with_board_trainers():
+    from ecufl.kernels.arm.emulate import TRAINERS
+    from ecufl.scenarios import schema
+
+    s = schema.load(Path(__file__).resolve().parent.parent / "scenarios" / "thesis.toml")
+    assert (s.nodes, s.profile, s.lr, s.batch_size) == (4, "imx6", 3.0, 10)
+    assert s.shootout and all(k in TRAINERS for k in s.shootout.kernels)  # every kernel has an ARM build
