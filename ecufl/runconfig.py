@@ -25,6 +25,10 @@ come from its folder, not from the command line).
                                         loads on the node, else b); "": each node's own --node-config
     profile             ""              device profile per node, the same way ("": the node's own, or host)
     link                "ethernet-100"  network of the virtual clock (ecufl.links)
+    aggregator          "fedavg"        fedavg (sample-weighted mean) | median | trimmed-mean (per coordinate)
+    trim-fraction       0.25            trimmed-mean: share cut from each end of every coordinate
+    max-update-norm     3.0             a reply is refused when ||w - g|| > this x max(||g||, 1),
+                                        g the global model it was sent (0: no bound)
     round-timeout       120.0           seconds the server waits for a round's replies
     connect-timeout     120.0           seconds the server waits for the nodes to connect
     results-dir         "results"       where run folders are created (relative: to $ECUFL_WORKDIR,
@@ -46,6 +50,7 @@ from typing import Any
 
 from ecufl.links import DEFAULT_LINK
 
+AGGREGATORS = ("fedavg", "median", "trimmed-mean")  # ecufl.server.strategy implements them
 CONFIG_FILE = "run-config.json"  # the resolved settings, kept in the run folder (resume reads them)
 
 
@@ -75,6 +80,9 @@ class RunConfig:
     kernels: list[str] = field(default_factory=list)
     profiles: list[str] = field(default_factory=list)
     link: str = DEFAULT_LINK
+    aggregator: str = "fedavg"
+    trim_fraction: float = 0.25
+    max_update_norm: float = 3.0
     round_timeout: float = 120.0
     connect_timeout: float = 120.0
     results_dir: str = "results"
@@ -124,6 +132,9 @@ class RunConfig:
         need(0 <= self.seed <= 2**32 - 1, "seed", "must be in 0..2^32-1")
         need(self.alpha >= 0 and math.isfinite(self.alpha), "split-alpha", "must be 0 (IID) or positive")
         need(0 <= self.train_limit <= 60_000, "train-limit", "must be in 0..60000")
+        need(self.aggregator in AGGREGATORS, "aggregator", f"must be one of {', '.join(AGGREGATORS)}")
+        need(0 <= self.trim_fraction < 0.5, "trim-fraction", "must be in [0, 0.5)")
+        need(self.max_update_norm >= 0, "max-update-norm", "must be 0 (no bound) or positive")
         need(self.round_timeout > 0, "round-timeout", "must be positive")
         need(self.connect_timeout > 0, "connect-timeout", "must be positive")
 
@@ -208,13 +219,15 @@ KEYS: dict[str, str] = {
     "name": "name", "rounds": "num-server-rounds", "nodes": "nodes", "fraction": "fraction-train",
     "local_epochs": "local-epochs", "lr": "lr", "batch_size": "batch-size", "layers": "layers", "seed": "seed",
     "alpha": "split-alpha", "train_limit": "train-limit", "kernels": "kernel", "profiles": "profile",
-    "link": "link", "round_timeout": "round-timeout", "connect_timeout": "connect-timeout",
+    "link": "link", "aggregator": "aggregator", "trim_fraction": "trim-fraction",
+    "max_update_norm": "max-update-norm", "round_timeout": "round-timeout", "connect_timeout": "connect-timeout",
     "results_dir": "results-dir", "run_dir": "run-dir", "resume": "resume",
 }
 _PARSE: dict[str, Any] = {
     "name": str, "rounds": _int, "nodes": _int, "fraction": _float, "local_epochs": _int, "lr": _float,
     "batch_size": _int, "layers": _layers, "seed": _int, "alpha": _float, "train_limit": _int,
-    "kernels": _list, "profiles": _list, "link": str, "round_timeout": _float, "connect_timeout": _float,
+    "kernels": _list, "profiles": _list, "link": str, "aggregator": str, "trim_fraction": _float,
+    "max_update_norm": _float, "round_timeout": _float, "connect_timeout": _float,
     "results_dir": str, "run_dir": str, "resume": _bool,
 }
 

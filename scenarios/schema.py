@@ -21,7 +21,11 @@ names the file, the key and what was expected (``ScenarioError``).
     profile = "host"               # device profile for all nodes, or profiles = [...] per node
                                    # (host | imx6 | imx6-792 | imx6-1200: kernels/arm/profiles.py)
     link = "ethernet-100"          # network of the virtual clock: ethernet-100 | can-fd-gateway |
-                                   # lte-uplink (server/virtual_clock.py)
+                                   # lte-uplink (ecufl/links.py)
+    aggregator = "fedavg"          # fedavg | median | trimmed-mean (robust to a few hostile clients)
+    trim_fraction = 0.25           # trimmed-mean: share cut from each end of every coordinate
+    max_update_norm = 3.0          # refuse a reply farther than this x max(||global||, 1) from the
+                                   # global model it was sent (0: no bound)
     [split]
     kind = "iid"                   # iid | dirichlet
     alpha = 0.5                    # dirichlet only: smaller = more label skew
@@ -110,6 +114,9 @@ class Scenario(BaseModel):
     profile: str = "host"
     profiles: list[str] | None = None
     link: str = DEFAULT_LINK
+    aggregator: Literal["fedavg", "median", "trimmed-mean"] = "fedavg"
+    trim_fraction: float = Field(default=0.25, ge=0, lt=0.5, allow_inf_nan=False)
+    max_update_norm: float = Field(default=3.0, ge=0, allow_inf_nan=False)
     split: Split = Split()
     shootout: Shootout | None = None
 
@@ -184,6 +191,7 @@ class Scenario(BaseModel):
             lr=self.lr, batch_size=self.batch_size, layers=list(self.layers), seed=self.seed,
             alpha=self.split.alpha or 0.0, train_limit=self.train_limit, kernels=kernels,
             profiles=profiles if len(set(profiles)) > 1 else profiles[:1], link=self.link,
+            aggregator=self.aggregator, trim_fraction=self.trim_fraction, max_update_norm=self.max_update_norm,
             round_timeout=self.round_timeout)
 
     def run_config(self, kernel: str | None = None) -> dict[str, Any]:
@@ -205,6 +213,10 @@ def load(path: str | Path, **overrides: Any) -> Scenario:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except OSError as e:
         raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not valid TOML (nested too deeply)") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML ({e})") from None
     raw.update({k: v for k, v in overrides.items() if v is not None})

@@ -93,7 +93,9 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
     if spec.nodes == 0:  # the fleet decides: one partition per node connected now, kept for a resumption
         spec.nodes = connected
         spec.save(results.dir)
-    strategy = ReportingFedAvg(sizes=spec.layers, seed=spec.seed, fraction_train=spec.fraction)
+    strategy = ReportingFedAvg(sizes=spec.layers, seed=spec.seed, fraction_train=spec.fraction,
+                               aggregator=spec.aggregator, trim_fraction=spec.trim_fraction,
+                               max_update_norm_ratio=spec.max_update_norm or None)
     if spec.resume:
         params, done, saved = results.load_checkpoint()
         if saved != spec.identity():

@@ -55,3 +55,12 @@ def test_relative_results_dir_is_taken_from_the_workdir(tmp_path, monkeypatch):
     assert folder.parent == tmp_path / "results" and folder.name.startswith("x-") and folder.is_dir()
     assert RunConfig(run_dir="runs/a").folder() == tmp_path / "runs" / "a"
     assert RunConfig(run_dir=str(tmp_path / "abs")).folder() == tmp_path / "abs"
+
+
+def test_the_robust_aggregation_defaults_are_the_strategys():
+    from ecufl.server import strategy
+
+    cfg = RunConfig()
+    assert cfg.aggregator == "fedavg" and set(strategy.AGGREGATORS) == {"fedavg", "median", "trimmed-mean"}
+    assert cfg.trim_fraction == strategy.DEFAULT_TRIM_FRACTION
+    assert cfg.max_update_norm == strategy.DEFAULT_MAX_UPDATE_NORM_RATIO
