@@ -1,10 +1,19 @@
-"""The native kernels (``c``, ``c-plain``, ``eigen``), bound to the C ABI of ``common/ecufl_kernel.h``.
+"""Every native kernel, bound to the one C ABI of ``common/ecufl_kernel.h``.
 
-Every native kernel library exports the same symbols, so one cffi cdef binds them all:
-``NativeKernel`` takes the library's name (``ecufl_c``, ``ecufl_c_plain``, ``ecufl_eigen``, or
-any other library built against the same header). cffi's ABI mode (``ffi.dlopen``) needs no
-compiler at install time, hands numpy arrays over without copies (``ffi.from_buffer``) and
-releases the GIL around every C call, so a training epoch runs while other Python threads work.
+All native libraries export the same core symbols, so one cffi cdef binds them all: ``NativeNet``
+takes the library's name (``ecufl_c``, ``ecufl_c_plain``, ``ecufl_eigen``, ``ecufl_sparse_f32``,
+``ecufl_int8``, ``ecufl_int8_plain``, or any other library built against the header). A kernel
+with extra calls exports the header's optional symbols (pruning masks, the int8 inspection
+calls); ``NativeNet.has`` says which a library has, and calling one it lacks is a one-line error.
+cffi's ABI mode (``ffi.dlopen``) needs no compiler at install time, hands numpy arrays over
+without copies (``ffi.from_buffer``) and releases the GIL around every C call, so a training
+epoch runs while other Python threads work.
+
+The kernel classes: ``NativeKernel`` (dense float: ``c``, ``c-plain``, ``eigen``) and
+``PrunableNativeKernel`` (a native kernel that takes ``--prune``: the pruning schedule and masks of
+``prune.PrunableKernel``, applied through ``ecufl_net_set_mask``; ``c-sparse`` in
+``int8/pruned_c.py``, ``int8`` and ``int8-plain`` in ``int8/kernel.py``). A class trains with its
+own library only: ``--kernel c --prune S`` is kernel ``c-sparse``, chosen by ``registry.resolve``.
 
 Where the libraries are: CMake installs them into the package directory ``ecufl/kernels``.
 In a wheel that is next to this file; in an editable install (scikit-build-core's redirect mode,
@@ -26,6 +35,7 @@ from cffi import FFI
 
 from .base import EvalResult, Kernel
 from .params import Params
+from .prune import PrunableKernel
 
 CDEF = """
 typedef struct ecufl_net ecufl_net;
@@ -40,8 +50,16 @@ int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels
 int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n,
                        double *loss, int *correct);
 long ecufl_net_weight_bytes(const ecufl_net *net);
-const char *ecufl_net_describe(void);
+const char *ecufl_net_describe(const ecufl_net *net);
+
+/* optional: pruning */
+int ecufl_net_set_mask(ecufl_net *net, int layer, const uint8_t *mask, int block);
+/* optional: quantised training */
+long ecufl_net_master_bytes(const ecufl_net *net);
+int ecufl_net_get_quantised(ecufl_net *net, int layer, int8_t *wq, float *maxabs);
+int ecufl_net_forward_trace(ecufl_net *net, const uint8_t *images, int n, uint8_t *const *acts, int32_t *z);
 """
+OPTIONAL = ("ecufl_net_set_mask", "ecufl_net_master_bytes", "ecufl_net_get_quantised", "ecufl_net_forward_trace")
 
 ffi = FFI()
 ffi.cdef(CDEF)
@@ -84,6 +102,14 @@ def _float_ptrs(arrays: list[np.ndarray]) -> tuple[list, Any]:
     return [arrays, bufs], ffi.new("float *[]", bufs)
 
 
+def _mnist(images, labels, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if images.ndim != 2 or images.shape[1] != n_in or len(labels) != len(images):
+        raise ValueError(f"images must be (N, {n_in}) uint8 with N labels, got {images.shape} and {labels.shape}")
+    return images, labels
+
+
 class NativeNet:
     """One ``ecufl_net`` of a native library: a thin, checked wrapper over the C ABI."""
 
@@ -102,6 +128,20 @@ class NativeNet:
     def _check(self, rc: int) -> None:
         if rc != 0:
             raise ValueError(f"{self.library}: {ffi.string(self.lib.ecufl_net_error(self.net)).decode()}")
+
+    def has(self, symbol: str) -> bool:
+        """Whether the library exports ``symbol`` (one of the header's optional calls)."""
+        try:
+            getattr(self.lib, symbol)
+        except AttributeError:
+            return False
+        return True
+
+    def _optional(self, symbol: str) -> Any:
+        try:
+            return getattr(self.lib, symbol)
+        except AttributeError:
+            raise ValueError(f"{self.library}: has no {symbol} (an optional call of ecufl_kernel.h)") from None
 
     def shapes(self) -> list[tuple[int, ...]]:
         out: list[tuple[int, ...]] = []
@@ -125,20 +165,14 @@ class NativeNet:
         self._check(self.lib.ecufl_net_init_params(self.net, int(seed), int(bool(scaled))))
 
     def train(self, images, labels, order, lr: float, batch_size: int) -> None:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        labels = np.ascontiguousarray(labels, dtype=np.uint8)
+        images, labels = _mnist(images, labels, self.sizes[0])
         order = np.ascontiguousarray(order, dtype=np.int32)
-        if images.ndim != 2 or images.shape[1] != self.sizes[0] or len(labels) != len(images):
-            raise ValueError(f"images must be (N, {self.sizes[0]}) uint8 with N labels, got {images.shape} and {labels.shape}")
         self._check(self.lib.ecufl_net_train(
             self.net, ffi.from_buffer("uint8_t[]", images), ffi.from_buffer("uint8_t[]", labels),
             len(images), ffi.from_buffer("int32_t[]", order), len(order), float(lr), int(batch_size)))
 
     def evaluate(self, images, labels) -> tuple[float, int]:
-        images = np.ascontiguousarray(images, dtype=np.uint8)
-        labels = np.ascontiguousarray(labels, dtype=np.uint8)
-        if images.ndim != 2 or images.shape[1] != self.sizes[0] or len(labels) != len(images):
-            raise ValueError(f"images must be (N, {self.sizes[0]}) uint8 with N labels, got {images.shape} and {labels.shape}")
+        images, labels = _mnist(images, labels, self.sizes[0])
         loss = ffi.new("double *")
         correct = ffi.new("int *")
         self._check(self.lib.ecufl_net_evaluate(
@@ -150,9 +184,33 @@ class NativeNet:
         return int(self.lib.ecufl_net_weight_bytes(self.net))
 
     def describe(self) -> dict[str, Any]:
-        info = json.loads(ffi.string(self.lib.ecufl_net_describe()).decode())
+        info = json.loads(ffi.string(self.lib.ecufl_net_describe(self.net)).decode())
         info["library"] = str(_LIBS[self.library][1])
         return info
+
+    # -- optional calls ---------------------------------------------------------------------------
+    def set_mask(self, layer: int, mask: np.ndarray, block: int) -> None:
+        m = np.ascontiguousarray(mask, dtype=np.uint8)
+        self._check(self._optional("ecufl_net_set_mask")(self.net, int(layer), ffi.from_buffer("uint8_t[]", m), int(block)))
+
+    def master_bytes(self) -> int:
+        return int(self._optional("ecufl_net_master_bytes")(self.net))
+
+    def quantised(self, layer: int) -> tuple[np.ndarray, np.float32]:
+        wq = np.zeros((self.sizes[layer + 1], self.sizes[layer]), np.int8)
+        mx = ffi.new("float *")
+        self._check(self._optional("ecufl_net_get_quantised")(self.net, int(layer), ffi.from_buffer("int8_t[]", wq), mx))
+        return wq, np.float32(mx[0])
+
+    def forward_trace(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        acts = [np.zeros((len(images), n), np.uint8) for n in self.sizes]
+        z = np.zeros((len(images), self.sizes[-1]), np.int32)
+        bufs = [ffi.from_buffer("uint8_t[]", a) for a in acts]
+        self._check(self._optional("ecufl_net_forward_trace")(
+            self.net, ffi.from_buffer("uint8_t[]", images), len(images), ffi.new("uint8_t *[]", bufs),
+            ffi.from_buffer("int32_t[]", z)))
+        return acts, z
 
 
 def native_init_params(library: str, sizes: list[int], seed: int, *, scaled: bool = False) -> Params:
@@ -179,13 +237,22 @@ class NativeKernel(Kernel):
             raise ValueError(f"kernel {self.name!r} is closed")
         return self._net
 
-    def train(self, images, labels, order, lr, batch_size) -> None:
+    def _prepared(self, batch_size: int) -> NativeNet:
+        """The net, prepared for ``batch_size``: memory is sized at create (the C side never
+        allocates while training), so a larger batch gets a new net with the same state."""
         net = self._live()
-        if batch_size > net.max_batch:  # memory is sized at create: a larger batch gets a new net
+        if batch_size > net.max_batch:
             bigger = NativeNet(self.library, self.sizes, int(batch_size))
             bigger.set_params(net.get_params())
             self._net = net = bigger
-        net.train(images, labels, order, lr, batch_size)
+            self._restore(net)
+        return net
+
+    def _restore(self, net: NativeNet) -> None:
+        """State beyond the parameters that a new net must take over (pruning masks)."""
+
+    def train(self, images, labels, order, lr, batch_size) -> None:
+        self._prepared(batch_size).train(images, labels, order, lr, batch_size)
 
     def evaluate(self, images, labels) -> EvalResult:
         loss, correct = self._live().evaluate(images, labels)
@@ -208,25 +275,44 @@ class NativeKernel(Kernel):
         self._net = None  # ffi.gc frees the C side
 
 
+class PrunableNativeKernel(PrunableKernel, NativeKernel):
+    """A native kernel that prunes: ``PrunableKernel`` cuts training at the schedule's events and
+    computes the masks; they reach the library through the optional ``ecufl_net_set_mask``."""
+
+    def _train(self, images, labels, order, lr, bs) -> None:
+        NativeKernel.train(self, images, labels, order, lr, bs)
+
+    def _apply_masks(self) -> None:
+        self._restore(self._live())
+
+    def _restore(self, net: NativeNet) -> None:
+        for l, mask in enumerate(self.masks):
+            if mask is not None:
+                net.set_mask(l, mask, self.mask_block(l))
+
+    def describe(self) -> dict[str, Any]:
+        return {**NativeKernel.describe(self), "weight_bytes": self.weight_bytes(), **PrunableKernel.describe(self)}
+
+
 class CKernel(NativeKernel):
     name = "c"
     library = "ecufl_c"
 
-    # --prune S: the float32 pruning path (block-CSC, kernels/int8/sparse_f32.c, kernel c-sparse) trains.
     @classmethod
     def check_options(cls, dtype: str | None = None, **options: Any) -> str:
+        # `--kernel c --prune S` trains with kernel c-sparse (another library): registry.resolve
+        # names it, registry.create builds it and its describe() says "c-sparse". Validated here
+        # as that kernel, for callers that check a kernel's options before creating it.
         if options.get("prune") is not None:
-            from .int8.pruned_c import PrunedCKernel
+            from .registry import kernel_class
 
-            return PrunedCKernel.check_options(dtype, **options)
+            return kernel_class("c-sparse").check_options(dtype, **options)
         return super().check_options(dtype, **options)
 
-    def __new__(cls, params: Params, **kwargs: Any):
-        if kwargs.get("prune") is not None:
-            from .int8.pruned_c import PrunedCKernel
-
-            return PrunedCKernel(params, **kwargs)
-        return super().__new__(cls)
+    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+        if options.get("prune") is not None:
+            raise ValueError("kernel 'c' trains dense: --prune is kernel 'c-sparse' (registry.create('c', ..., prune=S) picks it)")
+        super().__init__(params, dtype=dtype, **options)
 
 
 class CPlainKernel(NativeKernel):

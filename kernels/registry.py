@@ -27,6 +27,7 @@ class KernelSpec:
     cls: str
     summary: str
     how_to_get: str
+    pruned: str | None = None  # the kernel that trains this one's --prune (another library)
 
 
 _REINSTALL = "reinstall ecufl with `pip install .` (it compiles the native kernels with CMake)"
@@ -36,7 +37,8 @@ KERNELS: dict[str, KernelSpec] = {
     for spec in [
         KernelSpec("numpy", "reference", "NumpyKernel", "numpy reference, vectorised", "pip install numpy"),
         KernelSpec("textbook", "reference", "TextbookKernel", "network.py's per-sample loop", "pip install numpy"),
-        KernelSpec("c", "native", "CKernel", "C, float arrays in structs, optimised (SIMD) path", _REINSTALL),
+        KernelSpec("c", "native", "CKernel", "C, float arrays in structs, optimised (SIMD) path", _REINSTALL,
+                   pruned="c-sparse"),
         KernelSpec("c-plain", "native", "CPlainKernel", "C, float arrays in structs, plain portable path", _REINSTALL),
         KernelSpec("eigen", "native", "EigenKernel", "C++17 / Eigen matrix expressions", _REINSTALL),
         KernelSpec("tflite", "tflite", "TFLiteKernel", "TensorFlow Lite interpreter, training signatures",
@@ -92,8 +94,19 @@ def available() -> list[str]:
     return names
 
 
+def resolve(name: str, options: dict) -> str:
+    """The kernel that trains ``name`` with these options: ``name`` itself, or, where the options
+    ask for pruning that ``name``'s library does not do, the kernel its spec names for it
+    (``c`` with ``prune`` -> ``c-sparse``). The choice is made here, in the open: no kernel class
+    returns an instance of another, and the kernel built says its own name (``describe()``)."""
+    spec = KERNELS.get(name)
+    if spec is not None and spec.pruned and options.get("prune") is not None:
+        return spec.pruned
+    return name
+
+
 def create(name: str, params: Params, **kwargs) -> Kernel:
-    return kernel_class(name)(params, **kwargs)
+    return kernel_class(resolve(name, kwargs))(params, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)

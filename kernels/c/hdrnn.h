@@ -47,6 +47,7 @@ struct ecufl_net {
     void *memory;    /* the one allocation everything above points into */
     size_t memory_bytes;
     char error[256];
+    char info[512];  /* ecufl_net_describe's JSON, written at create */
 };
 
 /* Provided by the path ------------------------------------------------------------------------ */

@@ -102,6 +102,9 @@ ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *
     memset(net->memory, 0, a.used); /* padding of weights/biases/deltas must be 0 */
     a = (arena){net->memory, 0};
     lay_out(net, &a);
+    snprintf(net->info, sizeof net->info,
+             "{\"kernel\": \"c\", \"path\": \"%s\", \"layout\": \"%s\", \"compiler\": \"%s\", \"flags\": \"%s\"}",
+             hdrnn_path_name, hdrnn_path_transposed ? "transposed, padded" : "book (n_out, n_in)", ECUFL_COMPILER, ECUFL_FLAGS);
     return net;
 }
 
@@ -222,12 +225,4 @@ long ecufl_net_weight_bytes(const ecufl_net *net) {
     return total;
 }
 
-const char *ecufl_net_describe(void) {
-    static char text[512];
-    if (!text[0])
-        snprintf(text, sizeof text,
-                 "{\"kernel\": \"c\", \"path\": \"%s\", \"layout\": \"%s\", \"compiler\": \"%s\", \"flags\": \"%s\"}",
-                 hdrnn_path_name, hdrnn_path_transposed ? "transposed, padded" : "book (n_out, n_in)",
-                 ECUFL_COMPILER, ECUFL_FLAGS);
-    return text;
-}
+const char *ecufl_net_describe(const ecufl_net *net) { return net->info; }

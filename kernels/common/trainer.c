@@ -1,4 +1,4 @@
-/* trainer.c: ecufl-train-c / ecufl-train-c-plain / ecufl-train-eigen, HDRNN on MNIST without Python.
+/* trainer.c: ecufl-train-c / -c-plain / -eigen / -int8, HDRNN on MNIST without Python.
  *
  * The same experiment as `ecufl train --kernel K` (same options, same PRNG streams, same order
  * of samples), linked statically against one kernel through the C ABI of ecufl_kernel.h.
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
                ECUFL_TRAINER_KERNEL, sizes, a.epochs, samples, train_seconds,
                train_seconds > 0 ? samples / train_seconds : 0.0, accuracy, loss, rss);
         for (int e = 0; e < a.epochs; e++) printf("%s%.6f", e ? ", " : "", epoch_seconds[e]);
-        printf("], \"kernel_info\": %s, \"out\": ", ecufl_net_describe());
+        printf("], \"kernel_info\": %s, \"out\": ", ecufl_net_describe(net));
         if (a.out) printf("\"%s\"}\n", a.out); else printf("null}\n");
     } else {
         printf("HDRNN %s kernel %s: %d epoch(s) of %d samples in %.3f s (%.0f samples/s), test accuracy %.4f "

@@ -95,6 +95,7 @@ struct ecufl_net {
     Mat y;                      // one-hot labels of the mini-batch
     SparseBuffers by_sample;    // the input, CSR (m rows)
     char error[256] = "";
+    std::string info;           // ecufl_net_describe's JSON, written at create
 
     int fail(const char *fmt, ...) {
         va_list ap;
@@ -215,6 +216,30 @@ struct ecufl_net {
     }
 };
 
+// ecufl_net_describe's JSON: what this build vectorises with and whether allocations are checked.
+static std::string describe_build() {
+#if defined(EIGEN_VECTORIZE_AVX2) && defined(EIGEN_VECTORIZE_FMA)
+    const char *simd = "avx2";
+#elif defined(EIGEN_VECTORIZE_NEON)
+    const char *simd = "neon";
+#elif defined(EIGEN_VECTORIZE_SSE2)
+    const char *simd = "sse2";
+#else
+    const char *simd = "none";
+#endif
+#if defined(EIGEN_RUNTIME_NO_MALLOC) && !defined(EIGEN_NO_DEBUG)
+    const char *no_malloc = "true";  // allocations in train/evaluate abort (the test build)
+#else
+    const char *no_malloc = "false";
+#endif
+    char text[512];
+    std::snprintf(text, sizeof text,
+                  "{\"kernel\": \"eigen\", \"path\": \"%s\", \"eigen\": \"%d.%d.%d\", \"compiler\": \"%s\", \"flags\": \"%s\", "
+                  "\"no_malloc_checked\": %s}",
+                  simd, EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, ECUFL_COMPILER, ECUFL_FLAGS, no_malloc);
+    return text;
+}
+
 extern "C" {
 
 ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *err, int errlen) {
@@ -247,6 +272,7 @@ ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *
             net->y = Mat::Zero(max_batch, sizes[n_sizes - 1]);
             net->step_delta = Mat::Zero(max_batch, net->ld1);
             net->by_sample.reserve(max_batch, size_t(max_batch) * sizes[0]);
+            net->info = describe_build();
             return net;
         } catch (const std::bad_alloc &) {
             std::snprintf(msg, sizeof msg, "out of memory");
@@ -356,28 +382,6 @@ long ecufl_net_weight_bytes(const ecufl_net *net) {
     return total;
 }
 
-const char *ecufl_net_describe(void) {
-#if defined(EIGEN_VECTORIZE_AVX2) && defined(EIGEN_VECTORIZE_FMA)
-    const char *simd = "avx2";
-#elif defined(EIGEN_VECTORIZE_NEON)
-    const char *simd = "neon";
-#elif defined(EIGEN_VECTORIZE_SSE2)
-    const char *simd = "sse2";
-#else
-    const char *simd = "none";
-#endif
-#if defined(EIGEN_RUNTIME_NO_MALLOC) && !defined(EIGEN_NO_DEBUG)
-    const char *no_malloc = "true";  // allocations in train/evaluate abort (the test build)
-#else
-    const char *no_malloc = "false";
-#endif
-    static char text[512];
-    if (!text[0])
-        std::snprintf(text, sizeof text,
-                      "{\"kernel\": \"eigen\", \"path\": \"%s\", \"eigen\": \"%d.%d.%d\", \"compiler\": \"%s\", \"flags\": \"%s\", "
-                      "\"no_malloc_checked\": %s}",
-                      simd, EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, ECUFL_COMPILER, ECUFL_FLAGS, no_malloc);
-    return text;
-}
+const char *ecufl_net_describe(const ecufl_net *net) { return net->info.c_str(); }
 
 }  // extern "C"

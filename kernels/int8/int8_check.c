@@ -56,8 +56,10 @@ int main(int argc, char **argv) {
     uint8_t *images = take((size_t)n_images * sizes[0], "images");
     uint8_t *labels = take((size_t)n_images, "labels");
     int32_t *order = take(sizeof(int32_t) * (size_t)n_order, "order");
-    i8_net *net = i8_create(ns, sizes, (const float *const *)params);
-    if (!net) { fprintf(stderr, "int8_check: %s\n", i8_last_error()); return 1; }
+    char err[256];
+    i8_net *net = i8_create(ns, sizes, batch, err, sizeof err);
+    if (!net) { fprintf(stderr, "int8_check: %s\n", err); return 1; }
+    i8_set_params(net, (const float *const *)params);
     int n_masks = take_int("n_masks"), done = 0;
     for (int k = 0; k <= n_masks; k++) {
         int layer = -1, after = n_order, block = 1;
@@ -73,11 +75,11 @@ int main(int argc, char **argv) {
             mask = take((size_t)sizes[layer] * sizes[layer + 1], "mask");
         }
         if (after > done && i8_train(net, images, labels, n_images, order + done, after - done, lr, batch) != 0) {
-            fprintf(stderr, "int8_check: %s\n", i8_last_error());
+            fprintf(stderr, "int8_check: %s\n", i8_error(net));
             return 1;
         }
         done = after;
-        if (mask && i8_set_mask(net, layer, mask, block) != 0) { fprintf(stderr, "int8_check: %s\n", i8_last_error()); return 1; }
+        if (mask && i8_set_mask(net, layer, mask, block) != 0) { fprintf(stderr, "int8_check: %s\n", i8_error(net)); return 1; }
         free(mask);
     }
     fclose(job);

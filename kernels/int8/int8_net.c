@@ -94,16 +94,16 @@ struct i8_net {
     int listed;       /* the layer whose input the lists hold, -1 if none */
     block_list bl;    /* layer 0 in 8-row blocks: the kept blocks at each sample's nonzero inputs */
     int maxn, maxld;
+    char error[256];  /* the last failure's message (i8_error) */
 };
 
-static char last_error[256];
-const char *i8_last_error(void) { return last_error; }
+const char *i8_error(const i8_net *n) { return n->error; }
 const char *i8_path(void) { return i8_ops_path(); }
 
-static int fail(const char *fmt, ...) {
+static int fail(i8_net *n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(n->error, sizeof n->error, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -117,15 +117,12 @@ static void *zalloc(size_t bytes) {  /* aligned for the SIMD loads, zeroed (padd
     return p;
 }
 
-static const uint8_t *input_q_table(void) {
-    static uint8_t t[256];
-    static int ready = 0;
-    if (!ready) {
-        for (int p = 0; p < 256; p++) t[p] = (uint8_t)((254 * p + 255) / 510);
-        ready = 1;
-    }
-    return t;
-}
+/* A pixel p as the q7 input (254 p + 255) / 510 (reference.input_q), for every byte value. */
+#define Q7(p) (uint8_t)((254 * (p) + 255) / 510)
+#define Q7x4(p) Q7(p), Q7(p + 1), Q7(p + 2), Q7(p + 3)
+#define Q7x16(p) Q7x4(p), Q7x4(p + 4), Q7x4(p + 8), Q7x4(p + 12)
+#define Q7x64(p) Q7x16(p), Q7x16(p + 16), Q7x16(p + 32), Q7x16(p + 48)
+static const uint8_t input_q[256] = {Q7x64(0), Q7x64(64), Q7x64(128), Q7x64(192)};
 
 /* ---- quantisation -------------------------------------------------------------------------- */
 static void multiplier(float maxabs, int32_t *m0, int *r) {
@@ -207,8 +204,9 @@ static void free_buffers(i8_net *n) {
 /* Layer 0 pruned in blocks of 8 rows: walked through the block lists (block_list.h). */
 static int blocked_first(const i8_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
 
-static int ensure_capacity(i8_net *n, int m) {
-    if (m <= n->cap) return 0;
+/* (Re)allocate every mini-batch buffer for up to m samples (at least 64: evaluation's chunk).
+ * Called by i8_create and i8_set_mask only: training and evaluation never allocate. */
+static int reserve(i8_net *n, int m) {
     free_buffers(n);
     int cap = m < 64 ? 64 : m;
     int cap2 = (cap + 1) / 2 * 2;
@@ -233,10 +231,8 @@ static int ensure_capacity(i8_net *n, int m) {
     return 0;
 oom:
     free_buffers(n);
-    return fail("out of memory for a mini-batch of %d samples", m);
+    return fail(n, "out of memory for a mini-batch of %d samples", m);
 }
-
-int i8_reserve(i8_net *n, int max_batch) { return ensure_capacity(n, max_batch); }
 
 /* ---- create / params ----------------------------------------------------------------------- */
 static void free_layer(layer_t *L) {
@@ -252,32 +248,51 @@ void i8_destroy(i8_net *n) {
     free(n);
 }
 
-i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params) {
-    if (n_sizes < 2 || n_sizes > 16) { fail("need 2..16 layers, got %d", n_sizes); return NULL; }
-    for (int l = 0; l < n_sizes; l++)
-        if (sizes[l] < 1 || sizes[l] > 65535) { fail("layer %d has size %d (1..65535)", l, sizes[l]); return NULL; }
-    for (int l = 2; l < n_sizes; l++)
-        if (sizes[l] > MAX_BATCH) { fail("layer %d: at most %d outputs (int32 bound)", l, MAX_BATCH); return NULL; }
-    i8_net *n = calloc(1, sizeof *n);
-    if (!n) { fail("out of memory"); return NULL; }
-    n->n_layers = n_sizes - 1;
-    memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
-    for (int l = 0; l < n_sizes; l++) {
-        n->maxn = sizes[l] > n->maxn ? sizes[l] : n->maxn;
-        n->maxld = I8_LD(sizes[l]) > n->maxld ? I8_LD(sizes[l]) : n->maxld;
+/* Prepare: the layers (zero parameters) and the buffers of a mini-batch of max_batch samples. */
+i8_net *i8_create(int n_sizes, const int *sizes, int max_batch, char *err, int errlen) {
+    char msg[256] = "";
+    if (n_sizes < 2 || n_sizes > 16) {
+        snprintf(msg, sizeof msg, "need 2..16 layers, got %d", n_sizes);
+    } else if (max_batch < 1 || max_batch > MAX_BATCH) {
+        snprintf(msg, sizeof msg, "batch size %d: the int8 kernel needs 1..%d (int32 bound)", max_batch, MAX_BATCH);
+    } else {
+        for (int l = 0; l < n_sizes && !msg[0]; l++)
+            if (sizes[l] < 1 || sizes[l] > 65535) snprintf(msg, sizeof msg, "layer %d has size %d (1..65535)", l, sizes[l]);
+        for (int l = 2; l < n_sizes && !msg[0]; l++)
+            if (sizes[l] > MAX_BATCH) snprintf(msg, sizeof msg, "layer %d: at most %d outputs (int32 bound)", l, MAX_BATCH);
     }
-    for (int l = 0; l < n->n_layers; l++) {
-        layer_t *L = &n->L[l];
-        L->n_in = sizes[l]; L->n_out = sizes[l + 1]; L->ld = I8_LD(L->n_in);
-        L->b = zalloc(sizeof(float) * L->n_out);
-        L->bq = zalloc(sizeof(int16_t) * L->n_out);
-        L->w = zalloc(sizeof(float) * (size_t)L->n_out * L->ld);
-        L->wq = zalloc((size_t)L->n_out * L->ld);
-        L->wq4 = zalloc((size_t)I8_LD8(L->n_out) * L->ld);
-        L->colmax = zalloc(sizeof(float) * L->ld);
-        if (!L->b || !L->bq || !L->w || !L->wq || !L->wq4 || !L->colmax) { i8_destroy(n); fail("out of memory"); return NULL; }
+    i8_net *n = msg[0] ? NULL : calloc(1, sizeof *n);
+    if (!msg[0] && !n) snprintf(msg, sizeof msg, "out of memory");
+    if (n) {
+        n->n_layers = n_sizes - 1;
+        memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
+        for (int l = 0; l < n_sizes; l++) {
+            n->maxn = sizes[l] > n->maxn ? sizes[l] : n->maxn;
+            n->maxld = I8_LD(sizes[l]) > n->maxld ? I8_LD(sizes[l]) : n->maxld;
+        }
+        for (int l = 0; l < n->n_layers && !msg[0]; l++) {
+            layer_t *L = &n->L[l];
+            L->n_in = sizes[l]; L->n_out = sizes[l + 1]; L->ld = I8_LD(L->n_in);
+            L->b = zalloc(sizeof(float) * L->n_out);
+            L->bq = zalloc(sizeof(int16_t) * L->n_out);
+            L->w = zalloc(sizeof(float) * (size_t)L->n_out * L->ld);
+            L->wq = zalloc((size_t)L->n_out * L->ld);
+            L->wq4 = zalloc((size_t)I8_LD8(L->n_out) * L->ld);
+            L->colmax = zalloc(sizeof(float) * L->ld);
+            if (!L->b || !L->bq || !L->w || !L->wq || !L->wq4 || !L->colmax) snprintf(msg, sizeof msg, "out of memory");
+        }
+        if (!msg[0] && reserve(n, max_batch < 64 ? 64 : max_batch) != 0) snprintf(msg, sizeof msg, "%s", n->error);
+        if (!msg[0])
+            for (int l = 0; l < n->n_layers; l++) {  /* the zero weights' quantisation (m0 = 0) */
+                dense_colmax(&n->L[l]);
+                requantise(&n->L[l], 0.0f);
+            }
     }
-    if (i8_set_params(n, params) != 0) { i8_destroy(n); return NULL; }
+    if (msg[0]) {
+        i8_destroy(n);
+        if (err && errlen > 0) snprintf(err, (size_t)errlen, "%s", msg);
+        return NULL;
+    }
     return n;
 }
 
@@ -317,18 +332,18 @@ int i8_get_params(const i8_net *n, float *const *params) {
 }
 
 int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
-    if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
+    if (l < 0 || l >= n->n_layers) return fail(n, "no weight layer %d", l);
     layer_t *L = &n->L[l];
     long size = (long)L->n_out * L->n_in;
-    if (block != 1 && block != 8) return fail("block %d: 1 or 8 rows", block);
-    if (L->n_out % block) return fail("block %d does not divide the %d outputs of layer %d", block, L->n_out, l);
+    if (block != 1 && block != 8) return fail(n, "block %d: 1 or 8 rows", block);
+    if (L->n_out % block) return fail(n, "block %d does not divide the %d outputs of layer %d", block, L->n_out, l);
     for (int j0 = 0; j0 < L->n_out; j0 += block)  /* a block is kept or pruned as a whole */
         for (int i = 0; i < L->n_in; i++)
             for (int r = 1; r < block; r++)
                 if (!mask[(long)(j0 + r) * L->n_in + i] != !mask[(long)j0 * L->n_in + i])
-                    return fail("mask of layer %d is not made of whole %d-row blocks", l, block);
+                    return fail(n, "mask of layer %d is not made of whole %d-row blocks", l, block);
     float *dense = malloc(sizeof(float) * (size_t)size);  /* pruning is rare: not in the step loop */
-    if (!dense) return fail("out of memory");
+    if (!dense) return fail(n, "out of memory");
     if (L->sparse) {
         memset(dense, 0, sizeof(float) * (size_t)size);
         for (int i = 0; i < L->n_in; i++)
@@ -347,7 +362,7 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     L->gv = l == 0 && block == 8 ? zalloc(sizeof(int32_t) * I8_LD(nnz)) : NULL;
     if (!L->colptr || !L->row || !L->wv || !L->wqv || (l == 0 && block == 8 && !L->gv)) {
         free(dense);
-        return fail("out of memory");
+        return fail(n, "out of memory");
     }
     long k = 0;
     for (int i = 0; i < L->n_in; i++) {
@@ -368,8 +383,7 @@ int i8_set_mask(i8_net *n, int l, const uint8_t *mask, int block) {
     L->w = NULL; L->wq = NULL; L->wq4 = NULL;
     L->sparse = 1;
     requantise(L, master_maxabs(L));
-    free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
-    return 0;
+    return reserve(n, n->cap);  /* the block lists are sized by the kept blocks: allocated now, not in a step */
 }
 
 /* ---- sparse products (pruned layers, CSC) ---------------------------------------------------- */
@@ -524,7 +538,7 @@ static float blocked_update(i8_net *n, layer_t *L, int m, const int16_t *dq, flo
 
 /* ---- forward / backward -------------------------------------------------------------------- */
 static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    const uint8_t *t = input_q_table();
+    const uint8_t *t = input_q;
     const int n_in = n->sizes[0], ld = I8_LD(n_in);
     for (int s = 0; s < m; s++) {
         const uint8_t *src = images + (long)(idx ? idx[s] : s) * n_in;
@@ -649,12 +663,14 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
 
 int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
              const int32_t *order, int count, double lr, int batch_size) {
-    if (batch_size < 1 || batch_size > MAX_BATCH)
-        return fail("batch size %d: the int8 kernel needs 1..%d (int32 bound)", batch_size, MAX_BATCH);
-    if (!(lr > 0.0) || !isfinite(lr)) return fail("learning rate %g: must be positive and finite", lr);
-    for (int i = 0; i < count; i++)
-        if (order[i] < 0 || order[i] >= n_images) return fail("order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
-    if (ensure_capacity(n, batch_size) != 0) return -1;
+    if (batch_size < 1 || batch_size > n->cap)
+        return fail(n, "batch size %d is outside 1..%d (the net's max_batch)", batch_size, n->cap);
+    if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
+    const int n_out = n->sizes[n->n_layers];
+    for (int i = 0; i < count; i++) {
+        if (order[i] < 0 || order[i] >= n_images) return fail(n, "order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
+        if (labels[order[i]] >= n_out) return fail(n, "label %d at index %d is not below %d", labels[order[i]], order[i], n_out);
+    }
     prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
@@ -667,7 +683,6 @@ int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_imag
 }
 
 int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
-    if (ensure_capacity(n, 64) != 0) return -1;
     const int nl = n->n_layers, n_out = n->sizes[nl], ldo = I8_LD(n_out);
     double sum = 0.0;
     int ok = 0;
@@ -690,8 +705,8 @@ int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int cou
     return 0;
 }
 
-int i8_get_quantised(const i8_net *n, int l, int8_t *wq, float *maxabs) {
-    if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
+int i8_get_quantised(i8_net *n, int l, int8_t *wq, float *maxabs) {
+    if (l < 0 || l >= n->n_layers) return fail(n, "no weight layer %d", l);
     const layer_t *L = &n->L[l];
     memset(wq, 0, (size_t)L->n_out * L->n_in);
     for (int j = 0; j < L->n_out; j++) {
@@ -705,13 +720,16 @@ int i8_get_quantised(const i8_net *n, int l, int8_t *wq, float *maxabs) {
 }
 
 int i8_forward_trace(i8_net *n, const uint8_t *images, int count, uint8_t *const *acts, int32_t *z) {
-    if (ensure_capacity(n, count) != 0) return -1;
-    load_inputs(n, images, NULL, count);
-    forward(n, count);
-    for (int l = 0; l <= n->n_layers; l++)
-        for (int s = 0; s < count; s++)
-            memcpy(acts[l] + (long)s * n->sizes[l], n->act[l] + (long)s * I8_LD(n->sizes[l]), n->sizes[l]);
-    memcpy(z, n->z, sizeof(int32_t) * (size_t)count * n->sizes[n->n_layers]);
+    const int n_out = n->sizes[n->n_layers];
+    for (int k = 0; k < count; k += n->cap) {  /* samples are independent: chunks of the buffers' size */
+        const int m = count - k < n->cap ? count - k : n->cap;
+        load_inputs(n, images + (long)k * n->sizes[0], NULL, m);
+        forward(n, m);
+        for (int l = 0; l <= n->n_layers; l++)
+            for (int s = 0; s < m; s++)
+                memcpy(acts[l] + (long)(k + s) * n->sizes[l], n->act[l] + (long)s * I8_LD(n->sizes[l]), n->sizes[l]);
+        memcpy(z + (long)k * n_out, n->z, sizeof(int32_t) * (size_t)m * n_out);
+    }
     return 0;
 }
 

@@ -1,6 +1,8 @@
 /* HDRNN trained with CMSIS-NN-style int8 arithmetic (the scheme of kernels/int8/reference.py),
- * with optional CSR-sparse (pruned) hidden layers. All buffers are allocated when the network is
- * created or the mini-batch size first grows; a training step never allocates. */
+ * with optional block-CSC-sparse (pruned) hidden layers: the int8 kernel's core. The library's
+ * public face is the C ABI of common/ecufl_kernel.h (int8_abi.c); int8_check.c drives the core
+ * directly. Memory: i8_create and i8_set_mask allocate; a training step never does. Errors: -1
+ * (NULL from i8_create) with the message in the net (i8_error) or in err. No global state. */
 #ifndef ECUFL_INT8_NET_H
 #define ECUFL_INT8_NET_H
 #include <stdint.h>
@@ -11,15 +13,14 @@ extern "C" {
 
 typedef struct i8_net i8_net;
 
-/* sizes[0..n_sizes-1]; params = [w1, b1, w2, b2, ...] float32 in the book's shapes. NULL on error
- * (message in i8_last_error). */
-i8_net *i8_create(int n_sizes, const int *sizes, const float *const *params);
+/* sizes[0..n_sizes-1], zero parameters, buffers for mini-batches of up to max_batch (1..512)
+ * samples. NULL on error (message in err[errlen]). */
+i8_net *i8_create(int n_sizes, const int *sizes, int max_batch, char *err, int errlen);
 void i8_destroy(i8_net *net);
-const char *i8_last_error(void);
-const char *i8_path(void);  /* "plain", "avx2" or "neon" */
+const char *i8_error(const i8_net *net);  /* the last failure's message */
+const char *i8_path(void);  /* "plain", "avx2" or "neon" (a constant of the build) */
 
 int i8_set_params(i8_net *net, const float *const *params);  /* re-applies the pruning masks */
-int i8_reserve(i8_net *net, int max_batch);  /* allocate the mini-batch buffers now */
 int i8_get_params(const i8_net *net, float *const *params);  /* float32 masters, dense */
 
 /* Mini-batch SGD over order[0..n-1] (indices into images (n_images x 784) / labels). */
@@ -36,7 +37,7 @@ int i8_set_mask(i8_net *net, int layer, const uint8_t *mask, int block);
 
 /* Inspection for the bit-exactness tests: the int8 weights (dense n_out x n_in, 0 where pruned)
  * and maxabs of layer l; the q7 activations of every layer and the last z for n samples. */
-int i8_get_quantised(const i8_net *net, int layer, int8_t *wq, float *maxabs);
+int i8_get_quantised(i8_net *net, int layer, int8_t *wq, float *maxabs);
 int i8_forward_trace(i8_net *net, const uint8_t *images, int n, uint8_t *const *acts, int32_t *z);
 
 long i8_weight_bytes(const i8_net *net);  /* int8 model: values + CSR indices + biases + scales */

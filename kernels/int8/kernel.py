@@ -1,8 +1,10 @@
-"""The int8 kernels' common Python side, and the numpy int8 kernel.
+"""The int8 kernels: their common Python side, the numpy int8 kernel and the two C paths.
 
 Every int8 kernel (numpy, C plain, C SIMD) runs the scheme of ``reference.py``; pruning (options,
 schedule, masks) comes from ``prune.PrunableKernel``; this module adds the int8 bounds and the
-bits / weight bytes / master bytes that the reports show.
+bits / weight bytes / master bytes that the reports show. The C kernels are libraries of the
+native kernels' one C ABI (``int8_abi.c``), bound by ``..native`` like every native kernel, with
+the ABI's optional pruning and quantisation calls.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..base import EvalResult
+from ..native import NativeKernel, PrunableNativeKernel
 from ..params import Params
 from ..prune import PrunableKernel, sparse_bytes
 from . import reference as ref
@@ -92,3 +95,38 @@ class Int8NumpyKernel(Int8Base):
         params.check(self.sizes)
         self.net = ref.Int8Net(params.weights, params.biases)
         self._apply_masks()
+
+
+class NativeInt8Kernel(Int8Base, PrunableNativeKernel):
+    """int8 training in C (``int8_net.c``), through the native ABI; bit for bit the numpy kernel."""
+
+    def __init__(self, params: Params, *, dtype: str | None = None, **options: Any) -> None:
+        super().__init__(params, dtype=dtype, **options)
+        self.path = self._live().describe()["path"]
+
+    def weight_bytes(self) -> int:  # the library's own count (== Int8Base's, tests/test_int8.py)
+        return NativeKernel.weight_bytes(self)
+
+    def master_bytes(self) -> int:
+        return self._live().master_bytes()
+
+    # -- inspection (bit-exactness tests) -------------------------------------------------------
+    def quantised(self, layer: int) -> tuple[np.ndarray, np.float32]:
+        return self._live().quantised(layer)
+
+    def forward_trace(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        return self._live().forward_trace(images)
+
+
+class Int8Kernel(NativeInt8Kernel):
+    """int8 training in C, SIMD path (AVX2 on x86-64, NEON on ARMv7)."""
+
+    name = "int8"
+    library = "ecufl_int8"
+
+
+class Int8PlainKernel(NativeInt8Kernel):
+    """int8 training in C, plain portable path."""
+
+    name = "int8-plain"
+    library = "ecufl_int8_plain"

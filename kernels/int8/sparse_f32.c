@@ -1,5 +1,11 @@
-/* HDRNN in float32, with pruned layers in block-CSC storage: the C kernel's --prune path
- * (sparse_f32.h). Float arithmetic of the numpy reference (held to the float tolerance).
+/* HDRNN in float32, with pruned layers in block-CSC storage: kernel c-sparse, the C kernel's
+ * --prune path. Float arithmetic of the numpy reference (held to the float tolerance). Exports
+ * the C ABI of common/ecufl_kernel.h (core symbols and the optional ecufl_net_set_mask).
+ *
+ * Layers start dense and switch to block-CSC storage when a mask is set, after which the pruned
+ * weights are neither stored nor touched. Memory: create() allocates the buffers of a mini-batch
+ * of max_batch samples, set_mask() the new storage and the block lists; a training step never
+ * allocates.
  *
  * Layouts (every row padded with zeros to a multiple of 8 floats, one v8f):
  *   layer 0 (input: MNIST pixels, ~80% zero)  dense: W^T (n_in x ld_out); pruned: block-CSC by
@@ -16,9 +22,9 @@
  * sigmoid is the C kernel's vectorised one (kernels/c/simd.h vf_sigmoid).
  * A weight whose gradient is 0 is left alone: w - step * 0 == w. */
 #define _POSIX_C_SOURCE 200112L
-#include "sparse_f32.h"
-
 #include "block_list.h"
+#include "ecufl_kernel.h"
+#include "ecufl_rand.h"
 #include "simd.h"  /* kernels/c: vf_sigmoid, the C kernel's vectorised sigmoid */
 
 #include <math.h>
@@ -51,7 +57,7 @@ static inline int row_of(const layer_t *L, int k) {
     return L->block == 1 ? L->row[k] : L->row[k / L->block] + k % L->block;
 }
 
-struct sf_net {
+struct ecufl_net {
     int n_layers, sizes[16], ld[16], cap;
     layer_t L[15];
     float *act[16];   /* act[l] (l >= 1): cap x ld[l]; layer 0's input lives in the lists below */
@@ -62,15 +68,16 @@ struct sf_net {
     int32_t *nz_ptr, *nz_i, *c_ptr, *c_s;
     float *nz_x, *c_x;
     block_list bl;    /* layer 0 in 8-row blocks: the kept blocks at each sample's nonzero pixels */
+    char error[256];  /* the last failure's message (ecufl_net_error) */
+    char info[128];   /* ecufl_net_describe's JSON */
 };
 
-static char last_error[256];
-const char *sf_last_error(void) { return last_error; }
+const char *ecufl_net_error(const ecufl_net *n) { return n ? n->error : "no network"; }
 
-static int fail(const char *fmt, ...) {
+static int fail(ecufl_net *n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(n->error, sizeof n->error, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -90,7 +97,7 @@ static void *zalloc(size_t bytes) {
 #define PV64(p) PV16(p), PV16(p + 16), PV16(p + 32), PV16(p + 48)
 static const float pixel_value[256] = {PV64(0), PV64(64), PV64(128), PV64(192)};
 
-static void free_buffers(sf_net *n) {
+static void free_buffers(ecufl_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
     for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
     free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
@@ -102,10 +109,11 @@ static void free_buffers(sf_net *n) {
 }
 
 /* Layer 0 pruned in blocks of 8 rows: walked through the block lists. */
-static int blocked_first(const sf_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
+static int blocked_first(const ecufl_net *n) { return n->L[0].sparse && n->L[0].block == 8; }
 
-static int ensure_capacity(sf_net *n, int m) {
-    if (m <= n->cap) return 0;
+/* (Re)allocate every mini-batch buffer for up to m samples (at least 64: evaluation's chunk).
+ * Called by create and set_mask only: training and evaluation never allocate. */
+static int reserve(ecufl_net *n, int m) {
     free_buffers(n);
     int cap = m < 64 ? 64 : m, maxld = 0;
     for (int l = 0; l <= n->n_layers; l++) maxld = n->ld[l] > maxld ? n->ld[l] : maxld;
@@ -127,7 +135,7 @@ static int ensure_capacity(sf_net *n, int m) {
     return 0;
 oom:
     free_buffers(n);
-    return fail("out of memory for a mini-batch of %d samples", m);
+    return fail(n, "out of memory for a mini-batch of %d samples", m);
 }
 
 static void free_layer_storage(layer_t *L) {
@@ -135,7 +143,7 @@ static void free_layer_storage(layer_t *L) {
     L->w = L->wv = L->gv = NULL; L->colptr = NULL; L->row = NULL;
 }
 
-void sf_destroy(sf_net *n) {
+void ecufl_net_destroy(ecufl_net *n) {
     if (!n) return;
     for (int l = 0; l < n->n_layers; l++) { free(n->L[l].b); free_layer_storage(&n->L[l]); }
     free_buffers(n);
@@ -147,28 +155,42 @@ static inline long dense_index(const layer_t *L, int first, int j, int i) {
     return first ? (long)i * L->ld_out + j : (long)j * L->ld_in + i;
 }
 
-sf_net *sf_create(int n_sizes, const int *sizes, const float *const *params) {
-    if (n_sizes < 2 || n_sizes > 16) { fail("need 2..16 layers, got %d", n_sizes); return NULL; }
-    for (int l = 0; l < n_sizes; l++)
-        if (sizes[l] < 1 || sizes[l] > 65535) { fail("layer %d has size %d (1..65535)", l, sizes[l]); return NULL; }
-    sf_net *n = calloc(1, sizeof *n);
-    if (!n) { fail("out of memory"); return NULL; }
-    n->n_layers = n_sizes - 1;
-    memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
-    for (int l = 0; l < n_sizes; l++) n->ld[l] = LD8(sizes[l]);
-    for (int l = 0; l < n->n_layers; l++) {
-        layer_t *L = &n->L[l];
-        L->n_in = sizes[l]; L->n_out = sizes[l + 1];
-        L->ld_in = n->ld[l]; L->ld_out = n->ld[l + 1];
-        L->b = zalloc(sizeof(float) * L->ld_out);
-        L->w = zalloc(sizeof(float) * (size_t)(l == 0 ? L->n_in * L->ld_out : L->n_out * L->ld_in));
-        if (!L->b || !L->w) { sf_destroy(n); fail("out of memory"); return NULL; }
+ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *err, int errlen) {
+    char msg[256] = "";
+    if (n_sizes < 2 || n_sizes > 16) {
+        snprintf(msg, sizeof msg, "need 2..16 layers, got %d", n_sizes);
+    } else if (max_batch < 1 || max_batch > 1 << 16) {
+        snprintf(msg, sizeof msg, "max_batch must be in 1..65536, got %d", max_batch);
+    } else {
+        for (int l = 0; l < n_sizes && !msg[0]; l++)
+            if (sizes[l] < 1 || sizes[l] > 65535) snprintf(msg, sizeof msg, "layer size %d is %d, must be in 1..65535", l, sizes[l]);
     }
-    sf_set_params(n, params);
+    ecufl_net *n = msg[0] ? NULL : calloc(1, sizeof *n);
+    if (!msg[0] && !n) snprintf(msg, sizeof msg, "out of memory");
+    if (n) {
+        n->n_layers = n_sizes - 1;
+        memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
+        for (int l = 0; l < n_sizes; l++) n->ld[l] = LD8(sizes[l]);
+        for (int l = 0; l < n->n_layers && !msg[0]; l++) {  /* zero parameters, dense */
+            layer_t *L = &n->L[l];
+            L->n_in = sizes[l]; L->n_out = sizes[l + 1];
+            L->ld_in = n->ld[l]; L->ld_out = n->ld[l + 1];
+            L->b = zalloc(sizeof(float) * L->ld_out);
+            L->w = zalloc(sizeof(float) * (size_t)(l == 0 ? L->n_in * L->ld_out : L->n_out * L->ld_in));
+            if (!L->b || !L->w) snprintf(msg, sizeof msg, "out of memory");
+        }
+        if (!msg[0] && reserve(n, max_batch < 64 ? 64 : max_batch) != 0) snprintf(msg, sizeof msg, "%s", n->error);
+    }
+    if (msg[0]) {
+        ecufl_net_destroy(n);
+        if (err && errlen > 0) snprintf(err, (size_t)errlen, "%s", msg);
+        return NULL;
+    }
+    snprintf(n->info, sizeof n->info, "{\"kernel\": \"c-sparse\", \"path\": \"block-csc-float32\", \"bits\": 32}");
     return n;
 }
 
-int sf_set_params(sf_net *n, const float *const *params) {
+int ecufl_net_set_params(ecufl_net *n, const float *const *params) {
     for (int l = 0; l < n->n_layers; l++) {
         layer_t *L = &n->L[l];
         const float *w = params[2 * l];
@@ -196,7 +218,7 @@ static void dense_copy(const layer_t *L, int first, float *w) {
     }
 }
 
-int sf_get_params(const sf_net *n, float *const *params) {
+int ecufl_net_get_params(const ecufl_net *n, float *const *params) {
     for (int l = 0; l < n->n_layers; l++) {
         memcpy(params[2 * l + 1], n->L[l].b, sizeof(float) * n->L[l].n_out);
         dense_copy(&n->L[l], l == 0, params[2 * l]);
@@ -204,17 +226,33 @@ int sf_get_params(const sf_net *n, float *const *params) {
     return 0;
 }
 
-int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
-    if (l < 0 || l >= n->n_layers) return fail("no weight layer %d", l);
+/* Drawn in the book's layout, then set (init is a Prepare step: it may allocate). */
+int ecufl_net_init_params(ecufl_net *n, uint32_t seed, int scaled) {
+    float *p[2 * (ECUFL_MAX_SIZES - 1)] = {0};
+    int ok = 1;
+    for (int l = 0; l < n->n_layers; l++) {
+        ok &= (p[2 * l] = malloc(sizeof(float) * (size_t)n->sizes[l] * n->sizes[l + 1])) != NULL;
+        ok &= (p[2 * l + 1] = malloc(sizeof(float) * (size_t)n->sizes[l + 1])) != NULL;
+    }
+    if (ok) {
+        ecufl_init_params(n->n_layers + 1, n->sizes, seed, scaled, NULL, p);
+        ecufl_net_set_params(n, (const float *const *)p);
+    }
+    for (int l = 0; l < n->n_layers; l++) { free(p[2 * l]); free(p[2 * l + 1]); }
+    return ok ? 0 : fail(n, "out of memory");
+}
+
+int ecufl_net_set_mask(ecufl_net *n, int l, const uint8_t *mask, int block) {
+    if (l < 0 || l >= n->n_layers) return fail(n, "no weight layer %d", l);
     layer_t *L = &n->L[l];
     long size = (long)L->n_in * L->n_out, nnz = 0;
-    if (block != 1 && block != 8) return fail("block %d: 1 or 8 rows", block);
-    if (L->n_out % block) return fail("block %d does not divide the %d outputs of layer %d", block, L->n_out, l);
+    if (block != 1 && block != 8) return fail(n, "block %d: 1 or 8 rows", block);
+    if (L->n_out % block) return fail(n, "block %d does not divide the %d outputs of layer %d", block, L->n_out, l);
     for (int j0 = 0; j0 < L->n_out; j0 += block)
         for (int i = 0; i < L->n_in; i++)
             for (int r = 1; r < block; r++)
                 if (!mask[(long)(j0 + r) * L->n_in + i] != !mask[(long)j0 * L->n_in + i])
-                    return fail("mask of layer %d is not made of whole %d-row blocks", l, block);
+                    return fail(n, "mask of layer %d is not made of whole %d-row blocks", l, block);
     for (long k = 0; k < size; k++) nnz += mask[k] != 0;
     float *dense = malloc(sizeof(float) * (size_t)size);  /* (n_out x n_in); pruning is rare */
     int32_t *colptr = zalloc(sizeof(int32_t) * (L->n_in + 1));
@@ -223,7 +261,7 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     float *gv = l == 0 && block == 8 ? zalloc(sizeof(float) * (size_t)(nnz + 8)) : NULL;
     if (!dense || !colptr || !row || !wv || (l == 0 && block == 8 && !gv)) {
         free(dense); free(colptr); free(row); free(wv); free(gv);
-        return fail("out of memory");
+        return fail(n, "out of memory");
     }
     dense_copy(L, l == 0, dense);
     long k = 0;
@@ -243,14 +281,13 @@ int sf_set_mask(sf_net *n, int l, const uint8_t *mask, int block) {
     L->nnz = (int)nnz;
     L->block = block;
     L->sparse = 1;
-    free_buffers(n);  /* the block lists are sized by the kept blocks: reallocated at the next batch */
-    return 0;
+    return reserve(n, n->cap);  /* the block lists are sized by the kept blocks: allocated now, not in a step */
 }
 
 /* ---- the input layer's nonzero pixels ------------------------------------------------------ */
 /* By sample: 8 pixels at a time, all-zero words skipped (MNIST's background), the others
  * compacted without branches; then by pixel (counting sort; within a pixel, samples ascend). */
-static void list_pixels(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
+static void list_pixels(ecufl_net *n, const uint8_t *images, const int32_t *idx, int m) {
     const int n_in = n->sizes[0];
     int32_t cnt = 0;
     int32_t *restrict nz_i = n->nz_i, *restrict c_ptr = n->c_ptr;
@@ -291,7 +328,7 @@ static void list_pixels(sf_net *n, const uint8_t *images, const int32_t *idx, in
 
 /* ---- forward ------------------------------------------------------------------------------- */
 /* z (ld_out) = layer 0's pre-activation of sample s, without the bias. */
-static void forward_first(const sf_net *n, const layer_t *L, int s, float *restrict z) {
+static void forward_first(const ecufl_net *n, const layer_t *L, int s, float *restrict z) {
     const int ld = L->ld_out;
     for (int c = 0; c < ld; c += 8) store8(z + c, splat8(0.0f));
     const int32_t *restrict nz_i = n->nz_i;
@@ -370,7 +407,7 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
     for (int j = n; j < ld; j++) z[j] = 0.0f;
 }
 
-static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m) {
+static void forward(ecufl_net *n, const uint8_t *images, const int32_t *idx, int m) {
     if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], n->sizes[1], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
@@ -387,7 +424,7 @@ static void forward(sf_net *n, const uint8_t *images, const int32_t *idx, int m)
 }
 
 /* ---- backward and update ------------------------------------------------------------------- */
-static void train_batch(sf_net *n, int m, const uint8_t *labels, const int32_t *idx, float step) {
+static void train_batch(ecufl_net *n, int m, const uint8_t *labels, const int32_t *idx, float step) {
     const int nl = n->n_layers;
     {  /* output error: (a - y) a (1 - a) */
         const int ld = n->ld[nl];
@@ -523,13 +560,17 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
     }
 }
 
-int sf_train(sf_net *n, const uint8_t *images, const uint8_t *labels, int n_images, const int32_t *order,
-             int count, double lr, int batch_size) {
-    if (batch_size < 1) return fail("batch size %d: must be >= 1", batch_size);
-    if (!(lr > 0.0) || !isfinite(lr)) return fail("learning rate %g: must be positive and finite", lr);
-    for (int i = 0; i < count; i++)
-        if (order[i] < 0 || order[i] >= n_images) return fail("order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
-    if (ensure_capacity(n, batch_size) != 0) return -1;
+int ecufl_net_train(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int n_images, const int32_t *order,
+                    int count, double lr, int batch_size) {
+    if (batch_size < 1 || batch_size > n->cap)
+        return fail(n, "batch_size %d is outside 1..%d (the net's max_batch)", batch_size, n->cap);
+    if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
+    const int n_out = n->sizes[n->n_layers];
+    for (int i = 0; i < count; i++) {
+        if (order[i] < 0 || order[i] >= n_images) return fail(n, "order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
+        /* the output error writes delta[label]: a label past the outputs would write past the row */
+        if (labels[order[i]] >= n_out) return fail(n, "label %d at index %d is not below %d", labels[order[i]], order[i], n_out);
+    }
     prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
@@ -541,8 +582,7 @@ int sf_train(sf_net *n, const uint8_t *images, const uint8_t *labels, int n_imag
     return 0;
 }
 
-int sf_evaluate(sf_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
-    if (ensure_capacity(n, 64) != 0) return -1;
+int ecufl_net_evaluate(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
     const int nl = n->n_layers, n_out = n->sizes[nl], ld = n->ld[nl];
     double sum = 0.0;
     int ok = 0;
@@ -565,7 +605,7 @@ int sf_evaluate(sf_net *n, const uint8_t *images, const uint8_t *labels, int cou
     return 0;
 }
 
-long sf_weight_bytes(const sf_net *n) {
+long ecufl_net_weight_bytes(const ecufl_net *n) {
     long b = 0;
     for (int l = 0; l < n->n_layers; l++) {
         const layer_t *L = &n->L[l];
@@ -574,3 +614,5 @@ long sf_weight_bytes(const sf_net *n) {
     }
     return b;
 }
+
+const char *ecufl_net_describe(const ecufl_net *n) { return n->info; }
