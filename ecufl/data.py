@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +83,8 @@ def _read_bytes(path: Path) -> bytes:
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise DataError(f"{path}: not a valid gzip file ({e})") from None
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a bad deflate stream is zlib.error
+            raise DataError(f"{path}: not a valid gzip file ({' '.join(str(e).split())})") from None
     return raw
 
 
@@ -98,7 +100,7 @@ def parse_idx(data: bytes, name: str, magic: int) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{name}: truncated header ({len(data)} bytes, need {header})")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)  # exact: numpy's int64 product wraps for three large dimensions
     body = len(data) - header
     if body < count:
         raise DataError(f"{name}: truncated: header announces {dims} = {count} bytes, file has {body}")

@@ -44,21 +44,39 @@ def save(path: str | os.PathLike, params: Params, **meta: Any) -> Path:
     return path
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def load(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
+    """Read a weight file; any problem with it is one ``WeightFileError`` line naming the file."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = {k: z[k] for k in z.files}
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy array
+                raise WeightFileError(f"{path}: not an ecufl weight file (a single .npy array, not an .npz archive)")
+            with z:
+                files = {k: z[k] for k in z.files}
+    except WeightFileError:
+        raise
     except FileNotFoundError:
         raise WeightFileError(f"{path}: no such weight file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise WeightFileError(f"{path}: not an ecufl weight file ({e})") from None
+    except IsADirectoryError:
+        raise WeightFileError(f"{path}: is a directory, not a weight file") from None
+    except MemoryError:  # a header announcing an array larger than memory
+        raise WeightFileError(f"{path}: not an ecufl weight file (an array too large to load)") from None
+    except Exception as e:  # noqa: BLE001 - zip, zlib, npy header, encryption, ...: the file is bad, say so
+        raise WeightFileError(f"{path}: not an ecufl weight file ({_one_line(e)})") from None
     meta: dict[str, Any] = {}
     if "meta" in files:
         try:
             meta = json.loads(str(files.pop("meta")))
-        except json.JSONDecodeError as e:
-            raise WeightFileError(f"{path}: metadata is not JSON ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise WeightFileError(f"{path}: metadata is not JSON ({_one_line(e)})") from None
+        if not isinstance(meta, dict):
+            raise WeightFileError(f"{path}: metadata is not a JSON object")
     names = sorted((k for k in files if re.fullmatch(r"[wb]\d+", k)), key=lambda k: (int(k[1:]), k[0] == "w"))
     layers = sorted({int(k[1:]) for k in names})
     if not layers or layers != list(range(1, len(layers) + 1)):
@@ -67,11 +85,14 @@ def load(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
         for k in (f"w{l}", f"b{l}"):
             if k not in files:
                 raise WeightFileError(f"{path}: array {k} is missing")
-    params = Params([files[f"w{l}"] for l in layers], [files[f"b{l}"] for l in layers])
+    for k in names:
+        if files[k].ndim != (2 if k[0] == "w" else 1):
+            raise WeightFileError(f"{path}: array {k} has shape {files[k].shape}, expected {2 if k[0] == 'w' else 1} dimensions")
     try:
+        params = Params([files[f"w{l}"] for l in layers], [files[f"b{l}"] for l in layers])
         params.check(params.sizes)
-    except ValueError as e:
-        raise WeightFileError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - shapes that do not chain
+        raise WeightFileError(f"{path}: {e if isinstance(e, ValueError) else _one_line(e)}") from None
     for k, a in params.arrays().items():
         if a.dtype.kind != "f":
             raise WeightFileError(f"{path}: array {k} has dtype {a.dtype}, expected a float type")

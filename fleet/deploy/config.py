@@ -13,10 +13,11 @@ import shlex
 from pathlib import Path
 
 from .certs import PKI
-from .inventory import Inventory
+from .inventory import SAFE_RE, Inventory
 from .remote import SERVICE, BoardConfig
 
 UNITS = Path(__file__).resolve().parent / "units"
+AGENT_CREDENTIAL = "/run/credentials/ecufl-agent.service/agent.key"  # LoadCredential= of the agent unit
 
 
 def _env_line(k: str, v: str) -> str:
@@ -27,6 +28,8 @@ def _env_line(k: str, v: str) -> str:
 def render_unit(inv: Inventory, name: str) -> str:
     b = inv.boards[name]
     p = inv.profiles[b.profile]
+    if not SAFE_RE.match(str(b.install_root)):  # the inventory refuses these; never paste one into a unit
+        raise ValueError(f"boards.{name}.install_root: {str(b.install_root)!r} is not a plain path")
     text = (UNITS / f"{SERVICE[b.mode]}.service").read_text()
     for k, v in {"@ROOT@": str(b.install_root), "@MEMORY_MAX_MB@": str(p.memory_max_mb),
                  "@CPU_QUOTA@": str(p.cpu_quota_percent), "@NICE@": str(p.nice)}.items():
@@ -76,8 +79,9 @@ def board_config(inv: Inventory, name: str, *, insecure: bool, kernel: str | Non
             f"listen = {b.host}:{b.agent_port}",
             f"ca = {R}/etc/ca.pem",
             f"cert = {R}/etc/agent.pem",
-            f"key = {R}/etc/agent.key",
+            # systemd hands the key to the unprivileged service as a credential (units/ecufl-agent.service)
+            f"key = {AGENT_CREDENTIAL if b.init == 'systemd' else R + '/etc/agent.key'}",
             f"data = {b.data}",
             f"node = {name}",
-        ]) + "\n", 0o600)
+        ]) + "\n", 0o644)  # paths only; readable by the agent's own (dynamic) user
     return BoardConfig(files=files, unit=render_unit(inv, name))

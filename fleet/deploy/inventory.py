@@ -19,6 +19,9 @@ ARCHES = ("armv7-a9", "x86_64")
 # `uname -m` on a board of each architecture (a Cortex-A9 Linux reports armv7l).
 UNAME = {"armv7-a9": "armv7l", "x86_64": "x86_64"}
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# What a board path or command may hold: these values are written into unit files and shell
+# scripts on the board (config.py, supervise.sh), so no quote, space, '$', '`', ';' or newline.
+SAFE_RE = re.compile(r"^[A-Za-z0-9._/+@%-]+$")
 
 
 class InventoryError(ValueError):
@@ -78,9 +81,20 @@ class Board(Strict):
                 return v
         raise ValueError(f"expected an IP address or host name, got {v!r}")
 
-    @field_validator("data", "install_root")
+    @field_validator("python")
     @classmethod
-    def absolute(cls, v: PurePosixPath) -> PurePosixPath:
+    def python_ok(cls, v: str) -> str:
+        if not SAFE_RE.match(v):
+            raise ValueError(f"expected a command name or path of A-Z a-z 0-9 . _ / + @ % -, got {v!r}")
+        return v
+
+    @field_validator("data", "install_root", "python_path")
+    @classmethod
+    def absolute(cls, v):
+        if isinstance(v, list):
+            return [cls.absolute(p) for p in v]
+        if not SAFE_RE.match(str(v)):
+            raise ValueError(f"expected a path of A-Z a-z 0-9 . _ / + @ % - (it reaches the board's shell), got {str(v)!r}")
         if not v.is_absolute() or ".." in v.parts:
             raise ValueError(f"expected an absolute path on the board without '..', got {str(v)!r}")
         if v == PurePosixPath("/"):
@@ -130,11 +144,17 @@ def load(path: str | Path, *, check_keys: bool = True) -> Inventory:
     ``check_keys``: the SSH key files must exist (off only to validate an example elsewhere)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise InventoryError(f"{path}: no such inventory file")
+        raise InventoryError(f"{path}: no such inventory file") from None
+    except OSError as e:
+        raise InventoryError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise InventoryError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:
+        raise InventoryError(f"{path}: not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
-        raise InventoryError(f"{path}: not valid TOML: {e}")
+        raise InventoryError(f"{path}: not valid TOML: {e}") from None
     try:
         inv = Inventory.model_validate(raw)
     except ValidationError as e:
@@ -144,12 +164,15 @@ def load(path: str | Path, *, check_keys: bool = True) -> Inventory:
             msg = "unknown key"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        raise InventoryError(f"{path}: {_where(err['loc'])}: {msg}")
+        raise InventoryError(f"{path}: {_where(err['loc'])}: {msg}") from None
     base = path.resolve().parent
     fleet = inv.fleet.model_copy(update={"state_dir": (base / inv.fleet.state_dir).resolve()})
     boards = {}
     for name, b in inv.boards.items():
-        key = (base / b.key.expanduser()).resolve()
+        try:
+            key = (base / b.key.expanduser()).resolve()
+        except (RuntimeError, OSError) as e:  # ~nosuchuser: "Could not determine home directory"
+            raise InventoryError(f"{path}: boards.{name}.key: cannot resolve {str(b.key)!r} ({e})") from None
         if check_keys and not key.is_file():
             raise InventoryError(f"{path}: boards.{name}.key: no such file {key}")
         boards[name] = b.model_copy(update={"key": key})
