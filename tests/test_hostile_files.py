@@ -249,3 +249,37 @@ def test_agent_unit_is_unprivileged_and_sandboxed(tmp_path):
     conf, mode = cfg.files["agent.conf"]
     assert f"key = {AGENT_CREDENTIAL}" in conf and mode == 0o644  # readable by the dynamic user; holds no secret
     assert cfg.files["agent.key"][1] == 0o600
+
+
+# --- the fleet CA's key (defect 9) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stale", ["world-readable-file", "symlink"])
+def test_ca_key_is_private_whatever_tmp_file_was_left(tmp_path, stale):
+    # On 4f64f11 _write opened "<name>.tmp" with O_CREAT|O_TRUNC: a stale 0644 ca.key.tmp kept its
+    # mode (a world-readable CA key) and a planted symlink was written through.
+    import os
+    import stat
+
+    from ecufl.fleet.deploy.certs import PKI
+
+    pki = PKI(tmp_path / "state")
+    pki.dir.mkdir(parents=True)
+    tmp = pki.dir / "ca.key.tmp"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched\n")
+    if stale == "world-readable-file":
+        tmp.write_text("old\n")
+        os.chmod(tmp, 0o644)
+    else:
+        tmp.symlink_to(elsewhere)
+    old_umask = os.umask(0o022)
+    try:
+        pki.ensure_ca()
+    finally:
+        os.umask(old_umask)
+    key = pki.dir / "ca.key"
+    assert not key.is_symlink() and stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in key.read_bytes()
+    assert elsewhere.read_text() == "untouched\n"
+    assert stat.S_IMODE((pki.dir / "ca.pem").stat().st_mode) == 0o644

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -29,12 +30,21 @@ LEAF_DAYS = 2 * 365
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write atomically through a new temporary file of our own: created exclusively (O_EXCL, never
+    following a link, so a stale or planted ``*.tmp`` is neither reused nor written through), its mode
+    set on the open descriptor (0600 for keys whatever the umask or an old file said), then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600 if private else 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

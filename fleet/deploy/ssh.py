@@ -4,7 +4,8 @@ Why asyncssh: one event loop drives every board at once (push to 20 ECUs in para
 threads), it verifies host keys against an OpenSSH known_hosts file by default, and it has SFTP.
 
 Host keys, stated plainly: the first time ecufl meets a board (no line for its host:port in
-``<state_dir>/known_hosts``) it TRUSTS THE KEY THE BOARD PRESENTS and pins it (trust on first use;
+``<state_dir>/known_hosts``, as asyncssh matches it: plain, hashed (``ssh-keyscan -H``),
+multi-host and wildcard lines, by name and by address) it TRUSTS THE KEY THE BOARD PRESENTS and pins it (trust on first use;
 the fingerprint is printed so that you can compare it with the board's console). From then on a
 different key is refused. A board that was re-imaged needs its line removed by hand. Give
 ``--no-pin`` (pin=False) to refuse unknown boards instead, e.g. after filling known_hosts yourself.
@@ -14,7 +15,9 @@ Authentication is by private key only (the inventory names the key file); never 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shlex
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +47,37 @@ def host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-def pinned(known_hosts: Path, host: str, port: int) -> bool:
+def _addresses(host: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        return sorted({ai[4][0] for ai in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)})
+    except OSError:
+        return [""]
+
+
+def read_known_hosts(known_hosts: Path) -> asyncssh.SSHKnownHosts | None:
+    """The file parsed by asyncssh (None if there is none); ValueError names a malformed file in one line."""
     if not known_hosts.is_file():
+        return None
+    try:
+        return asyncssh.import_known_hosts(known_hosts.read_text())
+    except (ValueError, asyncssh.KeyImportError, UnicodeDecodeError) as e:
+        raise ValueError(f"{known_hosts}: not a known_hosts file ({_why(e)})") from None
+
+
+def pinned(known_hosts: Path, host: str, port: int) -> bool:
+    """Whether known_hosts says anything about host:port (a key, a CA, a revocation), matched the way
+    asyncssh matches it when it verifies the board: hashed and multi-host lines count."""
+    kh = read_known_hosts(known_hosts)
+    if kh is None:
         return False
-    pat = host_pattern(host, port)
-    return any(line.split(" ", 1)[0] == pat for line in known_hosts.read_text().splitlines() if line.strip())
+    for addr in _addresses(host):
+        if any(kh.match(host, addr, port)):
+            return True
+    return False
 
 
 async def pin_host_key(name: str, b: Board, known_hosts: Path, log=print) -> None:
@@ -117,13 +146,17 @@ class Conn:
 
 
 async def connect(name: str, b: Board, known_hosts: Path, *, pin: bool = True, log=print) -> Conn:
-    if not pinned(known_hosts, b.host, b.port):
-        if not pin:
-            raise BoardError(name, f"{b.host}:{b.port} is not in {known_hosts} and --no-pin was given")
-        await pin_host_key(name, b, known_hosts, log)
+    try:
+        if not pinned(known_hosts, b.host, b.port):
+            if not pin:
+                raise BoardError(name, f"{b.host}:{b.port} is not in {known_hosts} and --no-pin was given")
+            await pin_host_key(name, b, known_hosts, log)
+        kh = read_known_hosts(known_hosts)
+    except ValueError as e:
+        raise BoardError(name, str(e)) from None
     try:
         conn = await asyncio.wait_for(asyncssh.connect(
-            b.host, b.port, username=b.user, client_keys=[str(b.key)], known_hosts=str(known_hosts),
+            b.host, b.port, username=b.user, client_keys=[str(b.key)], known_hosts=kh,
             password=None, kbdint_auth=False, agent_path=None, preferred_auth="publickey",
             config=None, connect_timeout=CONNECT_TIMEOUT), CONNECT_TIMEOUT + 2)
     except asyncssh.HostKeyNotVerifiable:
