@@ -201,9 +201,15 @@ def data():
 @data.command("fetch")
 @click.option("--dest", type=click.Path(file_okay=False), help="Directory (default: the user cache).")
 def data_fetch(dest):
-    """Download MNIST from public mirrors into the cache and verify the sha256 sums."""
+    """Download MNIST from public mirrors into the cache and verify the sha256 sums (nothing to do
+    when ECUFL_DATA already names a folder holding it)."""
     from ecufl import data as mnist
 
+    if dest is None and os.environ.get("ECUFL_DATA"):
+        d = mnist.locate()  # DataError (one line) if ECUFL_DATA lacks a file
+        console.print(f"MNIST is in {d} (ECUFL_DATA); nothing fetched. Unset ECUFL_DATA to download "
+                      "into the user cache, or give --dest.")
+        return
     d = mnist.fetch(Path(dest) if dest else None)
     console.print(f"MNIST is in {d}")
 

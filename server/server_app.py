@@ -161,6 +161,8 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
         results.checkpoint(params, rnd, spec.identity())
         results.event("round-end", round=rnd, replied=len(replies), accepted=accepted, accuracy=accuracy,
                       loss=loss, wall_seconds=wall)
+        log.info("round %d/%d: %d/%d replies averaged, test accuracy %.4f, %.1f s", rnd, spec.rounds, accepted,
+                 len(replies), accuracy, wall)
     if accuracy is None:  # resumed after the last round: nothing left to train
         _, accuracy, _ = evaluate_global(params, test)
     summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": engine}
@@ -215,6 +217,7 @@ def main(grid: Grid, context: Context) -> None:
                  spec.rounds, " (resumed)" if spec.resume else "")
         summary = run(grid, spec, results, engine)
         results.event("done", **summary)
+        log.info("run %s done: test accuracy %.4f; results: %s", spec.name, summary["test_accuracy"], folder)
     except Exception as e:
         results.event("failed", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=5))
         raise

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,23 @@ def test_weight_file_round_trip_and_errors(tmp_path):
     np.savez(tmp_path / "missing.npz", **arrays)
     with pytest.raises(weightfile.WeightFileError, match="b2 is missing"):
         weightfile.load(tmp_path / "missing.npz")
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_a_log(tmp_path, monkeypatch, capsys):
+    """A bug is still one line for the user: what happened and where the traceback is."""
+    import ecufl.kernels
+    from ecufl import cli
+
+    def broken():
+        raise RuntimeError("the registry fell over")
+
+    monkeypatch.setattr(ecufl.kernels, "available", broken)
+    monkeypatch.setenv("ECUFL_LOG_DIR", str(tmp_path / "logs"))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["kernels"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("ecufl: error: RuntimeError: the registry fell over (a bug in ecufl; traceback in ")
+    log = Path(err.rsplit("traceback in ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path / "logs" and "Traceback (most recent call last)" in log.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -95,10 +96,18 @@ def test_cli_bad_scenario_exits_2_and_starts_nothing(tmp_path):
     assert not state.exists() and not (tmp_path / "results").exists()  # nothing started
 
 
-def test_cli_scenario_check(tmp_path):
-    proc = subprocess.run([*ecufl_cmd(), "scenario", "check", str(ROOT / "scenarios" / "quickstart.toml")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and "ok: deployment, 4 nodes, 3 rounds" in proc.stdout
+def test_cli_scenario_check_prints_one_line_per_file_however_long_its_path(tmp_path):
+    """Piped output is not wrapped at 80 columns: the verdict stays on its file's line even when
+    the path alone is longer than a terminal (a deep clone)."""
+    deep = tmp_path / ("a-rather-long-folder-name-" * 6) / ("and-another-one-" * 6)
+    deep.mkdir(parents=True)
+    path = deep / "quickstart.toml"
+    shutil.copy(ROOT / "scenarios" / "quickstart.toml", path)
+    proc = subprocess.run([*ecufl_cmd(), "scenario", "check", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(str(path)) > 200 and len(lines) == 1
+    assert lines[0].startswith(f"{path}: ok: deployment, 4 nodes, 3 rounds, kernels ")
 
 
 @pytest.mark.parametrize("args,expect", [
