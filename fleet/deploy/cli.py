@@ -161,13 +161,14 @@ def push(ctx, boards, insecure, no_pin, kernel):
 def start(ctx, boards):
     """Check the installed bundle against its manifest (refuse if tampered), then start the service."""
     from . import remote
+    from .config import render_unit
 
     inv = _inv(ctx)
     names = _pick(inv, boards)
     manifests = remote.manifest_digests(inv.fleet.state_dir / "bundles")
 
     async def act(c):
-        await remote.start(c, manifests)
+        await remote.start(c, manifests, render_unit(inv, c.name))
         _say(f"board {c.name}: {remote.SERVICE[c.board.mode]} running")
 
     _exit(_run_each(inv, names, act))
@@ -244,6 +245,7 @@ def logs(ctx, node, lines):
 def rollback(ctx, boards):
     """Switch `current` back to `previous` (atomically) and restart the service if it was running."""
     from . import remote
+    from .config import render_unit
 
     inv = _inv(ctx)
     manifests = remote.manifest_digests(inv.fleet.state_dir / "bundles")
@@ -252,7 +254,7 @@ def rollback(ctx, boards):
         was = (await remote.running(c))["running"]
         bid = await remote.rollback(c)
         if was:
-            await remote.start(c, manifests)
+            await remote.start(c, manifests, render_unit(inv, c.name))
         _say(f"board {c.name}: rolled back to {bid}" + (" and restarted" if was else ""))
 
     _exit(_run_each(inv, _pick(inv, boards), act))

@@ -65,6 +65,12 @@ async def push(c: Conn, bundle: Bundle, cfg: BoardConfig, log=print) -> str:
     b = c.board
     R = root(b)
     await check_arch(c, bundle.arch)
+    # ecufl installs into a folder it makes (or an empty one): `remove` deletes it whole later
+    r = await c.run(f"if [ -e {q(R)} ] && [ ! -f {q(R)}/.ecufl-root ] && [ -n \"$(ls -A {q(R)} 2>/dev/null)\" ]; "
+                    "then echo foreign; fi", check=False)
+    if "foreign" in r.out:
+        raise BoardError(c.name, f"{R} exists, holds files and was not made by ecufl (no .ecufl-root): refusing to "
+                                 "install there; choose another install_root or empty it")
     await c.run(f"mkdir -p {q(R)}/releases {q(R)}/etc {q(R)}/run && chmod 700 {q(R)}/etc && touch {q(R)}/.ecufl-root",
                 what=f"creating {R}")
     rel = f"{R}/releases/{bundle.id}"
@@ -105,11 +111,22 @@ async def _upload(c: Conn, bundle: Bundle, R: str) -> None:
 
 
 async def verify(c: Conn, release_dir: str, manifest_sha256: str, bid: str) -> None:
-    """The release's MANIFEST.sha256 is the one ecufl built, and every file matches it."""
-    r = await c.run(f"cd {q(release_dir)} && sha256sum MANIFEST.sha256", check=False)
-    if r.rc != 0 or r.out.split()[:1] != [manifest_sha256]:
+    """The release's MANIFEST.sha256 is the one ecufl built, every file matches it, and the release
+    holds nothing else: no file the manifest does not name, no symbolic link."""
+    r = await c.run(f"cd {q(release_dir)} && cat MANIFEST.sha256", check=False)
+    if r.rc != 0 or hashlib.sha256(r.out.encode()).hexdigest() != manifest_sha256:
         raise BoardError(c.name, f"bundle {bid}: MANIFEST.sha256 on the board is not the one ecufl built "
                                  "(tampered or corrupt): refusing to start; push it again")
+    listed = {ln.split("  ", 1)[1] for ln in r.out.splitlines() if "  " in ln} | {"MANIFEST.sha256"}
+    r = await c.run(f"cd {q(release_dir)} && find . -mindepth 1 ! -type d -print && "
+                    "find . -mindepth 1 -type l -print | sed 's/^/LINK /'", check=False)
+    found = [ln.removeprefix("./") for ln in r.out.splitlines() if not ln.startswith("LINK ")]
+    links_ = [ln.removeprefix("LINK ./") for ln in r.out.splitlines() if ln.startswith("LINK ")]
+    extra = sorted(set(found) - listed - set(links_))
+    if r.rc != 0 or extra or links_:
+        what = (f"symbolic links ({', '.join(links_[:3])})" if links_ else
+                f"files not in its manifest ({', '.join(extra[:3])})" if extra else "a listing that failed")
+        raise BoardError(c.name, f"bundle {bid} holds {what}: tampered; refusing to start; push it again")
     r = await c.run(f"cd {q(release_dir)} && sha256sum -c --quiet MANIFEST.sha256 2>&1", check=False)
     if r.rc != 0:
         bad = [ln.split(":")[0] for ln in r.out.splitlines() if ln.rstrip().endswith(("FAILED", "FAILED open or read"))]
@@ -136,7 +153,8 @@ async def _set_link(c: Conn, name: str, bid: str) -> None:
 
 async def switch(c: Conn, bid: str) -> None:
     cur, _ = await links(c)
-    if cur == bid:
+    r = await c.run(f"readlink {q(root(c.board))}/current", check=False)
+    if cur == bid and r.out.strip() == f"releases/{bid}":  # exactly ours (a link elsewhere is replaced)
         return
     if cur:
         await _set_link(c, "previous", cur)
@@ -191,8 +209,10 @@ async def running(c: Conn) -> dict:
             "restarts": int(restarts) if restarts.isdigit() else 0, "pid": p}
 
 
-async def start(c: Conn, manifests: dict[str, str]) -> None:
-    """Verify the current release against the manifest ecufl built, then start the service."""
+async def start(c: Conn, manifests: dict[str, str], unit_text: str) -> None:
+    """Verify the current release against the manifest ecufl built (and that ``current`` is that
+    release), and the installed unit against ``unit_text`` (what ecufl renders for this board), then
+    start the service."""
     b, svc = c.board, SERVICE[c.board.mode]
     R = root(b)
     cur, _ = await links(c)
@@ -201,9 +221,19 @@ async def start(c: Conn, manifests: dict[str, str]) -> None:
     if cur not in manifests:
         raise BoardError(c.name, f"bundle {cur} on the board was not built here (no manifest in the state dir): "
                                  "refusing to start; push a bundle built by this ecufl")
+    # what runs is ROOT/current/...: it must be exactly the release verified below, a real folder
+    r = await c.run(f"cd {q(R)} && test ! -L releases && test -d releases/{q(cur)} && test ! -L releases/{q(cur)} "
+                    "&& readlink current", check=False)
+    if r.rc != 0 or r.out.strip() != f"releases/{cur}":
+        raise BoardError(c.name, f"{R}/current points at {r.out.strip() or '?'}, not at the release folder "
+                                 f"releases/{cur}: tampered; refusing to start; push again")
     await verify(c, f"{R}/releases/{cur}", manifests[cur], cur)
-    await stop(c)
     unit = f"{R}/etc/{svc}.service"
+    r = await c.run(f"cat {q(unit)}", check=False)
+    if r.rc != 0 or r.out != unit_text:
+        raise BoardError(c.name, f"{unit} is not the unit ecufl renders for this board (tampered, or the "
+                                 "inventory changed since the push): refusing to start; push again")
+    await stop(c)
     if b.init == "systemd":
         sudo = "" if b.user == "root" else "sudo -n "
         await c.run(f"{sudo}install -m 0644 {q(unit)} /etc/systemd/system/{svc}.service && "
