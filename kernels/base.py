@@ -5,6 +5,14 @@ Data is handed over as MNIST gives it: ``images`` uint8 (N, 784) and ``labels`` 
 a kernel turns a pixel p into the input p / 255 in its own arithmetic (float32 division,
 or float64 for the float64 reference), so no kernel needs a float copy of the data set.
 
+Any fully connected sigmoid network on any data (issue 17): ``images`` may have any number of
+columns (the first layer's size) and may be floating point, already in [0, 1] (taken as they are,
+rounded once to the kernel's dtype; no division); ``labels`` may be class indices (N,) (one-hot
+targets, as MNIST) or real-valued targets (N, n_out) in [0, 1] (an autoencoder passes its inputs).
+``inputs_as`` and ``targets_as`` are the conversion every kernel follows; ``check_data`` is the
+one-line error for data that does not fit the network. Kernels that still take MNIST only: see
+kernels/README.md ("Any data").
+
 ``train`` runs mini-batch SGD over the samples ``order`` (indices into ``images``), taking
 consecutive slices of ``batch_size`` as mini-batches; the last, smaller slice is a mini-batch
 too, as in network.py. The caller may split one epoch's order into several ``train`` calls at
@@ -93,6 +101,41 @@ def one_hot(labels: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
     y = np.zeros((len(labels), n_out), dtype=dtype)
     y[np.arange(len(labels)), labels] = 1
     return y
+
+
+def inputs_as(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The network's inputs for ``images``: uint8 pixels p as p / 255 (one division in ``dtype``,
+    MNIST's arithmetic, unchanged), floating-point inputs in [0, 1] rounded once to ``dtype``."""
+    dt = np.dtype(dtype)
+    if images.dtype == np.uint8:
+        return images.astype(dt) / dt.type(255)
+    return np.asarray(images, dtype=dt)
+
+
+def targets_as(labels: np.ndarray, n_out: int, dtype: np.dtype) -> np.ndarray:
+    """Targets: one-hot rows for class indices (N,), the values themselves for (N, n_out) targets."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        return one_hot(labels, n_out, np.dtype(dtype))
+    return labels.astype(np.dtype(dtype))
+
+
+def check_data(sizes: Sequence[int], images: np.ndarray, labels: np.ndarray) -> None:
+    """One-line ValueError when ``images``/``labels`` do not fit a network of ``sizes``."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 2 or images.shape[1] != sizes[0]:
+        raise ValueError(f"inputs have shape {images.shape}: the network {'-'.join(map(str, sizes))} "
+                         f"takes {sizes[0]} values per sample")
+    if images.dtype != np.uint8 and images.dtype.kind != "f":
+        raise ValueError(f"inputs must be uint8 pixels or floating point in [0, 1], got {images.dtype}")
+    if len(labels) != len(images):
+        raise ValueError(f"{len(images)} inputs but {len(labels)} labels/targets")
+    if labels.ndim == 2:
+        if labels.shape[1] != sizes[-1]:
+            raise ValueError(f"targets have {labels.shape[1]} columns: the network "
+                             f"{'-'.join(map(str, sizes))} has {sizes[-1]} outputs")
+    elif labels.ndim != 1:
+        raise ValueError(f"labels must be class indices (N,) or targets (N, {sizes[-1]}), got shape {labels.shape}")
 
 
 def check_sizes(sizes: Sequence[int]) -> list[int]:

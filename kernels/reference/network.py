@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import EvalResult, Kernel, one_hot
+from ..base import EvalResult, Kernel, inputs_as, targets_as
 from ..params import Params
 
 
@@ -28,7 +28,7 @@ class NumpyKernel(Kernel):
 
     # -- the two halves of one SGD step -------------------------------------------------------
     def _inputs(self, images: np.ndarray) -> np.ndarray:
-        return images.astype(self._dt) / self._dt.type(255)
+        return inputs_as(images, self._dt)  # uint8: p / 255 as before; floats in [0, 1] as they are
 
     @staticmethod
     def _sigmoid_(z: np.ndarray) -> np.ndarray:
@@ -65,13 +65,14 @@ class NumpyKernel(Kernel):
     def train(self, images, labels, order, lr, batch_size) -> None:
         order = np.asarray(order)
         eye = np.eye(self.sizes[-1], dtype=self._dt)
+        real = np.ndim(labels) == 2  # real-valued targets (N, n_out) in [0, 1], e.g. target = input
         # Inputs are converted a few hundred mini-batches at a time: less per-batch overhead,
         # and never a float copy of the whole data set.
         chunk = batch_size * max(1, 4096 // batch_size)
         for c0 in range(0, len(order), chunk):
             idx = order[c0 : c0 + chunk]
             xs = self._inputs(images[idx])
-            ys = eye[labels[idx]]
+            ys = labels[idx].astype(self._dt) if real else eye[labels[idx]]
             for k in range(0, len(idx), batch_size):
                 grad_w, grad_b = self.gradients(xs[k : k + batch_size], ys[k : k + batch_size])
                 step = self._dt.type(lr / min(batch_size, len(idx) - k))  # m of *this* mini-batch
@@ -86,9 +87,12 @@ class NumpyKernel(Kernel):
         correct = 0
         for k in range(0, len(labels), chunk):
             a = self.forward(self._inputs(images[k : k + chunk]))[-1]
-            y = one_hot(labels[k : k + chunk], self.sizes[-1], self._dt)
+            y = targets_as(labels[k : k + chunk], self.sizes[-1], self._dt)
             loss += 0.5 * float(np.sum((a - y) ** 2, dtype=np.float64))
-            correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
+            if np.ndim(labels) == 2:  # real-valued targets: every output within 0.5 of its target
+                correct += int(np.sum(np.max(np.abs(a - y), axis=1) < 0.5))
+            else:
+                correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
         n = len(labels)
         return EvalResult(loss / max(n, 1), correct / max(n, 1), correct, n)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import EvalResult, Kernel, mini_batches
+from ..base import EvalResult, Kernel, inputs_as, mini_batches
 from ..params import Params
 
 
@@ -31,7 +31,9 @@ class TextbookKernel(Kernel):
         self.set_params(params)
 
     def _sample(self, images, labels, i):
-        x = (images[i].astype(self._dt) / self._dt.type(255)).reshape(-1, 1)
+        x = inputs_as(images[i], self._dt).reshape(-1, 1)  # uint8: p / 255; floats in [0, 1] as they are
+        if np.ndim(labels) == 2:  # real-valued targets (an autoencoder: target = input)
+            return x, labels[i].astype(self._dt).reshape(-1, 1)
         y = np.zeros((self.sizes[-1], 1), dtype=self._dt)
         y[labels[i]] = 1
         return x, y
@@ -85,7 +87,10 @@ class TextbookKernel(Kernel):
             x, y = self._sample(images, labels, i)
             a = self.feedforward(x)
             loss += 0.5 * float(np.sum((a - y) ** 2))
-            correct += int(np.argmax(a) == labels[i])
+            if np.ndim(labels) == 2:
+                correct += int(np.max(np.abs(a - y)) < 0.5)
+            else:
+                correct += int(np.argmax(a) == labels[i])
         n = len(labels)
         return EvalResult(loss / max(n, 1), correct / max(n, 1), correct, n)
 
