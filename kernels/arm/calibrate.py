@@ -185,20 +185,27 @@ def counts_per_iteration(binary: Path, loops: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def fit(timings: list[LoopTiming], clock_hz: float) -> tuple[dict[str, float], float]:
-    """Cycles per class by non-negative least squares; returns (cycles, rms relative residual)."""
+def nnls_relative(design, y) -> list[float]:
+    """Non-negative x minimising sum(((design @ x - y) / y)^2): every row's relative error counts
+    the same, fast or slow (scipy.optimize.nnls, Lawson-Hanson, on rows weighted by 1/y)."""
     try:  # an optional dependency (the `calibrate` extra): `./bootstrap run` does not install it
         from scipy.optimize import nnls
     except ImportError:
         raise CalibrationFailed("ecufl calibrate needs scipy, which `./bootstrap run` does not install: "
                                 ".venv/bin/pip install -e '.[calibrate]'") from None
 
+    a, yv = np.asarray(design, dtype=float), np.asarray(y, dtype=float)
+    w = 1.0 / np.maximum(yv, 1e-12)
+    x, _ = nnls(a * w[:, None], yv * w)
+    return [float(v) for v in x]
+
+
+def fit(timings: list[LoopTiming], clock_hz: float) -> tuple[dict[str, float], float]:
+    """Cycles per class by non-negative least squares; returns (cycles, rms relative residual)."""
     classes = sorted({k for t in timings for k in t.counts_per_iteration})
     a = np.array([[t.counts_per_iteration.get(c, 0.0) for c in classes] for t in timings])
     y = np.array([t.cycles_per_iteration(clock_hz) for t in timings])
-    # weight rows by 1/y: every loop's relative error counts the same, fast or slow
-    w = 1.0 / np.maximum(y, 1e-12)
-    x, _ = nnls(a * w[:, None], y * w)
+    x = np.array(nnls_relative(a, y))
     rel = (a @ x - y) / np.maximum(y, 1e-12)
     return dict(zip(classes, map(float, x))), float(np.sqrt(np.mean(rel**2)))
 

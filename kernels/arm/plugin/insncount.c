@@ -308,7 +308,17 @@ static const char *classify(const char *disas, char *base, size_t base_len, char
     } else if (base_in(base, NEON_PERM)) {
         op = "neon.perm";
     } else if (base_in(base, NEON_IMUL)) {
-        op = "neon.imul";
+        /* 32-bit lanes take the multiplier twice as long (GCC-A9: ddd_32 and the 64<-32 long
+         * forms are dp_2, a quadword 32-bit multiply-accumulate dp_4) */
+        bool lane32 = strstr(dtype, "32") != NULL;
+        bool accumulate = base_in(base, (const char *const[]){"vmla", "vmls", NULL});
+        if (lane32 && !strcmp(w, "d")) {
+            op = "neon.imul32";
+        } else if (lane32 && accumulate) {
+            op = "neon.imla32";
+        } else {
+            op = "neon.imul";
+        }
     } else if (fp) {
         op = "neon.fother";
     } else {
