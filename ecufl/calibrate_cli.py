@@ -24,9 +24,13 @@ from ecufl.ui import Failure, console
 @click.option("--loops", "loop_names", help="Comma-separated subset of the loops (default: all).")
 @click.option("--remote-wrapper", default="", hidden=True,
               help="Command prefix on the board (tests: an x86 sshd runs the loops through qemu-arm).")
+@click.option("--published", is_flag=True,
+              help="Check the model against OpenSSL's published Cortex-A9 cycles/byte (Debian's armhf "
+                   "libcrypto counted under qemu); refit by class group, judged leave-one-out. With --out: "
+                   "write the refitted table as a calibration file.")
 @click.option("--json", "as_json", is_flag=True)
 def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats, iterations,
-              loop_names, remote_wrapper, as_json):
+              loop_names, remote_wrapper, published, as_json):
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
 
     from ecufl.kernels.arm import calibrate as cal
@@ -35,8 +39,13 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
     from ecufl.kernels.arm.count import EmulationError
     from ecufl.kernels.arm.microbench import BuildError
 
+    if published:
+        if board or use_qemu:
+            raise click.UsageError("--published checks against OpenSSL's figures: no --board or --qemu with it")
+        _published(out, as_json)
+        return
     if bool(board) == bool(use_qemu):
-        raise click.UsageError("give exactly one of --board user@HOST and --qemu")
+        raise click.UsageError("give exactly one of --board user@HOST, --qemu and --published")
     try:
         profile = profiles.get(profile_name)
     except profiles.UnknownProfile as e:
@@ -81,3 +90,37 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
         t.add_row(k, f"{v:.2f}", f"{TABLE[k][0]:g}" if k in TABLE else "-")
     console.print(t)
     console.print(f"rms relative residual {result.residual_rms:.1%}; calibration written to {path}")
+
+
+def _published(out, as_json) -> None:
+    from ecufl.kernels.arm import published as pub
+    from ecufl.kernels.arm.count import EmulationError
+    from ecufl.kernels.arm.costmodel import CostModel
+    from ecufl.kernels.arm.microbench import BuildError
+
+    try:
+        rep = pub.report(CostModel.trm())
+    except (EmulationError, BuildError) as e:
+        raise Failure(str(e))
+    if out:
+        pub.write_fit(rep, out)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rep.rows]))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"Cortex-A9 cycles per byte: OpenSSL's published figures vs ecufl's projection ({rep.library})")
+    for col in ("primitive", "path", "published", "projected (TRM)", "ratio", "refit, leave-one-out", "ratio",
+                "source"):
+        t.add_column(col, justify="left" if col in ("primitive", "path", "source") else "right")
+    for r in rep.rows:
+        f = r.figure
+        t.add_row(f.primitive, f.path, f"{f.published:g}", f"{r.projected:.2f}", f"{r.ratio:.2f}",
+                  f"{r.projected_loo:.2f}", f"{r.projected_loo / f.published:.2f}", f"{f.source}:{f.line}")
+    console.print(t)
+    s, l = rep.stats, rep.stats_loo
+    console.print(f"TRM table: median |error| {s['median_abs_error']:.1%}, worst ratio {s['worst_ratio']:.2f}; "
+                  f"group refit out of sample: median |error| {l['median_abs_error']:.1%}, worst ratio "
+                  f"{l['worst_ratio']:.2f} (factors on all figures: "
+                  + ", ".join(f"{g} {v:.2f}" for g, v in rep.factors.items()) + ")"
+                  + (f"; refitted table written to {out}" if out else ""))

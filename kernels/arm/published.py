@@ -259,5 +259,24 @@ def markdown(rep: Report) -> str:
     return "\n".join(lines)
 
 
+def write_fit(rep: Report, path: str | Path) -> Path:
+    """The table refitted to all the figures, as a calibration file CostModel.load() reads."""
+    import datetime as dt
+
+    factors, model = fit_published(rep.rows, CostModel.trm())
+    data = {"tool": "ecufl calibrate --published", "board": "published Cortex-A9 figures (OpenSSL)",
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "group_factors": factors, "cycles": model.cycles,
+            "trm_cycles": {k: v[0] for k, v in TABLE.items()},
+            "leave_one_out": rep.stats_loo, "trm_in_sample": rep.stats, "library": rep.library,
+            "figures": [r.to_dict() for r in rep.rows]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def have_tools() -> bool:
     return shutil.which(count.QEMU) is not None and shutil.which(os.environ.get("ECUFL_ARM_CC", "arm-linux-gnueabihf-gcc")) is not None
