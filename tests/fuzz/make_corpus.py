@@ -66,6 +66,16 @@ def main() -> None:
                     "npy-v2": make_zip({**m, "w1.npy": npy(np.ones((3, 4), np.float32), (2, 0))}),
                     "zip64-offset": make_zip(m, cd={"w2.npy": {"offset": 0xFFFFFFFF, "extra": zip64_extra(w2_at)}}),
                     **{k: v(m) for k, v in CRAFTED.items()}}
+    # the Python harnesses (tests/fuzz/py_fuzz.py)
+    from test_hostile_files import TOML_CASES, WEIGHT_CASES
+
+    root = HERE.parent.parent
+    seeds["py-weights"] = {"good": make_zip(m), **{k: v for k, v in WEIGHT_CASES.items() if len(v) < 4096}}
+    seeds["py-idx"] = dict(seeds["idx"])
+    seeds["py-scenario"] = {p.stem: p.read_bytes() for p in sorted((root / "scenarios").glob("*.toml"))}
+    seeds["py-scenario"].update({k: v for k, v in TOML_CASES.items() if len(v) < 4096})
+    seeds["py-inventory"] = {"example": (root / "fleet" / "inventory.toml").read_bytes()}
+    seeds["py-reply"] = {"empty": b"", "ones": b"\x01" * 64, "mixed": bytes(range(256))}
     for harness, files in seeds.items():
         d = HERE / "corpus" / harness
         d.mkdir(parents=True, exist_ok=True)
