@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .costmodel import CostModel, executed_flops
+from .costmodel import CostModel, executed_flops, memory_cycles, seconds_range
 from .emulate import run_emulated, trainer_for
 from .profiles import Profile
 from .profiles import get as get_profile
@@ -45,8 +45,13 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
                    batch_sizes: tuple[int, ...] = (10,), samples: int = 2000, seed: int = 1, lr: float = 3.0,
                    images: np.ndarray, labels: np.ndarray,
                    model: CostModel | None = None, timeout: float | None = 1800.0,
-                   progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
-    """One row per (kernel, config, batch size); a row that failed carries ``error`` (one line)."""
+                   progress: Callable[[int, int, str], None] | None = None,
+                   memory: bool = True) -> list[dict[str, Any]]:
+    """One row per (kernel, config, batch size); a row that failed carries ``error`` (one line).
+
+    ``memory`` (default): the plugin's cache model runs with the profile's hierarchy, and the rows
+    carry the epoch's miss counts, the memory term and projected seconds with an error bar
+    (extrapolated like the instruction counts)."""
     from ..prng import EpochOrder, init_params
 
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -65,7 +70,7 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
             params = init_params(sizes, seed, dtype="float32")
             n1, n2 = _subset_sizes(bs, min(samples, len(order)))
             runs = [run_emulated(kernel, params, images, labels, [order[:n]], lr, bs, prof, model=model,
-                                 timeout=timeout) for n in (n1, n2)]
+                                 timeout=timeout, memory=memory) for n in (n1, n2)]
         except Exception as e:  # one failed row must not lose the others: it is reported in the row
             row["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
             rows.append(row)
@@ -94,8 +99,37 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
             "unpriced_classes": proj.unpriced,
             "emulated_wall_seconds": sum(r.report["emulated_wall_seconds"] for r in runs),
         })
+        if all("cache" in r.report for r in runs) and prof.clock_hz:
+            row.update(_memory_columns(runs[0].report["cache"], runs[1].report["cache"], n1, n2, proj.cycles, prof))
         rows.append(row)
     return rows
+
+
+def _memory_columns(k1: dict, k2: dict, n1: int, n2: int, core_cycles: float, prof: Profile) -> dict[str, Any]:
+    """Cache counts of one epoch (linear in samples from the two runs, as the instructions) and
+    the memory term; the two runs start cold, the slope is the steady state."""
+
+    def epoch(a: float, b: float) -> int:
+        return max(0, round(a + (EPOCH - n1) * (b - a) / (n2 - n1)))
+
+    cache = {}
+    for level, v in k2.items():
+        if isinstance(v, dict):
+            cache[level] = dict(v) | {c: epoch(k1[level][c], v[c]) for c in ("accesses", "misses", "writebacks")}
+        else:
+            cache[level] = epoch(k1[level], v)
+    mem = memory_cycles(cache, prof.memory, prof.clock_hz)
+    sec = seconds_range(core_cycles, mem, prof.clock_hz)
+    return {
+        "cache_per_epoch": cache,
+        "cache_misses_per_epoch": {"l1d": cache["l1d"]["misses"], "l1i": cache["l1i"]["misses"],
+                                   "l2": cache["l2"]["misses"], "dram_line_reads": cache["dram_line_reads"],
+                                   "dram_line_writes": cache["dram_line_writes"]},
+        "memory_cycles_per_epoch": mem,
+        "projected_seconds_per_epoch_with_memory": sec["with_memory"],
+        "projected_seconds_per_epoch_range": [sec["low"], sec["high"]],
+        "memory_system": {"l1d": prof.memory.l1d, "l1i": prof.memory.l1i, "l2": prof.memory.l2},
+    }
 
 
 def _markdown(rows: list[dict[str, Any]]) -> str:

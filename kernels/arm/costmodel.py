@@ -193,6 +193,54 @@ class CostModel:
         return Projection(cycles, seconds, dict(sorted(by_class.items())), unpriced, self.name)
 
 
+# ---- the memory term ----------------------------------------------------------------------
+# What the validation against OpenSSL's published Cortex-A9 figures measured (published.py,
+# `ecufl calibrate --published`): projected / published cycles per byte ranged over
+# VALIDATION_RATIO_RANGE with this table (L1-resident code). A projection's error bar divides by
+# it: the board's core time lies within [projected / high, projected / low] as far as those seven
+# routines tell. Regenerate with `ecufl calibrate --published --json` when the table changes.
+VALIDATION_RATIO_RANGE = (0.91, 1.58)
+
+
+def memory_cycles(cache: dict, memory, clock_hz: float) -> dict[str, float]:
+    """Stall cycles of the memory hierarchy from the plugin's cache counts: (low, nominal, high).
+
+    L1 misses that hit the L2 cost the L2 hit latency each (the A9 waits for the line); lines
+    from DRAM cost, at "low", the streaming time at the fast bandwidth (prefetched, only
+    bandwidth), at "nominal" the streaming time at the nominal bandwidth, at "high" the
+    slow-bandwidth time plus, for every DRAM read that continues no recent miss stream
+    (``dram_sequential_line_reads`` counts the ones that do), the full DRAM latency, serially.
+    Dirty lines written back to DRAM count in the bandwidth terms only (write buffers hide them).
+    """
+    line = int(memory.l2.split(":")[2])
+    fills = cache["l1d"]["misses"] + cache["l1i"]["misses"]
+    dram_reads, dram_writes = cache["dram_line_reads"], cache["dram_line_writes"]
+    scattered = dram_reads - cache.get("dram_sequential_line_reads", 0)
+    l2_hits = max(fills - dram_reads, 0)
+    traffic = (dram_reads + dram_writes) * line
+    lo_l2, nom_l2, hi_l2 = memory.l2_hit_cycles
+    bw_fast, bw_nom, bw_slow = memory.dram_bandwidth
+    lat_hi = memory.dram_latency_ns[2] * 1e-9 * clock_hz
+    return {
+        "low": l2_hits * lo_l2 + traffic / bw_fast * clock_hz,
+        "nominal": l2_hits * nom_l2 + traffic / bw_nom * clock_hz,
+        "high": l2_hits * hi_l2 + traffic / bw_slow * clock_hz + scattered * lat_hi,
+        "l2_hits": l2_hits, "dram_line_reads": dram_reads, "dram_line_writes": dram_writes,
+        "dram_scattered_line_reads": scattered,
+    }
+
+
+def seconds_range(core_cycles: float, mem: dict[str, float] | None, clock_hz: float) -> dict[str, float]:
+    """Projected seconds: core only, with the nominal memory term, and the error bar
+    [low, high] = core / validation ratio range + memory term range."""
+    lo_ratio, hi_ratio = VALIDATION_RATIO_RANGE
+    m = mem or {"low": 0.0, "nominal": 0.0, "high": 0.0}
+    return {"core": core_cycles / clock_hz,
+            "with_memory": (core_cycles + m["nominal"]) / clock_hz,
+            "low": (core_cycles / hi_ratio + m["low"]) / clock_hz,
+            "high": (core_cycles / lo_ratio + m["high"]) / clock_hz}
+
+
 def markdown_table() -> str:
     """The table as COSTMODEL.md shows it (tests compare the two)."""
     rows = ["| class | cycles | source | what |", "| --- | ---: | --- | --- |"]

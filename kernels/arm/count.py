@@ -63,6 +63,7 @@ class Counts:
     program_classes: dict[str, int]
     regions: int
     open_at_exit: bool = False
+    cache: dict | None = None  # the cache model's counts when it ran (run(..., cache=...))
 
     @property
     def total(self) -> int:
@@ -73,9 +74,12 @@ class Counts:
         return sum(self.program_classes.values())
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "classes": dict(sorted(self.classes.items())),
-                "mnemonics": dict(sorted(self.mnemonics.items())), "regions": self.regions,
-                "program_total": self.program_total}
+        d = {"total": self.total, "classes": dict(sorted(self.classes.items())),
+             "mnemonics": dict(sorted(self.mnemonics.items())), "regions": self.regions,
+             "program_total": self.program_total}
+        if self.cache is not None:
+            d["cache"] = self.cache
+        return d
 
 
 @dataclass
@@ -167,7 +171,8 @@ def _wait(proc: subprocess.Popen, stdin: bytes | None, timeout: float | None, rs
 def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, ...], *,
         env: dict[str, str] | None = None, cwd: str | Path | None = None,
         rss_limit_bytes: int | None = None, timeout: float | None = None,
-        stdin: bytes | None = None, check: bool = True) -> Run:
+        stdin: bytes | None = None, check: bool = True,
+        cache: dict[str, str] | None = None) -> Run:
     """Run ``binary args`` under qemu-arm -cpu cortex-a9, counting inside ``functions``.
 
     ``env`` is the guest's whole environment (default: empty, so the environment block is
@@ -176,6 +181,9 @@ def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, .
     whole 4 GiB guest address space at start (``-R`` below that asserts, ARM's commpage sits
     at 0xffff0000), so guest allocations never grow qemu's address space, and qemu ignores a
     guest's own setrlimit(RLIMIT_AS).
+
+    ``cache`` switches the plugin's cache model on: ``{"l1d": "32768:4:32", "l2": ...}``
+    (SIZE:WAYS:LINE; an empty dict takes the A9/i.MX6Q defaults); ``Counts.cache`` has the misses.
     """
     binary = Path(binary)
     if not binary.is_file():
@@ -187,7 +195,10 @@ def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, .
     qemu, plugin = qemu_path(), plugin_path()
     with tempfile.TemporaryDirectory(prefix="ecufl-count-") as tmp:
         out = Path(tmp) / "counts.json"
-        plugin_arg = ",".join([str(plugin), *g.plugin_args(), f"out={out}"])
+        cache_args = []
+        if cache is not None:
+            cache_args = [f"{k}={v}" for k, v in cache.items()] or ["l1d=32768:4:32"]
+        plugin_arg = ",".join([str(plugin), *g.plugin_args(), *cache_args, f"out={out}"])
         cmd = [qemu, "-cpu", CPU, "-plugin", plugin_arg, str(binary), *args]
 
         try:
@@ -211,7 +222,7 @@ def run(binary: str | Path, args: list[str], functions: list[str] | tuple[str, .
         data = json.loads(out.read_text())
     counts = Counts(classes=data["region_classes"], mnemonics=data["region_mnemonics"],
                     program_classes=data["program_classes"], regions=data["regions"],
-                    open_at_exit=data["open_at_exit"])
+                    open_at_exit=data["open_at_exit"], cache=data.get("cache"))
     if counts.regions == 0 and not counts.open_at_exit and check:
         raise EmulationError(f"{binary.name}: {', '.join(functions)} never ran (no counting region closed)")
     return Run(rc, text_out, text_err, counts, peak)

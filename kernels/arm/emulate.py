@@ -28,6 +28,7 @@ of the board build, `make arm` (build/arm; built on first use):
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import struct
@@ -43,7 +44,7 @@ import numpy as np
 
 from ..params import Params
 from . import count, microbench
-from .costmodel import CostModel
+from .costmodel import CostModel, memory_cycles, seconds_range
 from .profiles import Profile
 from .profiles import get as get_profile
 
@@ -224,8 +225,12 @@ def _resolve(profile: str | Profile) -> Profile:
 
 def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.ndarray,
                  orders: list[np.ndarray], lr: float, batch_size: int, profile: str | Profile = "imx6",
-                 *, model: CostModel | None = None, timeout: float | None = None) -> EmulatedTraining:
+                 *, model: CostModel | None = None, timeout: float | None = None,
+                 memory: bool = False) -> EmulatedTraining:
     """Train ``len(orders)`` epochs with the ARM trainer of ``kernel`` under emulation.
+
+    ``memory``: run the plugin's cache model with the profile's hierarchy (slower emulation) and
+    report the miss counts, the memory term and projected seconds with an error bar.
 
     Raises UnknownTrainer / profiles.UnknownProfile / ValueError (bad input), count.EmulationError
     (qemu or plugin missing, trainer crashed: one line), count.MemoryLimitExceeded.
@@ -248,6 +253,8 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
     mnemonics: dict[str, int] = {}
     peak = 0
     wall = 0.0
+    caches = prof.memory.plugin_caches() if memory and prof.memory is not None else None
+    cache_counts: dict | None = None
     current = params.astype("float32")
     with tempfile.TemporaryDirectory(prefix="ecufl-emulate-") as tmp:
         work = Path(tmp)
@@ -256,7 +263,8 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
             args = trainer.write_job(work, current, sub_images, sub_labels, local, lr, batch_size)
             t0 = time.perf_counter()
             try:
-                run = count.run(binary, args, trainer.functions, rss_limit_bytes=limit, timeout=timeout)
+                run = count.run(binary, args, trainer.functions, rss_limit_bytes=limit, timeout=timeout,
+                                cache=caches)
             except count.MemoryLimitExceeded:
                 raise count.MemoryLimitExceeded(
                     f"trainer {kernel} exceeds the memory of profile {prof.name} "
@@ -271,6 +279,8 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
                 classes[k] = classes.get(k, 0) + v
             for k, v in run.counts.mnemonics.items():
                 mnemonics[k] = mnemonics.get(k, 0) + v
+            if run.counts.cache is not None:
+                cache_counts = add_cache_counts(cache_counts, run.counts.cache)
             peak = max(peak, run.peak_rss_bytes)
     proj = model.project(classes, prof)
     report = {
@@ -291,7 +301,26 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
         "epochs": len(orders),
         "samples": int(sum(len(o) for o in orders)),
     }
+    if cache_counts is not None and prof.clock_hz:
+        mem = memory_cycles(cache_counts, prof.memory, prof.clock_hz)
+        report["cache"] = cache_counts
+        report["memory_cycles"] = mem
+        report["projected_seconds_range"] = seconds_range(proj.cycles, mem, prof.clock_hz)
     return EmulatedTraining(current, report)
+
+
+def add_cache_counts(total: dict | None, more: dict) -> dict:
+    """Sum of two plugin cache results (levels keep their geometry; counters add)."""
+    if total is None:
+        return json.loads(json.dumps(more))
+    out = json.loads(json.dumps(total))
+    for k, v in more.items():
+        if isinstance(v, dict):
+            for c in ("accesses", "misses", "writebacks"):
+                out[k][c] += v[c]
+        else:
+            out[k] += v
+    return out
 
 
 def train_shard(kernel: str, params: Params, images: np.ndarray, labels: np.ndarray, shard: np.ndarray,

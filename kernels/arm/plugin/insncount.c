@@ -9,6 +9,12 @@
  *   off=0xADDR   an instruction address that closes it (typically the return site after each
  *                `bl` to that function; the off instruction itself is not counted); repeatable
  *   out=PATH     where to write the JSON result at exit (default: stderr via qemu's log)
+ *   l1d=SIZE:WAYS:LINE, l1i=SIZE:WAYS:LINE, l2=SIZE:WAYS:LINE
+ *                switch the cache model on (any one of them does; the others keep the A9
+ *                defaults 32768:4:32 for L1 and 1048576:16:32 for the PL310 L2): every guest data
+ *                access (memory callbacks) and every executed block's instruction bytes feed
+ *                set-associative LRU caches, write-back and write-allocate, the L2 shared by both
+ *                L1s; only accesses while the region is open count. The result gains "cache".
  * The region is open or closed, it does not nest: an on address reached again while open (a
  * loop whose head is the function's entry) changes nothing, and so does an off address reached
  * while closed (a return site that is also a branch target). A recursive function would close
@@ -328,6 +334,140 @@ static const char *classify(const char *disas, char *base, size_t base_len, char
     return buf;
 }
 
+/* ---- cache model (optional): set-associative, LRU, write-back, write-allocate -------------- */
+typedef struct {
+    unsigned sets, ways, line_shift;
+    uint64_t *tag;    /* sets x ways, most recently used first; line number + 1, 0 = empty */
+    uint8_t *dirty;
+    uint64_t accesses, misses, writebacks;
+} Cache;
+
+static bool cache_on;
+static Cache l1d, l1i, l2;
+static uint64_t dram_reads, dram_writes; /* lines: L2 misses, dirty L2 evictions */
+/* DRAM reads that continue one of the last 4 miss streams (line +-1): what a prefetcher or the
+ * DRAM's open row serves at streaming bandwidth; the others pay the full latency */
+static uint64_t dram_seq_reads, streams[4];
+static unsigned stream_next;
+
+static void dram_read(uint64_t line)
+{
+    dram_reads++;
+    for (unsigned i = 0; i < 4; i++) {
+        if (streams[i] && (line + 1 == streams[i] || line == streams[i] + 1)) {
+            dram_seq_reads++;
+            streams[i] = line;
+            return;
+        }
+    }
+    streams[stream_next++ % 4] = line;
+}
+
+static bool cache_parse(Cache *c, const char *spec)
+{
+    unsigned long size, ways, line;
+    if (sscanf(spec, "%lu:%lu:%lu", &size, &ways, &line) != 3 || !size || !ways || !line ||
+        (line & (line - 1)) || size % (ways * line) || ways > 64) {
+        return false;
+    }
+    c->sets = size / (ways * line);
+    c->ways = ways;
+    c->line_shift = __builtin_ctzl(line);
+    return true;
+}
+
+static void cache_alloc(Cache *c)
+{
+    c->tag = g_new0(uint64_t, (gsize)c->sets * c->ways);
+    c->dirty = g_new0(uint8_t, (gsize)c->sets * c->ways);
+}
+
+/* Look up one line; on a miss it is filled (victim: least recently used). Returns whether it
+ * hit; *evicted_dirty gets the line number + 1 of a dirty victim, else 0. */
+static bool cache_touch(Cache *c, uint64_t line, bool write, uint64_t *evicted_dirty)
+{
+    uint64_t *t = c->tag + (line % c->sets) * c->ways;
+    uint8_t *d = c->dirty + (line % c->sets) * c->ways;
+    c->accesses++;
+    *evicted_dirty = 0;
+    unsigned i;
+    for (i = 0; i < c->ways && t[i] != line + 1; i++) {
+    }
+    bool hit = i < c->ways;
+    uint8_t was_dirty;
+    if (!hit) {
+        c->misses++;
+        i = c->ways - 1;
+        if (t[i] && d[i]) {
+            *evicted_dirty = t[i];
+            c->writebacks++;
+        }
+        was_dirty = 0;
+    } else {
+        was_dirty = d[i];
+    }
+    memmove(t + 1, t, i * sizeof *t); /* move to the front */
+    memmove(d + 1, d, i);
+    t[0] = line + 1;
+    d[0] = was_dirty | write;
+    return hit;
+}
+
+/* an L1 miss (read: a line fill) or an L1 dirty eviction (write) reaches the L2 */
+static void l2_access(uint64_t addr, bool write)
+{
+    uint64_t victim;
+    if (!cache_touch(&l2, addr >> l2.line_shift, write, &victim) && !write) {
+        dram_read(addr >> l2.line_shift); /* the fill comes from DRAM (a write-back miss allocates without reading) */
+    }
+    if (victim) {
+        dram_writes++;
+    }
+}
+
+static void l1_access(Cache *c, uint64_t addr, bool write)
+{
+    uint64_t victim;
+    if (!cache_touch(c, addr >> c->line_shift, write, &victim)) {
+        l2_access(addr, false);
+    }
+    if (victim) {
+        l2_access((victim - 1) << c->line_shift, true);
+    }
+}
+
+static void mem_exec(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+    (void)vcpu;
+    (void)udata;
+    if (!open_now) {
+        return;
+    }
+    unsigned size = 1u << qemu_plugin_mem_size_shift(info);
+    bool store = qemu_plugin_mem_is_store(info);
+    uint64_t first = vaddr >> l1d.line_shift, last = (vaddr + size - 1) >> l1d.line_shift;
+    for (uint64_t line = first; line <= last; line++) {
+        l1_access(&l1d, line << l1d.line_shift, store);
+    }
+}
+
+typedef struct {
+    uint64_t vaddr, bytes;
+} Fetch;
+
+static void fetch_exec(unsigned int vcpu, void *udata)
+{
+    (void)vcpu;
+    if (!open_now) {
+        return;
+    }
+    const Fetch *f = udata;
+    uint64_t first = f->vaddr >> l1i.line_shift, last = (f->vaddr + f->bytes - 1) >> l1i.line_shift;
+    for (uint64_t line = first; line <= last; line++) {
+        l1_access(&l1i, line << l1i.line_shift, false);
+    }
+}
+
 /* ---- gates -------------------------------------------------------------------------------- */
 typedef struct {
     bool on, off;
@@ -395,6 +535,18 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
                                                  GPOINTER_TO_SIZE(v));
     }
     g_hash_table_destroy(per_key);
+    if (cache_on && n > 0) {
+        struct qemu_plugin_insn *head = qemu_plugin_tb_get_insn(tb, 0);
+        struct qemu_plugin_insn *tail = qemu_plugin_tb_get_insn(tb, n - 1);
+        Fetch *f = g_new(Fetch, 1); /* lives as long as the translation may run */
+        f->vaddr = qemu_plugin_insn_vaddr(head);
+        f->bytes = qemu_plugin_insn_vaddr(tail) + qemu_plugin_insn_size(tail) - f->vaddr;
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, fetch_exec, QEMU_PLUGIN_CB_NO_REGS, f);
+        for (size_t i = 0; i < n; i++) {
+            qemu_plugin_register_vcpu_mem_cb(qemu_plugin_tb_get_insn(tb, i), mem_exec,
+                                             QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, NULL);
+        }
+    }
     /* gates: the suffix of the block from the gate on was already added at block entry */
     for (size_t i = 0; i < n; i++) {
         struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
@@ -471,6 +623,21 @@ static void at_exit(qemu_plugin_id_t id, void *p)
     write_section(s, "region_mnemonics", region, "insn:");
     g_string_append(s, ",\n");
     write_section(s, "program_classes", counts, "class:");
+    if (cache_on) {
+        const Cache *cs[] = {&l1d, &l1i, &l2};
+        const char *names[] = {"l1d", "l1i", "l2"};
+        g_string_append(s, ",\n  \"cache\": {");
+        for (int i = 0; i < 3; i++) {
+            g_string_append_printf(s, "\n    \"%s\": {\"bytes\": %u, \"ways\": %u, \"line\": %u, "
+                                      "\"accesses\": %" PRIu64 ", \"misses\": %" PRIu64
+                                      ", \"writebacks\": %" PRIu64 "},",
+                                   names[i], cs[i]->sets * cs[i]->ways << cs[i]->line_shift, cs[i]->ways,
+                                   1u << cs[i]->line_shift, cs[i]->accesses, cs[i]->misses, cs[i]->writebacks);
+        }
+        g_string_append_printf(s, "\n    \"dram_line_reads\": %" PRIu64 ", \"dram_sequential_line_reads\": %" PRIu64
+                                  ", \"dram_line_writes\": %" PRIu64 "\n  }",
+                               dram_reads, dram_seq_reads, dram_writes);
+    }
     g_string_append(s, "\n}\n");
     if (out_path) {
         FILE *f = fopen(out_path, "w");
@@ -515,6 +682,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             ok = add_addr(on_addrs, a + 3);
         } else if (starts(a, "off=")) {
             ok = add_addr(off_addrs, a + 4);
+        } else if (starts(a, "l1d=")) {
+            ok = cache_on = cache_parse(&l1d, a + 4);
+        } else if (starts(a, "l1i=")) {
+            ok = cache_on = cache_parse(&l1i, a + 4);
+        } else if (starts(a, "l2=")) {
+            ok = cache_on = cache_parse(&l2, a + 3);
         } else if (starts(a, "out=")) {
             out_path = g_strdup(a + 4);
             ok = true;
@@ -522,9 +695,24 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             ok = false;
         }
         if (!ok) {
-            fprintf(stderr, "insncount: bad argument %s (expected on=0xADDR, off=0xADDR, out=PATH)\n", a);
+            fprintf(stderr, "insncount: bad argument %s (expected on=0xADDR, off=0xADDR, out=PATH, "
+                            "l1d=/l1i=/l2=SIZE:WAYS:LINE)\n", a);
             return -1;
         }
+    }
+    if (cache_on) { /* the A9 and the i.MX6Q's PL310 where not given */
+        if (!l1d.sets) {
+            cache_parse(&l1d, "32768:4:32");
+        }
+        if (!l1i.sets) {
+            cache_parse(&l1i, "32768:4:32");
+        }
+        if (!l2.sets) {
+            cache_parse(&l2, "1048576:16:32");
+        }
+        cache_alloc(&l1d);
+        cache_alloc(&l1i);
+        cache_alloc(&l2);
     }
     if (g_hash_table_size(on_addrs) == 0) {
         fprintf(stderr, "insncount: no on=0xADDR given: nothing would be counted\n");
