@@ -323,7 +323,8 @@ def build(folder: Path, bench: dict | None = None) -> Path:
 @click.command("report")
 @click.argument("results_dir", type=click.Path(file_okay=False))
 @click.option("--bench", "bench_json", type=click.Path(dir_okay=False), default=None,
-              help="JSON of `ecufl bench kernels --json`: compare each kernel's samples per CPU-second with it.")
+              help="JSON of the bench, e.g. from `ecufl bench kernels --kernels numpy,c --configs 784-30-10 "
+                   "--json`: compare each kernel's samples per CPU-second with it.")
 def report(results_dir, bench_json):
     """Write RESULTS_DIR/report.html (plots, tables) and print the per-kernel table."""
 

@@ -279,7 +279,8 @@ def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep,
 @RESULTS_OPTION
 @click.option("--json", "as_json", is_flag=True)
 def fleet_shootout(scenario, engine, repeats, all_at_once, state_path, results_base, as_json):
-    """Run SCENARIO's kernel shootout between two `ecufl bench kernels` runs and compare per CPU-second."""
+    """Run SCENARIO's kernel shootout between two bench runs (ecufl bench kernels with the scenario's
+    kernels and config) and compare samples per CPU-second."""
     _terminate_cleanly()
     sc = _scenario(scenario)
     try:
@@ -300,7 +301,7 @@ def fleet_shootout(scenario, engine, repeats, all_at_once, state_path, results_b
 @click.option("--rounds", type=int, help="Override the scenario's number of rounds.")
 @click.option("--parallel", type=click.IntRange(min=1), default=None,
               help="Clients trained at once (Ray actors); default: one per core. 1 gives every client a core "
-                   "of its own, for timings that compare with `ecufl bench kernels`.")
+                   "of its own, for timings that compare with the bench (ecufl bench kernels).")
 @RESULTS_OPTION
 def sim(scenario, nodes, rounds, parallel, results_base):
     """Run SCENARIO in Flower's simulation engine (Ray): the same apps, virtual SuperNodes."""
