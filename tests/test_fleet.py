@@ -135,6 +135,30 @@ def test_quickstart_end_to_end(fleet, tmp_path):
     assert "round 3/3" in proc.stdout  # progress was shown
 
 
+def test_flwr_run_dot_is_the_same_app_and_run_config_overrides_reach_the_clients(fleet, tmp_path):
+    """A Flower user's door: `flwr run .` from the project root against `ecufl fleet up`'s SuperLink
+    trains and returns a global model; --run-config picks the kernel (visible in clients.csv);
+    without it every node trains with its own node-config kernel."""
+    from ecufl.kernels import weights
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECUFL_")} | {
+        "FLWR_HOME": str(fleet / "flwr-home"), "ECUFL_DATA": os.environ["ECUFL_DATA"]}
+    flwr = str(Path(ecufl_cmd()[0]).parent / "flwr")
+    kernels = {}
+    for name, override in (("c", "kernel='c'"), ("own", "")):
+        run_dir = tmp_path / name
+        cfg = f"num-server-rounds=1 train-limit=800 seed=5 run-dir='{run_dir}' {override}"
+        proc = subprocess.run([flwr, "run", ".", "ecufl-fleet", "--stream", "--run-config", cfg], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        params, meta = weights.load(run_dir / "final.npz")
+        assert params.sizes == [784, 30, 10]  # pyproject.toml's defaults, as Flower passes them
+        assert json.loads((run_dir / "run-config.json").read_text())["nodes"] == 4  # every node connected
+        kernels[name] = sorted((int(c["partition_id"]), c["kernel"]) for c in rows(run_dir / "clients.csv"))
+    assert [k for _, k in kernels["c"]] == ["c"] * 4
+    assert kernels["own"] == [(0, "numpy"), (1, "numpy:float32"), (2, "numpy"), (3, "numpy:float32")]
+
+
 def test_bad_replies_are_rejected_and_the_round_goes_on(fleet, tmp_path):
     """Three of four ECUs reply with damaged weights (tests/faults.py: ecufl's ClientApp wrapped in a
     Flower mod, submitted as a Flower App of its own to the same fleet)."""
