@@ -91,7 +91,9 @@ def test_int8_accuracy_close_to_float32(kernel, mnist_train, mnist_test):
         accs[name] = k.evaluate(mnist_test.images, mnist_test.labels).accuracy
         k.close()
     assert accs[kernel] > 0.75
-    assert abs(accs[kernel] - accs["numpy"]) <= 0.01, accs
+    # kernels/README.md documents -0.05 points for int8 at 784-32-10 (0.20 for 784-128-10): held at
+    # 0.20 points, the documented figure with a 0.15-point margin for seed and order
+    assert abs(accs[kernel] - accs["numpy"]) <= 0.0020, accs
 
 
 # --- C against numpy, bit for bit -----------------------------------------------------------------
@@ -107,7 +109,9 @@ def test_c_bit_exact_with_numpy(kernel, sizes, batch, mnist_train, mnist_test):
     assert_same_state(ck, nk, mnist_test.images[:300])
     ec, en = ck.evaluate(mnist_test.images, mnist_test.labels), nk.evaluate(mnist_test.images, mnist_test.labels)
     assert ec.correct == en.correct and ec.loss == pytest.approx(en.loss, abs=1e-12)
-    assert ck.describe()["path"] == ("plain" if kernel == "int8-plain" else ck.describe()["path"])
+    # the path that ran: plain for int8-plain, the SIMD loops for int8 (a fallback to plain fails here)
+    expected = {"plain"} if kernel == "int8-plain" else {"avx2", "neon"}
+    assert ck.describe()["path"] in expected, (kernel, ck.describe()["path"])
     ck.close()
 
 

@@ -88,8 +88,10 @@ def test_float32_close_to_float64(mnist_train):
     for k in (k64, k32):
         k.train(mnist_train.images, mnist_train.labels, order, 3.0, 10)
     assert k32.get_params().dtype == np.float32
+    # kernels/README.md: the float32/float64 drift after 10,000 samples (784-30-10 b10 lr 3) is 1.6e-5;
+    # here 1,000 samples: held at 1.6e-5, the documented figure (a 10x smaller run, so the margin)
     for a, b in zip(k64.get_params().flat(), k32.get_params().flat()):
-        assert np.max(np.abs(a - b)) < 1e-3
+        assert np.max(np.abs(a - b)) < 1.6e-5
 
 
 def test_one_epoch_reaches_90_percent(mnist_train, mnist_test):
