@@ -236,6 +236,7 @@ _EXTENSIONS = [
     "ecufl.fleet.cli:scenario_group",
     "ecufl.report:report",
     "ecufl.thesis:thesis",
+    "ecufl.can.cli:can",
 ]
 
 
