@@ -49,6 +49,7 @@ def test_every_core_module_is_in_a_layer():
     layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
     placed = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
     core = {f"ecufl.{p.stem}" for p in (ROOT / "ecufl").glob("*.py") if p.stem not in ("__init__", "__main__")}
+    core |= {f"ecufl.{p.parent.name}" for p in (ROOT / "ecufl").glob("*/__init__.py")}  # subpackages
     assert core - placed == set(), "modules of ecufl/ that no layer names"
 
 
