@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Metadata, RecordDict
@@ -139,16 +142,28 @@ def test_clients_take_turns_to_train_under_the_train_lock(tmp_path, monkeypatch,
     held = open(lock, "a")
     fcntl.flock(held, fcntl.LOCK_EX)  # another client is training
     done: list = []
-    t = threading.Thread(target=lambda: done.append(runner.run(job(), mnist_train.images, mnist_train.labels)))
-    t0 = time.monotonic()
+    t = threading.Thread(target=lambda: done.append((runner.run(job(), mnist_train.images, mnist_train.labels),
+                                                     time.perf_counter())))
     t.start()
-    time.sleep(1.0)
+    # the client is blocked on the lock: the kernel lists it as a waiter ("->") on the file's inode
+    inode = f":{os.stat(lock).st_ino} "
+    for _ in range(600):
+        if any(ln.split()[1:2] == ["->"] and inode in ln for ln in Path("/proc/locks").read_text().splitlines()):
+            break
+        assert t.is_alive() and not done, "the client trained without waiting for the lock"
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the client never waited for the lock")
     assert not done  # waiting for its turn
+    released = time.perf_counter()
     fcntl.flock(held, fcntl.LOCK_UN)
     held.close()
-    t.join(60)
-    assert done and time.monotonic() - t0 >= 1.0
-    assert done[0].train_seconds < 1.0  # the wait is not training time
+    t.join(120)
+    assert done
+    outcome, finished = done[0]
+    # its training clock started after the lock was released (same monotonic clock): an order of
+    # events, not a speed; a clock started before the wait would put the start before the release
+    assert finished - outcome.train_seconds >= released, (finished, outcome.train_seconds, released)
     # released: the next client goes straight in, and so does one without a lock
     assert runner.run(job(), mnist_train.images, mnist_train.labels).samples == 500
     monkeypatch.delenv(runner.TRAIN_LOCK_ENV)

@@ -153,7 +153,9 @@ def test_prune_accuracy_after_warmup(mnist_train, mnist_test):
     a_dense = dense.evaluate(mnist_test.images, mnist_test.labels).accuracy
     a_pruned = pruned.evaluate(mnist_test.images, mnist_test.labels).accuracy
     assert pruned.describe()["sparsity"] == pytest.approx(0.9, abs=1e-4)
-    assert a_pruned >= a_dense - 0.03, (a_dense, a_pruned)
+    # kernels/README.md: int8 at 90% pruning within 0.73 points of dense (784-128-10, full epochs);
+    # this smaller run (784-64-10, 20,000 samples) is held at 1.0 point: the figure plus 0.27 margin
+    assert a_pruned >= a_dense - 0.010, (a_dense, a_pruned)
 
 
 def test_float_kernels_refuse_prune_with_one_line():
