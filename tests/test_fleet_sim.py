@@ -87,7 +87,8 @@ def test_shootout_against_the_bench_in_one_command(tmp_path, mnist_dir):
         r = by[k]
         assert r["bench_before"] > 0 and r["bench_after"] > 0
         assert r["fleet_over_bench_before"] == pytest.approx(r["fleet_samples_per_cpu_second"] / r["bench_before"])
-        assert 0.2 < r["fleet_over_bench_before"] < 5 and 0.2 < r["fleet_over_bench_after"] < 5, r
+        # a ratio, not a speed requirement (benchmarks measure; tests do not time): positive and finite
+        assert all(0 < r[k] < float("inf") for k in ("fleet_over_bench_before", "fleet_over_bench_after")), r
     # the float64 reference has no bench row (the bench trains float32): no ratio is made up
     assert by["numpy:float64"]["fleet_over_bench_before"] is None
     assert by["numpy:float64"]["bench_before"] == by["numpy:float32"]["bench_before"]
