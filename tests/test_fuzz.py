@@ -3,7 +3,7 @@
 C (libFuzzer + ASan + UBSan, tests/fuzz/build.sh): the IDX and npz readers built 64-bit and 32-bit
 (-m32: size_t products wrap there, as on the armv7 boards) and the board agent's message path.
 Python (atheris, tests/fuzz/py_fuzz.py): the weights, IDX, scenario and inventory loaders and the
-server's handling of a train reply. A crash, a sanitizer report, a hang (-timeout per input) or a
+server's handling of a train reply. A crash, a sanitizer report, a hang (an input running 60 s) or a
 traceback makes the harness exit non-zero and the test fail with the finding's report.
 
 Each starts from the committed seed corpus (tests/fuzz/corpus, written by make_corpus.py) and
@@ -43,7 +43,7 @@ def harnesses(tmp_path_factory) -> Path:
 def run_fuzzer(cmd: list[str], corpus: Path, work: Path, seconds: int, max_len: int) -> str:
     (work / "corpus").mkdir(parents=True)
     (work / "findings").mkdir()
-    args = [*cmd, f"-max_total_time={seconds}", "-timeout=10", "-rss_limit_mb=2560", f"-max_len={max_len}",
+    args = [*cmd, f"-max_total_time={seconds}", "-timeout=60", "-rss_limit_mb=2560", f"-max_len={max_len}",
             "-print_final_stats=1", f"-artifact_prefix={work / 'findings'}/", str(work / "corpus"), str(corpus)]
     r = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 240,
                        env={**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1",
