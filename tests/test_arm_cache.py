@@ -79,3 +79,20 @@ def test_streaming_read_projects_the_published_i_mx6_bandwidth_range():
     assert 0.8e9 <= bw["nominal"] <= 1.7e9
     assert bw["slow"] <= bw["nominal"] <= bw["fast"]
     assert r["cache"]["dram_line_reads"] >= (8 << 20) // LINE
+
+
+@pytest.mark.arm
+def test_bench_rows_carry_the_memory_term(mnist_train):
+    from ecufl.kernels.arm.bench import arm_bench_rows
+    from ecufl.kernels.arm.costmodel import CostModel
+
+    (row,) = arm_bench_rows(["c"], ["784-8-10"], "imx6", batch_sizes=(10,), samples=200,
+                            images=mnist_train.images, labels=mnist_train.labels, model=CostModel.trm())
+    assert row["error"] is None
+    miss = row["cache_misses_per_epoch"]
+    # 25 KB of weights fit the 1 MB L2: DRAM serves the epoch's images (60,000 x 784 bytes) once
+    assert miss["dram_line_reads"] == pytest.approx(60000 * 784 / LINE, rel=0.1)
+    lo, hi = row["projected_seconds_per_epoch_range"]
+    core, with_mem = row["projected_seconds_per_epoch"], row["projected_seconds_per_epoch_with_memory"]
+    assert core < with_mem < hi and lo < core
+    assert with_mem == pytest.approx(core + row["memory_cycles_per_epoch"]["nominal"] / 1e9)
