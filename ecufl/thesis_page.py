@@ -489,12 +489,50 @@ def _saturation_table(rows, configs) -> str:
     return "".join(out) + "</table>"
 
 
+def _md_grid(rows, experiment, col, kind, configs) -> list[str]:
+    by = {(r["kernel"], r["config"]): r for r in rows if r["experiment"] == experiment}
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows if r["experiment"] == experiment))
+    out = ["| kernel | " + " | ".join(configs) + " |", "|---|" + "---:|" * len(configs)]
+    for k in kernels:
+        cells = []
+        for c in configs:
+            r = by.get((k, c))
+            cells.append("-" if r is None else "error" if r.get("error") else
+                         fmt(r.get(col), kind) + ("*" if r.get("partial") else ""))
+        out.append(f"| {k} | " + " | ".join(cells) + " |")
+    return out
+
+
+def markdown(rows, derived, claims, meta) -> str:
+    """summary.md: the verdicts and the main tables, printed from the same rows as the page."""
+    configs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
+    md = ["# ecufl thesis: verdicts and tables", "",
+          f"`{meta.get('command')}`, started {meta.get('started')}, {fmt(meta.get('minutes'), 'f2')} minutes "
+          f"(load average at start {fmt(meta.get('load0'), 'f2')}). Generated from `cells.csv` by the command; "
+          f"the page (`ecufl thesis --from-csv cells.csv`) has every table and plot.", "",
+          "| # | statement | verdict | cause, measured |", "|---|---|---|---|"]
+    for c in claims:
+        md.append(f"| {c['id']} | {c['statement']} | **{c['verdict']}** | {plain(c['cause'], derived)} |")
+    md += ["", "## Host CPU seconds per epoch (60,000 samples; * scaled from fewer)", ""]
+    md += _md_grid(rows, "timing", "host_cpu_seconds_per_epoch", "s", configs)
+    md += ["", "## Projected i.MX6 (1 GHz Cortex-A9) seconds per epoch", ""]
+    md += _md_grid(rows, "projection", "imx6_seconds_per_epoch", "s", configs)
+    md += ["", "## Each kernel's own training footprint (its own process)", ""]
+    md += _md_grid(rows, "timing", "kernel_train_footprint_bytes", "bytes", configs)
+    md += ["", "## Whole-process peak RSS", ""]
+    md += _md_grid(rows, "timing", "process_peak_rss_bytes", "bytes", configs)
+    md += ["", "## Test accuracy after the timed epochs (seed 1, same order for every kernel)", ""]
+    md += _md_grid(rows, "timing", "test_accuracy", "pct", configs)
+    return "\n".join(md) + "\n"
+
+
 def write(out: Path, rows, derived, claims, meta) -> None:
     plots = {"time": plot_time(rows, derived), "accuracy": plot_accuracy(rows), "memory": plot_memory(rows),
              "board": plot_board(rows)}
     for name, png in plots.items():
         (out / f"{name}.png").write_bytes(png)
     (out / "index.html").write_text(page(rows, derived, claims, meta, plots))
+    (out / "summary.md").write_text(markdown(rows, derived, claims, meta))
 
 
 def sources(text: str) -> list[tuple[str, str, str]]:
