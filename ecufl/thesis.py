@@ -15,12 +15,18 @@ Three experiments (what each measures and why it is built that way):
   overfitting, the cause statement 2 names) is measured, not assumed. The epoch count is
   network.py's own (30); the page shows how much test accuracy still moves over its last five
   epochs (``epochs.*`` in derived.csv) so the reader can judge whether the curves have settled.
+  Experiment ``init`` records, per config and seed, the initial network's test accuracy and its
+  output saturation (share of output sigmoids with sigma'(z) < 0.01): the quadratic cost's
+  learning slowdown, which the data show to be what holds wide single-layer networks back.
 - ``timing``: every kernel x every config, each cell in a fresh single-threaded process
-  (``python -m ecufl.thesis --worker``, BLAS pinned to one thread as ``ecufl bench`` does), seed 1,
+  (``python -m ecufl.thesis_worker --worker``, BLAS pinned to one thread as ``ecufl bench`` does), seed 1,
   the same initial weights and sample order for every kernel. It trains ``timing_epochs`` epochs
   and times each on the training thread's CPU clock (the clock ecufl bench and the fleet use: on a
   shared machine wall time stretches with the load, CPU time much less); the seconds per epoch
-  are those of the last epoch (the pruned kernel trains dense for one epoch, then prunes to 90%).
+  are those of the last epoch (the pruned kernel trains dense for one epoch, then prunes to 90%);
+  network.py's per-sample loop trains ``textbook_limit`` samples per epoch, its time is scaled.
+  ``--quick`` trains on the first 6,000 training images (times scaled to 60,000), 3 accuracy
+  epochs from 2 seeds, and counts 200 instead of 2,000 samples per projection.
   Memory per cell, in that cell's process (ecufl/thesis_worker.py): resident memory before the
   kernel's module is imported, after the import (its code and runtime), then the high-water mark
   of creating the kernel and training alone (Linux ``clear_refs`` resets VmHWM) and of evaluation
