@@ -10,5 +10,8 @@ One module per idea:
 - ``emulate.py``          train with a static ARM trainer under emulation (weights, counts, time)
 - ``bench.py``            projected A9 rows for ``ecufl bench kernels --target imx6``
 - ``microbench.py``       the known-count loops (``loops/``), built for the board
-- ``cli.py``              ``ecufl calibrate``
+- ``memtest.py``          memwalk (``loops/memwalk.c``): known cache misses, the streaming read
+- ``published.py``        the model against OpenSSL's published Cortex-A9 cycles/byte
+                          (``published_a9.json``, harness ``published/opensslbench.c``)
+- ``ecufl/calibrate_cli.py`` ``ecufl calibrate`` (``--board``, ``--qemu``, ``--published``)
 """
