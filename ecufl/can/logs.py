@@ -10,8 +10,9 @@
   unless ``attacks.json`` names the interval).
 
 A malformed line stops the reader with one line: ``FILE:LINE: what is wrong`` (``LogError``).
-Times are written as ``EPOCH + t`` with microseconds (EPOCH = 1700000000, an arbitrary start);
-readers return times relative to the first frame's log time minus ``t`` of the source when known.
+Times are written as ``EPOCH + t`` in whole microseconds (EPOCH = 1700000000, an arbitrary start);
+readers return seconds since EPOCH when ``attacks.json`` is beside the file (``t`` of the trace),
+else since the first frame.
 """
 
 from __future__ import annotations
@@ -132,11 +133,11 @@ def read_log(path: str | os.PathLike, known_ids: np.ndarray | None = None) -> Fr
             epoch = float(info.get("epoch", EPOCH_US / 1e6))
         except (OSError, ValueError, TypeError, AttributeError) as e:
             raise LogError(f"{side}: not an attacks file written by ecufl can generate ({e})") from None
-        frames.t = frames.meta.pop("log_t") - epoch
+        frames.t = (frames.meta.pop("log_us") - int(round(epoch * 1e6))) / 1e6
         _label_from_intervals(frames, known_ids)
     else:
-        t = frames.meta.pop("log_t")
-        frames.t = t - (t[0] if len(t) else 0.0)
+        us = frames.meta.pop("log_us")
+        frames.t = (us - us[0]) / 1e6
     return frames
 
 
@@ -214,7 +215,7 @@ def _fixed_width(path, kind: str) -> Frames | None:
             v = v * np.uint64(base) + lut[rows[:, c]].astype(np.uint64)
         return v
 
-    t = number(*digits[0], 10).astype(np.float64) + number(*digits[1], 10).astype(np.float64) / 1e6
+    t = number(*digits[0], 10).astype(np.int64) * 1_000_000 + number(*digits[1], 10).astype(np.int64)
     ids = number(*id_span, 16).astype(np.uint32)
     if data_span is not None:
         word = number(*data_span, 16)
@@ -250,7 +251,7 @@ def read_candump(path: str | os.PathLike) -> Frames:
             data = m.group(5)
             if len(data) % 2 or len(data) > 16:
                 _fail(path, lineno, f"payload {data!r} is not 0-8 whole bytes of hex")
-            t.append(float(f"{m.group(1)}.{m.group(2)}"))
+            t.append(int(m.group(1)) * 1_000_000 + int(round(int(m.group(2)) * 10 ** (6 - len(m.group(2))))))
             ids.append(int(m.group(4), 16))
             dlc.append(len(data) // 2)
             words.append(int(data.ljust(16, "0"), 16))
@@ -273,10 +274,11 @@ def read_hcrl(path: str | os.PathLike) -> Frames:
             cells = [c.strip() for c in line.split(",")]
             if len(cells) < 4:
                 _fail(path, lineno, f"expected TIME,ID,DLC,DATA...,FLAG, got {len(cells)} fields: {line[:60]!r}")
-            try:
-                ts = float(cells[0])
-            except ValueError:
-                _fail(path, lineno, f"time {cells[0][:20]!r} is not a number")
+            tm = re.fullmatch(r"(\d+)(?:\.(\d{1,9}))?", cells[0])
+            if not tm:
+                _fail(path, lineno, f"time {cells[0][:20]!r} is not a number of seconds like 1478198376.389427")
+            frac = tm.group(2) or "0"
+            ts = int(tm.group(1)) * 1_000_000 + int(round(int(frac) * 10.0 ** (6 - len(frac))))
             try:
                 ident = int(cells[1], 16)
                 n = int(cells[2])
@@ -308,5 +310,5 @@ def _frames(path, t, ids, dlc, words, flags) -> Frames:
     label = np.zeros(len(t), np.uint8) if flags is None else np.where(np.asarray(flags, bool), INJECTED, 0).astype(np.uint8)
     f = Frames(np.zeros(len(t)), np.array(ids, dtype=np.uint32), np.array(dlc, dtype=np.uint8),
                np.array(words, dtype=np.uint64), label, {"source": str(path), "flags": flags is not None})
-    f.meta["log_t"] = np.array(t, dtype=np.float64)
+    f.meta["log_us"] = np.asarray(t, dtype=np.int64)  # whole microseconds of the log's clock
     return f
