@@ -102,10 +102,10 @@ class Parent:
                 self.proc.kill()
 
 
-def cold_launch(address: str, token: str) -> None:
+def cold_launch(address: str, token: str) -> subprocess.Popen:
     """Flower's plain path for one message (what its SubprocessExecutor runs)."""
-    subprocess.Popen(["flwr-clientapp", "--runtime-api-address", address, "--token", token, "--insecure",
-                      "--parent-pid", str(os.getpid())])
+    return subprocess.Popen(["flwr-clientapp", "--runtime-api-address", address, "--token", token, "--insecure",
+                             "--parent-pid", str(os.getpid())])
 
 
 def serve(address: str, supernode_pid: int, kernel: str, poll: float) -> None:
@@ -115,8 +115,10 @@ def serve(address: str, supernode_pid: int, kernel: str, poll: float) -> None:
     parent = Parent(address, kernel, 1)
     say(f"warm launcher {os.getpid()} for the SuperNode at {address}: parent pid {parent.proc.pid}")
     wanted = [TaskType.CLIENT_APP.value]
+    cold: list[subprocess.Popen] = []
     try:
         while _alive(supernode_pid):
+            cold = [p for p in cold if p.poll() is None]  # reap Flower's ClientApps that finished
             code = parent.proc.poll()
             if code is not None:
                 say(f"{DIED} pid {parent.proc.pid} died ({_how(code)}); messages run on Flower's plain "
@@ -129,7 +131,7 @@ def serve(address: str, supernode_pid: int, kernel: str, poll: float) -> None:
                 continue
             if res.HasField("task") and res.token:
                 if not (parent.poll_ready() and parent.hand(res.token, res.task.task_id)):
-                    cold_launch(address, res.token)
+                    cold.append(cold_launch(address, res.token))
                 continue  # there may be more
             time.sleep(poll)
     finally:

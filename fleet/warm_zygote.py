@@ -143,13 +143,18 @@ def preload(kernel_spec: str) -> None:
     httpx.Client(transport=httpx.HTTPTransport()).close()  # imports httpcore/h11 (httpx loads them lazily); no socket
     available()  # imports every kernel module
     options = [o.strip() for o in kernel_spec.split("|") if o.strip()] or ["numpy"]
-    # usable() is cached per process: the ClientApps inherit the answer
-    kernel_spec = next((o for o in options if usable(split_spec(o)[0])), options[-1])
+    # usable() creates a tiny kernel and is cached per process, so the ClientApps inherit the answer;
+    # only for kernels of plain memory: no interpreter threads (tflite), no connection (remote) here
+    kernel_spec = next((o for o in options if split_spec(o)[0] in runner.KEEPABLE and usable(split_spec(o)[0])),
+                       options[-1])
     try:
         task.training_set()
     except Exception as e:  # noqa: BLE001 - the ClientApps report it per message
         say(f"MNIST not loaded: {e}")
     name, dtype, _ = split_spec(kernel_spec)
+    if name not in runner.KEEPABLE:
+        say(f"ready in {time.perf_counter() - t0:.2f} s after imports; kernel {kernel_spec} is built per message")
+        return
     try:
         cls = kernel_class(name)
         runner.prepare_kernel(name, dtype or cls.dtypes[0], DEFAULT_SIZES)
