@@ -1,9 +1,10 @@
 """Normal CAN traffic of one vehicle, from a bus description and a seed, vectorised with numpy.
 
 A vehicle (``Vehicle(bus, seed)``) fixes what stays the same on every drive: each ECU's clock
-drift (ppm, normal with sd 40) and jitter (sd 20-200 us), each message's phase, the gear ratios,
-idle speed, and what every non-drive signal does: constant at a seeded value, a flag following
-speed or pedal, or a level following speed, RPM or pedal. A drive (``trace``) draws a drive cycle
+drift (ppm, normal with sd 40) and jitter (sd 20-200 us), each message's phase, the gear ratios
+(+-10%), idle speed, its sensors' speed bias, and one constant signal in ten set to its own value
+(variant coding). What every non-drive signal does is the model's, the same in all vehicles:
+constant, a flag following speed, RPM or pedal, or a level following one of them. A drive (``trace``) draws a drive cycle
 at 100 Hz: stops, accelerations (0.8-2.5 m/s^2) to seeded target speeds, cruising with slow
 fluctuations, decelerations; pedal follows speed and acceleration, the gear follows speed, RPM is
 speed times the gear ratio (idle when stopped). Frame k of a message sent by ECU e leaves at
@@ -66,21 +67,26 @@ class Vehicle:
         self.kmh_per_krpm = np.array([8.0, 14, 21, 29, 37, 46]) * rng.uniform(0.95, 1.05)
         self.idle = rng.uniform(680, 820)
         self.speed_bias = {s.name: rng.normal(1.0, 0.004) for _, s in bus.drive_signals() if s.role == "speed"}
-        # every other signal: ("const", raw) | ("flag", var, threshold) | ("level", var, gain, base)
+        # every other signal: ("const", raw) | ("flag", var, threshold) | ("level", var, gain, base).
+        # What a signal does is the ECU software's, the same in every vehicle of the model (drawn
+        # from a fixed seed); one constant in ten is this vehicle's own (variant coding).
+        model = _rng(0x40DE1)
         self.behaviour: dict[tuple[int, str], tuple] = {}
         for m in bus.messages:
             for s in m.signals:
                 if s.role:
                     continue
                 lo, hi = s.raw_range()
-                u = rng.random()
-                var = ("speed", "rpm", "pedal")[int(rng.integers(0, 3))]
+                u = model.random()
+                var = ("speed", "rpm", "pedal")[int(model.integers(0, 3))]
                 if s.length <= 2 and u < 0.3:
-                    self.behaviour[(m.id, s.name)] = ("flag", var, rng.uniform(0.1, 0.6), lo, min(hi, lo + 1))
+                    self.behaviour[(m.id, s.name)] = ("flag", var, model.uniform(0.1, 0.6), lo, min(hi, lo + 1))
                 elif s.length >= 6 and u < 0.2:
-                    self.behaviour[(m.id, s.name)] = ("level", var, rng.uniform(0.3, 1.0), rng.uniform(0.0, 0.3), lo, hi)
+                    self.behaviour[(m.id, s.name)] = ("level", var, model.uniform(0.3, 1.0), model.uniform(0.0, 0.3), lo, hi)
                 else:
-                    self.behaviour[(m.id, s.name)] = ("const", int(rng.integers(lo, hi + 1)))
+                    value = int(model.integers(lo, hi + 1))
+                    own = int(rng.integers(lo, hi + 1))
+                    self.behaviour[(m.id, s.name)] = ("const", own if rng.random() < 0.1 else value)
 
     # -- the drive ------------------------------------------------------------------------------
     def drive(self, seconds: float, trace: int = 0) -> Drive:
