@@ -312,3 +312,25 @@ def test_data_that_does_not_fit_the_network_is_one_line():
         check_data([334, 32, 334], np.zeros((5, 262), np.float32), np.zeros((5, 334), np.float32))
     with pytest.raises(ValueError, match="targets have 3 columns"):
         check_data([4, 2, 5], np.zeros((5, 4), np.float32), np.zeros((5, 3), np.float32))
+
+
+# -- federated vs local vs centralised ----------------------------------------------------------------------------
+def test_fedavg_is_the_sample_weighted_mean():
+    from ecufl.can.federated import fedavg
+    from ecufl.kernels.params import Params
+
+    a = Params([np.ones((2, 3), np.float32)], [np.zeros(2, np.float32)])
+    b = Params([np.full((2, 3), 4.0, np.float32)], [np.full(2, 2.0, np.float32)])
+    avg = fedavg([a, b], [1, 3])
+    assert np.allclose(avg.weights[0], 3.25) and np.allclose(avg.biases[0], 1.5) and avg.dtype == np.float32
+
+
+def test_a_fleet_of_one_vehicle_is_local_training(bus):
+    """FedAvg over one vehicle is that vehicle's own SGD (same order, same epochs): same threshold."""
+    from ecufl.can import federated
+
+    fl = federated.Fleet(vehicles=1, unseen=1, train_seconds=30.0, test_seconds=60.0, rounds=2, local_epochs=2, hidden=8)
+    res = federated.run(bus, fl)
+    assert res["local"]["thresholds"] == res["federated"]["thresholds"] == res["centralised"]["thresholds"]
+    assert res["local"]["alarms"] == res["federated"]["alarms"]
+    assert set(res["federated"]["families"]) <= set(FAMILIES[1:]) and res["features"] == features.Featurizer(bus).size

@@ -13,7 +13,7 @@ import numpy as np
 
 from ecufl.ui import Failure, console, err_console
 
-from . import attacks, bus as busmod, logs, run
+from . import attacks, bus as busmod, federated, logs, run
 from .codec import FAMILIES
 from .detect import TrainSettings
 from .generate import Vehicle
@@ -260,6 +260,56 @@ def markdown_table(res: dict) -> str:
     lines.append(f"| false alarms per hour of normal windows | | | {ae['false_alarms_per_hour']:.1f} | | "
                  f"{cl['false_alarms_per_hour']:.1f} | |")
     return "\n".join(lines)
+
+
+@can.command("fleet")
+@click.option("--vehicles", default=8, show_default=True, type=int, help="Vehicles that train.")
+@click.option("--seed", default=1, show_default=True, type=int, help="First vehicle's seed (the others follow).")
+@click.option("--unseen", default=2, show_default=True, type=int, help="Test vehicles no model trained on.")
+@click.option("--train-seconds", default=300.0, show_default=True, type=float, help="Normal drive per vehicle.")
+@click.option("--test-seconds", default=600.0, show_default=True, type=float, help="Attacked drive per unseen vehicle.")
+@click.option("--rounds", default=10, show_default=True, type=int, help="FedAvg rounds.")
+@click.option("--local-epochs", default=2, show_default=True, type=int, help="Epochs per round on each vehicle.")
+@click.option("--window", default=0.5, show_default=True, type=float, help="Window length (s).")
+@click.option("--hidden", default=32, show_default=True, type=int)
+@click.option("--lr", default=1.0, show_default=True, type=float)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the results (JSON) here.")
+@BUS_OPTION
+def fleet_cmd(vehicles, seed, unseen, train_seconds, test_seconds, rounds, local_epochs, window, hidden, lr, as_json,
+              out, bus_path):
+    """Autoencoder: federated vs local-only vs centralised, scored on unseen vehicles with attacks.
+
+    In-process FedAvg with the numpy kernel (see ecufl/can/federated.py), not a Flower fleet.
+
+    
+    ecufl can fleet --vehicles 3 --unseen 1 --train-seconds 60 --test-seconds 120 --rounds 3
+    """
+    _seed(seed)
+    for flag, v in (("--vehicles", vehicles), ("--unseen", unseen), ("--rounds", rounds),
+                    ("--local-epochs", local_epochs), ("--hidden", hidden)):
+        if v < 1:
+            raise click.UsageError(f"{flag} must be at least 1, got {v}")
+    _positive(train_seconds, "--train-seconds")
+    _positive(test_seconds, "--test-seconds")
+    if not 0.05 <= window <= 60 or train_seconds < 20 * window:
+        raise click.UsageError(f"--window {window}: must be 0.05-60 s and fit 20 times in --train-seconds")
+    if not lr > 0:
+        raise click.UsageError("--lr must be positive")
+    b = _bus(bus_path)
+    fl = federated.Fleet(vehicles=vehicles, seed=seed, unseen=unseen, train_seconds=train_seconds,
+                         test_seconds=test_seconds, rounds=rounds, local_epochs=local_epochs, window=window,
+                         hidden=hidden, lr=lr)
+    res = federated.run(b, fl, progress=(lambda m: None) if as_json else (lambda m: err_console.print(m)))
+    if out:
+        try:
+            Path(out).write_text(json.dumps(res, indent=1, default=float) + "\n")
+        except OSError as e:
+            raise Failure(f"{out}: cannot write ({e.strerror or e})")
+    if as_json:
+        click.echo(json.dumps(res, indent=1, default=float))
+        return
+    console.print(federated.markdown_table(res))
 
 
 @can.command()

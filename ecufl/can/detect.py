@@ -65,9 +65,21 @@ class Autoencoder:
 
     def fit(self, normal: np.ndarray, held_out: np.ndarray, quantile: float = 1.0) -> "Autoencoder":
         self.kernel = _train(normal, normal, self.sizes, self.cfg)
-        r = outputs(self.kernel, normal).astype(np.float64) - normal
-        self.mean, self.sd = r.mean(axis=0), np.maximum(r.std(axis=0), 0.01)
-        self.threshold = float(np.quantile(self.score(held_out), quantile))
+        return self.calibrate(self.kernel, [normal], [held_out], quantile)
+
+    def calibrate(self, kernel: NumpyKernel, normal: list[np.ndarray], held_out: list[np.ndarray],
+                  quantile: float = 1.0) -> "Autoencoder":
+        """Residual statistics from the training windows and the threshold from held-out ones, over
+        one or several vehicles: each sends only sums (count, sum, sum of squares) and its held-out
+        scores' quantile; the fleet's threshold is the largest of those."""
+        self.kernel = kernel
+        n, s1, s2 = 0, 0.0, 0.0
+        for x in normal:
+            r = outputs(kernel, x).astype(np.float64) - x
+            n, s1, s2 = n + len(r), s1 + r.sum(axis=0), s2 + (r**2).sum(axis=0)
+        self.mean = s1 / n
+        self.sd = np.maximum(np.sqrt(np.maximum(s2 / n - self.mean**2, 0)), 0.01)
+        self.threshold = max(float(np.quantile(self.score(h), quantile)) for h in held_out)
         return self
 
     def cost(self, x: np.ndarray) -> np.ndarray:
