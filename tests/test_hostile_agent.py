@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from test_deploy_agent import agent_bin, free_port, handshake  # noqa: F401 - agent_bin is a fixture
 
 pytestmark = pytest.mark.slow
@@ -60,10 +61,32 @@ def client_context(a) -> ssl.SSLContext:
 
 
 @pytest.fixture(scope="module")
-def agent(agent_bin, tmp_path_factory, mnist_dir):  # noqa: F811
-    with agent_with([str(agent_bin)], tmp_path_factory.mktemp("hostile-agent"), mnist_dir,
+def asan_agent_bin(tmp_path_factory) -> Path:
+    """The agent built with ASan + UBSan (dynamically linked: the sanitizers do not link statically)."""
+    import shutil
+
+    build = tmp_path_factory.mktemp("agent-asan")
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    flags = "-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -g"
+    r = subprocess.run(["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build), *gen, "-DECUFL_AGENT_STATIC=OFF",
+                        "-DCMAKE_BUILD_TYPE=RelWithDebInfo", f"-DCMAKE_C_FLAGS={flags}",
+                        f"-DCMAKE_EXE_LINKER_FLAGS={flags}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    return build / "ecufl-agent"
+
+
+@pytest.fixture(scope="module", params=["static", "asan"])
+def agent(request, tmp_path_factory, mnist_dir):
+    """The agent as deployed (static), then built with ASan + UBSan: every hostile request runs under
+    the sanitizers too, and any report in its log fails the module."""
+    exe = request.getfixturevalue("agent_bin" if request.param == "static" else "asan_agent_bin")
+    with agent_with([str(exe)], tmp_path_factory.mktemp(f"hostile-agent-{request.param}"), mnist_dir,
                     f"handshake_timeout = {HANDSHAKE_TIMEOUT}\nmax_connections = 4\n") as a:
         yield a
+        log = a["log"].read_text()
+        assert "Sanitizer" not in log and "runtime error" not in log, log[-4000:]
 
 
 def agent_pb2():

@@ -17,6 +17,16 @@
 #include "ecufl_kernel.h"
 
 #define MAX_BATCH 4096
+#if defined(__SANITIZE_ADDRESS__)
+#define ECUFL_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ECUFL_UNDER_ASAN 1
+#endif
+#endif
+#ifndef ECUFL_UNDER_ASAN
+#define ECUFL_UNDER_ASAN 0
+#endif
 #define MAX_WIDTH 65536   /* neurons per layer: far beyond an ECU's network, and w_l stays < 2^32 bytes */
 #define MAX_ORDER (1 << 27) /* indices per request (the frame cap allows 16 M), and every count fits an int */
 
@@ -248,7 +258,7 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
     rep.report = &rr;
     size_t room = ecufl__train_reply__get_packed_size(&rep);
     *out = calloc(1, room);
-#ifndef ECUFL_AGENT_FUZZ /* the libFuzzer build (tests/fuzz): ASan's shadow mappings make the walk take minutes */
+#if !ECUFL_UNDER_ASAN /* ASan's terabytes of shadow mappings make the walk take minutes */
     sample_resident();
 #endif
     rr.peak_rss_bytes = peak_rss_bytes();

@@ -21,7 +21,7 @@ $CC $FLAGS -m32 -isystem "$OUT/include32" -o "$OUT/fuzz_npz32" "$ROOT/tests/fuzz
 # the agent: protobuf-c code generated as fleet/agent/CMakeLists.txt does (proto3 `optional` dropped)
 sed -E 's/^([[:space:]]*)optional /\1/' "$ROOT/proto/round_report.proto" > "$OUT/gen/proto/round_report.proto"
 protoc-c -I"$OUT/gen/proto" -I"$ROOT/proto" --c_out="$OUT/gen" "$ROOT/proto/agent.proto" "$OUT/gen/proto/round_report.proto"
-$CC $FLAGS -DECUFL_AGENT_FUZZ -ffp-contract=off -I"$ROOT/fleet/agent" -I"$OUT/gen" -I"$ROOT/kernels/c" \
+$CC $FLAGS -ffp-contract=off -I"$ROOT/fleet/agent" -I"$OUT/gen" -I"$ROOT/kernels/c" \
   -o "$OUT/fuzz_agent" "$ROOT/tests/fuzz/fuzz_agent.c" "$ROOT/fleet/agent/agent_train.c" \
   "$OUT/gen/agent.pb-c.c" "$OUT/gen/round_report.pb-c.c" "$ROOT/kernels/c/hdrnn_net.c" "$ROOT/kernels/c/hdrnn_opt.c" \
   $(pkg-config --cflags --libs libprotobuf-c) -lm

@@ -1,7 +1,7 @@
 /* libFuzzer harness: the board agent's message path (fleet/agent/agent_train.c agent_handle) on
  * arbitrary TrainRequest bytes, against a board of 64 synthetic samples. Every input must give a
- * TrainReply that parses (an error reply or trained weights). agent_train.c is compiled with
- * ECUFL_AGENT_FUZZ (no /proc/self/maps walk: ASan's shadow mappings make it take minutes). */
+ * TrainReply that parses (an error reply or trained weights). Under ASan agent_train.c skips its
+ * /proc/self/maps walk (ASan's shadow mappings make it take minutes). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
