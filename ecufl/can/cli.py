@@ -134,10 +134,10 @@ def generate(seed, seconds, out, attack_spec, trace, fmt, bus_path):
     console.print(f"{len(frames):,} frames, {seconds:g} s of vehicle {seed} drive {trace} "
                   f"({len(frames) / seconds:,.0f} frames/s), generated in {gen_s:.2f} s ({gen_cpu:.2f} s CPU)")
     if fams:
-        console.print(f"{len(frames.meta['attacks'])} attacks: " + ", ".join(
-            f"{FAMILIES[i]} {n:,} frames" for i, n in enumerate(labels) if i and n)
-            + (" (suspension: frames removed)" if any(a["family"] == "suspension" for a in frames.meta["attacks"])
-               else ""))
+        planned = Counter(a["family"] for a in frames.meta["attacks"])
+        console.print(f"{sum(planned.values())} attacks: " + ", ".join(
+            f"{fam} x{planned[fam]} ({labels[FAMILIES.index(fam)]:,} frames)" if fam != "suspension"
+            else f"suspension x{planned[fam]} (frames removed)" for fam in FAMILIES if fam in planned))
     console.print("wrote " + ", ".join(str(p) for p in [*written, outdir / "attacks.json"]))
 
 
