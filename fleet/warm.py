@@ -18,7 +18,8 @@ forked child opens its own. When the parent dies, the launcher writes one line t
 (``logs/node-N.warm.log``: ``warm parent ... died ...``), runs the messages that arrive meanwhile
 on Flower's plain path (``flwr-clientapp``), and starts a new parent.
 
-The launcher polls every ``ECUFL_WARM_POLL`` seconds (default 0.05): a SuperNode creates a task
+The launcher polls every ``ECUFL_WARM_POLL`` seconds (``ecufl fleet up`` sets nodes / 40, 0.05 to
+0.5 s, so a fleet's launchers together poll about 40 times a second): a SuperNode creates a task
 only when its own poll of the SuperLink (every 3 s when idle, fixed in Flower) brings a message.
 """
 
@@ -145,7 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--supernode-pid", type=int, required=True)
     ap.add_argument("--kernel", default="numpy", help="the node's kernel, built ahead by the parent")
     args = ap.parse_args(argv)
-    poll = float(os.environ.get(POLL_ENV, "0.05"))
+    try:
+        poll = min(5.0, max(0.01, float(os.environ.get(POLL_ENV, "0.05"))))
+    except ValueError:
+        sys.exit(f"{POLL_ENV}={os.environ[POLL_ENV]!r}: expected seconds between polls")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     serve(args.runtime_api_address, args.supernode_pid, args.kernel, poll)
 
