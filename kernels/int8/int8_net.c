@@ -75,7 +75,8 @@ struct i8_net {
     int n_layers;     /* weight layers */
     int sizes[16];
     layer_t L[15];
-    int cap;          /* samples the buffers below hold */
+    int max_batch;    /* the largest mini-batch train() takes (given at create) */
+    int cap;          /* samples the buffers below hold: max(max_batch, 64), evaluation's chunk */
     uint8_t *act[16]; /* act[l]: cap x ld(l) q7 activations, zero padded; act[0] = inputs */
     uint16_t *zi[16]; /* zi[l]: cap x ld(l+1) derivative-LUT index of layer l's z */
     int32_t *acc;     /* cap x max n: accumulators, errors before q15 */
@@ -265,6 +266,7 @@ i8_net *i8_create(int n_sizes, const int *sizes, int max_batch, char *err, int e
     if (!msg[0] && !n) snprintf(msg, sizeof msg, "out of memory");
     if (n) {
         n->n_layers = n_sizes - 1;
+        n->max_batch = max_batch;
         memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
         for (int l = 0; l < n_sizes; l++) {
             n->maxn = sizes[l] > n->maxn ? sizes[l] : n->maxn;
@@ -663,8 +665,8 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
 
 int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
              const int32_t *order, int count, double lr, int batch_size) {
-    if (batch_size < 1 || batch_size > n->cap)
-        return fail(n, "batch size %d is outside 1..%d (the net's max_batch)", batch_size, n->cap);
+    if (batch_size < 1 || batch_size > n->max_batch)
+        return fail(n, "batch size %d is outside 1..%d (the net's max_batch)", batch_size, n->max_batch);
     if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
     const int n_out = n->sizes[n->n_layers];
     for (int i = 0; i < count; i++) {

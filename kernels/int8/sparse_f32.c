@@ -58,7 +58,9 @@ static inline int row_of(const layer_t *L, int k) {
 }
 
 struct ecufl_net {
-    int n_layers, sizes[16], ld[16], cap;
+    int n_layers, sizes[16], ld[16];
+    int max_batch;    /* the largest mini-batch train() takes (given at create) */
+    int cap;          /* samples the buffers hold: max(max_batch, 64), evaluation's chunk */
     layer_t L[15];
     float *act[16];   /* act[l] (l >= 1): cap x ld[l]; layer 0's input lives in the lists below */
     float *delta[15]; /* delta[l]: cap x ld[l+1], error at layer l's output */
@@ -169,6 +171,7 @@ ecufl_net *ecufl_net_create(int n_sizes, const int *sizes, int max_batch, char *
     if (!msg[0] && !n) snprintf(msg, sizeof msg, "out of memory");
     if (n) {
         n->n_layers = n_sizes - 1;
+        n->max_batch = max_batch;
         memcpy(n->sizes, sizes, sizeof(int) * n_sizes);
         for (int l = 0; l < n_sizes; l++) n->ld[l] = LD8(sizes[l]);
         for (int l = 0; l < n->n_layers && !msg[0]; l++) {  /* zero parameters, dense */
@@ -562,8 +565,8 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
 
 int ecufl_net_train(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int n_images, const int32_t *order,
                     int count, double lr, int batch_size) {
-    if (batch_size < 1 || batch_size > n->cap)
-        return fail(n, "batch_size %d is outside 1..%d (the net's max_batch)", batch_size, n->cap);
+    if (batch_size < 1 || batch_size > n->max_batch)
+        return fail(n, "batch_size %d is outside 1..%d (the net's max_batch)", batch_size, n->max_batch);
     if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
     const int n_out = n->sizes[n->n_layers];
     for (int i = 0; i < count; i++) {
