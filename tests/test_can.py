@@ -334,3 +334,20 @@ def test_a_fleet_of_one_vehicle_is_local_training(bus):
     assert res["local"]["thresholds"] == res["federated"]["thresholds"] == res["centralised"]["thresholds"]
     assert res["local"]["alarms"] == res["federated"]["alarms"]
     assert set(res["federated"]["families"]) <= set(FAMILIES[1:]) and res["features"] == features.Featurizer(bus).size
+
+
+def test_another_dbc_intel_byte_order_and_assumed_periods(tmp_path):
+    """opendbc's Hyundai C-CAN: no cycle times (refused, then --assume-period), Intel signals, a
+    64-bit field; the frames are still cantools' bit for bit."""
+    path = busmod.opendbc_path("hyundai_2015_ccan.dbc")
+    with pytest.raises(busmod.BusError, match="--assume-period"):
+        busmod.convert(path)
+    obj = busmod.convert(path, assume_period_ms=20)
+    hy = busmod.from_json(obj)
+    assert all(m["assumed"] for m in obj["messages"]) and {s.order for m in hy.messages for s in m.signals} == {"le"}
+    db = busmod.load_dbc(path)
+    f = Vehicle(hy, 1).traffic(2.0)
+    for m in hy.messages:
+        for i in np.flatnonzero(f.id == m.id)[:2]:
+            raw = {s.name: int(codec.get_raw(f.word[i : i + 1], s)[0]) for s in m.signals}
+            assert db.encode_message(m.id, raw, scaling=False, strict=False) == bytes(f.data[i][: m.dlc]), m.name

@@ -92,7 +92,7 @@ class Signal:
         top = (1 << (self.length - 1)) - 1 if self.signed else self.mask
         bottom = -(1 << (self.length - 1)) if self.signed else 0
         lo, hi = int(np.ceil(lo_f - 1e-9)), int(np.floor(hi_f + 1e-9))
-        lo, hi = max(lo, bottom), min(hi, top)
+        lo, hi = max(lo, bottom, -(2**62)), min(hi, top, 2**62)  # int64 arithmetic (a 64-bit field: half its range)
         if lo > hi:  # minimum = maximum = 0 in many DBCs: the whole field
             lo, hi = bottom, top
         return lo, hi
@@ -211,13 +211,16 @@ def load_dbc(path: str | os.PathLike):
         raise BusError(f"{path}: not a DBC cantools can parse ({first})") from None
 
 
-def convert(dbc_path: str | os.PathLike, bitrate: int = 500_000) -> dict:
-    """The bus description (JSON object) of a DBC: its periodic 11-bit messages."""
+def convert(dbc_path: str | os.PathLike, bitrate: int = 500_000, assume_period_ms: float | None = None) -> dict:
+    """The bus description (JSON object) of a DBC: its periodic 11-bit messages. Most DBCs carry no
+    cycle times (of opendbc's, only the Ford one does): ``assume_period_ms`` gives every message
+    without one that period (and ``"assumed": true``)."""
     dbc_path = Path(dbc_path)
     db = load_dbc(dbc_path)
     messages = []
     for m in sorted(db.messages, key=lambda m: m.frame_id):
-        if not m.cycle_time or m.is_extended_frame or m.is_multiplexed() or m.length > 8 or m.frame_id == 0:
+        cycle = m.cycle_time or assume_period_ms
+        if not cycle or m.is_extended_frame or m.is_multiplexed() or m.length > 8 or m.frame_id == 0:
             continue
         sigs = []
         for s in m.signals:
@@ -227,10 +230,14 @@ def convert(dbc_path: str | os.PathLike, bitrate: int = 500_000) -> dict:
                          float(s.scale), float(s.offset),
                          float(s.minimum if s.minimum is not None else 0.0),
                          float(s.maximum if s.maximum is not None else 0.0), role_of(s.name)])
-        messages.append({"name": m.name, "id": m.frame_id, "dlc": m.length, "cycle_ms": float(m.cycle_time),
-                         "sender": m.senders[0] if m.senders else "", "signals": sigs})
+        msg = {"name": m.name, "id": m.frame_id, "dlc": m.length, "cycle_ms": float(cycle),
+               "sender": m.senders[0] if m.senders else "", "signals": sigs}
+        if not m.cycle_time:
+            msg["assumed"] = True
+        messages.append(msg)
     if not messages:
-        raise BusError(f"{dbc_path}: no periodic messages (GenMsgCycleTime) to generate traffic from")
+        raise BusError(f"{dbc_path}: no periodic messages (GenMsgCycleTime) to generate traffic from; "
+                       "--assume-period MS gives the others one")
     return {"format": FORMAT, "source": dbc_path.name, "sha256": hashlib.sha256(dbc_path.read_bytes()).hexdigest(),
             "bitrate": bitrate, "messages": messages}
 

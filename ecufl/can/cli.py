@@ -65,7 +65,9 @@ def can():
               help="DBC file (default: ford_lincoln_base_pt.dbc from the opendbc package).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Bus description to write (JSON).")
 @click.option("--bitrate", default=500_000, show_default=True, type=int, help="Bus bit rate (bit/s).")
-def bus_cmd(dbc, out, bitrate):
+@click.option("--assume-period", type=float,
+              help="Period (ms) for messages without a cycle time (most DBCs have none); default: leave them out.")
+def bus_cmd(dbc, out, bitrate, assume_period):
     """Convert a DBC once into the compact bus description the generator uses (needs `ecufl[can]`).
 
     Keeps the periodic 11-bit messages (GenMsgCycleTime): IDs, DLC, cycle times, signal layouts,
@@ -76,7 +78,9 @@ def bus_cmd(dbc, out, bitrate):
     """
     try:
         path = Path(dbc) if dbc else busmod.opendbc_path()
-        obj = busmod.convert(path, bitrate)
+        if assume_period is not None and not 1 <= assume_period <= 100_000:
+            raise click.UsageError(f"--assume-period {assume_period:g}: must be 1-100000 ms")
+        obj = busmod.convert(path, bitrate, assume_period)
         busmod.write_bus(obj, out)
     except busmod.BusError as e:
         raise Failure(str(e))

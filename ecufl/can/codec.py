@@ -70,7 +70,7 @@ def _bswap(word: np.ndarray) -> np.ndarray:
 def get(word: np.ndarray, sig: Signal) -> np.ndarray:
     """The field's unsigned value (int64) in every word."""
     w = word if sig.order == "be" else _bswap(word)
-    return ((w >> np.uint64(sig.shift)) & np.uint64(sig.mask)).astype(np.int64)
+    return ((w >> np.uint64(sig.shift)) & np.uint64(sig.mask)).view(np.int64)  # a 64-bit field wraps
 
 
 def get_raw(word: np.ndarray, sig: Signal) -> np.ndarray:
@@ -88,7 +88,7 @@ def physical(word: np.ndarray, sig: Signal) -> np.ndarray:
 
 def field_bits(value, sig: Signal) -> np.ndarray:
     """``value`` (raw, possibly negative) as the field's bits, in the big-endian word."""
-    f = (np.asarray(value, dtype=np.int64) & sig.mask).astype(np.uint64) << np.uint64(sig.shift)
+    f = (np.asarray(value, dtype=np.int64).view(np.uint64) & np.uint64(sig.mask)) << np.uint64(sig.shift)
     return f if sig.order == "be" else _bswap(f)
 
 
