@@ -208,3 +208,37 @@ def test_bad_handshake_timeout_is_one_line(agent_bin, tmp_path, mnist_dir):  # n
     r = subprocess.run([str(agent_bin), "--config", str(conf)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "handshake_timeout must be a whole number" in r.stderr
     assert json.dumps(r.stderr)  # one printable line
+
+
+# --- the armv7 agent under qemu: where n * 784 wrapped ----------------------------------------------
+@pytest.fixture(scope="module")
+def arm_agent_bin(tmp_path_factory) -> Path:
+    """The agent cross-built for the i.MX6 (static, armv7-a9, Debian's armhf libraries in
+    build/armhf-sysroot as `make agent-arm` makes them)."""
+    import shutil
+
+    sysroot = ROOT / "build" / "armhf-sysroot"
+    if not (sysroot / "PACKAGES").exists():
+        r = subprocess.run(["make", "-C", str(ROOT), "agent-arm"], capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    build = tmp_path_factory.mktemp("agent-arm")
+    gen = ["-G", "Ninja"] if shutil.which("ninja") else []
+    r = subprocess.run(["cmake", "-S", str(ROOT / "fleet" / "agent"), "-B", str(build), *gen,
+                        f"-DCMAKE_TOOLCHAIN_FILE={ROOT / 'kernels' / 'cmake' / 'armv7-cortex-a9.cmake'}",
+                        f"-DECUFL_AGENT_SYSROOT={sysroot}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    return build / "ecufl-agent"
+
+
+@pytest.mark.arm
+def test_armv7_agent_refuses_an_eval_order_that_wraps_32_bits(arm_agent_bin, tmp_path, mnist_dir):
+    # 5,478,275 x 784 = 2^32 + 304: on 4f64f11 the armv7 agent allocated 304 bytes and copied
+    # 4 GiB into them (a heap overflow on the board)
+    cmd = ["qemu-arm", "-cpu", "cortex-a9", str(arm_agent_bin)]
+    with agent_with(cmd, tmp_path, mnist_dir, "handshake_timeout = 120\n", timeout=300) as a:
+        rep = call(a, request(eval_order=np.zeros(5_478_275, np.int32)), timeout=600)
+        assert "5478275 evaluation indices" in rep.error and not rep.params, rep.error
+        assert a["proc"].poll() is None
+        assert call(a, request(), timeout=600).error == ""  # and it goes on serving
