@@ -2,7 +2,7 @@
 
 A trace is cut into windows of ``window`` seconds (default 0.5 s, about 1,375 frames of the Ford
 bus). Every feature is scaled to [0, 1] (clipped), so a sigmoid autoencoder can reproduce it.
-"Monitored IDs" are the bus's messages with a period of at most 100 ms (72 of the Ford bus's 150:
+"Monitored IDs" are the bus's messages with a period of at most 100 ms (77 of the Ford bus's 150:
 at least 5 frames a window); "drive signals" are the bus's speed, RPM, pedal and gear signals
 (bus.py). The features, in order (``Featurizer.names``):
 
