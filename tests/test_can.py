@@ -351,3 +351,20 @@ def test_another_dbc_intel_byte_order_and_assumed_periods(tmp_path):
         for i in np.flatnonzero(f.id == m.id)[:2]:
             raw = {s.name: int(codec.get_raw(f.word[i : i + 1], s)[0]) for s in m.signals}
             assert db.encode_message(m.id, raw, scaling=False, strict=False) == bytes(f.data[i][: m.dlc]), m.name
+
+
+def test_a_flagged_recording_without_attacks_json_is_scored_by_its_flags(bus, short_attacked, tmp_path):
+    """An HCRL CSV from elsewhere: T flags only. Windows take intervals from runs of flagged frames
+    (family "injected"), and the metrics report that family."""
+    logs.write_hcrl(short_attacked, tmp_path / "rec.csv")
+    rec = logs.read_log(tmp_path / "rec.csv", bus.ids)
+    assert "attacks" not in rec.meta and set(np.unique(rec.label)) == {0, codec.INJECTED}
+    win = features.Featurizer(bus, 0.5)(rec)
+    inj = [i for i in win.instances if i["family"] == "injected"]
+    # suspension has no frames to flag; the others are found (back-to-back ones may merge)
+    flagged = [a for a in short_attacked.meta["attacks"] if a["family"] != "suspension"]
+    assert 1 <= len(inj) <= len(flagged) and np.any(win.label == codec.INJECTED)
+    for a in flagged:
+        assert any(i["t0"] <= a["t1"] and a["t0"] <= i["t1"] for i in inj), a
+    fams, _, _ = detect.metrics(win, win.label > 0)
+    assert [m.family for m in fams] == ["injected"] and fams[0].f1 == 1.0

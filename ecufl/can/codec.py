@@ -18,6 +18,8 @@ from .bus import Message, Signal
 
 FAMILIES = ("normal", "dos", "fuzzing", "spoofing", "masquerade", "plateau", "drift", "replay", "suspension",
             "inconsistency")
+LABELS = (*FAMILIES, "injected")  # "injected": a flagged frame (HCRL T) whose family the file does not say
+INJECTED = len(FAMILIES)
 EASY = ("dos", "fuzzing", "spoofing")
 STEALTHY = ("masquerade", "plateau", "drift", "replay", "suspension", "inconsistency")
 

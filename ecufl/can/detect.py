@@ -29,7 +29,7 @@ import numpy as np
 from ..kernels.base import check_data
 from ..kernels.prng import EpochOrder, init_params
 from ..kernels.reference import NumpyKernel
-from .codec import FAMILIES
+from .codec import FAMILIES, LABELS
 from .features import Windows
 
 
@@ -127,7 +127,7 @@ def metrics(win: Windows, alarm: np.ndarray) -> tuple[list[FamilyMetrics], float
     fp = int(np.sum(alarm & normal))
     hours = float(np.sum(normal)) * win.window / 3600.0
     out = []
-    for code, fam in enumerate(FAMILIES):
+    for code, fam in enumerate(LABELS):
         if code == 0:
             continue
         mine = win.label == code

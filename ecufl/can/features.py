@@ -33,8 +33,10 @@ Consistency (4):
 - ``drpm:actl-dsply``: |mean RPM - mean displayed RPM| / 500;
 - ``kmh-per-krpm``: mean speed / mean RPM x 1000 / 50 (the gear ratio the two imply).
 
-Labels: a window's label is the family of the attack interval it overlaps (``codec.FAMILIES``
-index; 0 normal); ``instances`` keeps each attack with its windows, for detection latency.
+Labels: a window's label is the family of the attack interval it overlaps (``codec.LABELS``
+index; 0 normal); ``instances`` keeps each attack with its windows, for detection latency. A
+recording with per-frame labels but no attacks.json (an HCRL CSV from elsewhere) gets its
+intervals from runs of flagged frames (family "injected").
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import numpy as np
 
 from . import codec
 from .bus import Bus
-from .codec import FAMILIES, Frames
+from .codec import INJECTED, LABELS, Frames
 
 SCALE = {"speed": (200.0, 5.0), "rpm": (7000.0, 500.0), "pedal": (100.0, 20.0), "gear": (8.0, 1.0)}
 PAIRS = (("dv:eng-brk", "Veh_V_ActlEng", "Veh_V_ActlBrk", 10.0), ("dv:eng-adas", "Veh_V_ActlEng", "Veh_V_ActlAdas", 10.0),
@@ -164,12 +166,27 @@ class Featurizer:
         start = np.arange(nw) * W
         label = np.zeros(nw, np.uint8)
         instances = []
-        code = {f: i for i, f in enumerate(FAMILIES)}
-        for a in frames.meta.get("attacks", []):
+        code = {f: i for i, f in enumerate(LABELS)}
+        attacks = frames.meta.get("attacks")
+        if attacks is None and np.any(frames.label[inside] > 0):
+            attacks = _intervals(t, frames.label[inside], W)
+        for a in attacks or []:
             lo = int(np.floor(a["t0"] / W))
             hi = min(nw, int(np.ceil(a["t1"] / W)))
             if lo >= nw:
                 continue
-            label[lo:hi] = code.get(a["family"], len(FAMILIES))
+            label[lo:hi] = code.get(a["family"], INJECTED)
             instances.append({"family": a["family"], "t0": a["t0"], "t1": a["t1"], "windows": list(range(lo, hi))})
         return Windows(x, label, start, W, instances)
+
+
+def _intervals(t: np.ndarray, label: np.ndarray, window: float) -> list[dict]:
+    """Attack intervals of a recording that has per-frame labels only (an HCRL CSV without
+    attacks.json): runs of labelled frames, a gap of more than two windows ending a run."""
+    idx = np.flatnonzero(label > 0)
+    cuts = np.flatnonzero(np.diff(t[idx]) > 2 * window) + 1
+    out = []
+    for run in np.split(idx, cuts):
+        fam = LABELS[int(np.bincount(label[run]).argmax())]
+        out.append({"family": fam, "t0": float(t[run[0]]), "t1": float(t[run[-1]] + 1e-6), "target": -1, "signal": ""})
+    return out

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import FAMILIES, Frames
+from .codec import FAMILIES, INJECTED, LABELS, Frames
 
 EPOCH_US = 1_700_000_000 * 1_000_000
-INJECTED = len(FAMILIES)  # label of a flagged frame whose family the file does not say
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 _CANDUMP = re.compile(r"^\((\d+)\.(\d{1,9})\)\s+(\S+)\s+([0-9A-Fa-f]{3}|[0-9A-Fa-f]{8})#([0-9A-Fa-f]*)\s*$")
 
@@ -37,7 +36,7 @@ class LogError(ValueError):
 
 
 def label_names() -> tuple[str, ...]:
-    return (*FAMILIES, "injected")
+    return LABELS
 
 
 # -- writing (vectorised: every line of a file has the same width when every DLC is 8) ------------
