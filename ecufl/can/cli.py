@@ -33,9 +33,14 @@ def _families(spec: str) -> tuple[str, ...]:
         raise click.UsageError(f"--attacks: {e}")
 
 
+MAX_SECONDS = 3 * 3600  # 30 M frames of the Ford bus, about 2 GB while generating
+
+
 def _positive(value: float, flag: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise click.UsageError(f"{flag} must be a positive number of seconds, got {value}")
+    if value > MAX_SECONDS:
+        raise click.UsageError(f"{flag} {value:g}: at most {MAX_SECONDS} s of bus time")
     return value
 
 
@@ -113,8 +118,9 @@ def generate(seed, seconds, out, attack_spec, trace, fmt, bus_path):
     """
     _seed(seed)
     _positive(seconds, "--seconds")
-    if seconds > 24 * 3600:
-        raise click.UsageError(f"--seconds {seconds:g}: at most one day of traffic per file")
+    if seconds > MAX_SECONDS:
+        raise click.UsageError(f"--seconds {seconds:g}: at most {MAX_SECONDS} s per drive (about 70 bytes of memory "
+                               "per frame while generating; longer recordings: several drives, --trace N)")
     fams = _families(attack_spec)
     b = _bus(bus_path)
     t0 = time.perf_counter()
@@ -242,13 +248,28 @@ def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file,
         raise Failure(str(e))
     if out:
         try:
-            Path(out).write_text(json.dumps(res, indent=1, default=float) + "\n")
+            Path(out).write_text(_json(res) + "\n")
         except OSError as e:
             raise Failure(f"{out}: cannot write ({e.strerror or e})")
     if as_json:
-        click.echo(json.dumps(res, indent=1, default=float))
+        click.echo(_json(res))
         return
     console.print(markdown_table(res))
+
+
+def _json(res: dict) -> str:
+    """Strict JSON: NaN (no attack detected, no latency) as null."""
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, (float, np.floating)):
+            return float(v) if math.isfinite(v) else None
+        if isinstance(v, np.integer):
+            return int(v)
+        return v
+    return json.dumps(clean(res), indent=1, allow_nan=False)
 
 
 def markdown_table(res: dict) -> str:
@@ -307,11 +328,11 @@ def fleet_cmd(vehicles, seed, unseen, train_seconds, test_seconds, rounds, local
     res = federated.run(b, fl, progress=(lambda m: None) if as_json else (lambda m: err_console.print(m)))
     if out:
         try:
-            Path(out).write_text(json.dumps(res, indent=1, default=float) + "\n")
+            Path(out).write_text(_json(res) + "\n")
         except OSError as e:
             raise Failure(f"{out}: cannot write ({e.strerror or e})")
     if as_json:
-        click.echo(json.dumps(res, indent=1, default=float))
+        click.echo(_json(res))
         return
     console.print(federated.markdown_table(res))
 
