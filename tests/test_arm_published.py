@@ -60,3 +60,22 @@ def test_published_table_meets_the_bar():
     s = pub.summary([r["ratio"] for r in rows])
     assert s["median_abs_error"] <= 0.20, s
     assert 0.5 < s["worst_ratio"] < 2.0, s
+
+
+def test_published_without_the_sysroot_is_one_line(tmp_path):
+    import os
+
+    env = dict(os.environ, ECUFL_ARMHF_SYSROOT=str(tmp_path / "none"))
+    proc = subprocess.run([*ecufl_cmd(), "calibrate", "--published"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "make build/armhf-sysroot/PACKAGES" in lines[0], proc.stderr
+
+
+def test_profiles_use_the_arm_manual_table_unless_a_calibration_is_installed(tmp_path, monkeypatch):
+    # the validated table: the published-figure refit is kept beside it, not installed
+    monkeypatch.delenv("ECUFL_A9_CALIBRATION", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert CostModel.load().name == "TRM"
+    fit = CostModel.load(pub.HERE / "published_fit.json")
+    assert fit.cycles["int.alu"] < CostModel.trm().cycles["int.alu"]   # the refit's integer factor < 1
