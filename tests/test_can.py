@@ -3,8 +3,6 @@ their labels, log readers and writers, features, detectors, and the autoencoder 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 

@@ -17,7 +17,6 @@ import numpy as np
 from . import attacks, detect, features, logs
 from .bus import Bus
 from .codec import EASY, STEALTHY
-from .features import Windows
 
 
 @dataclass
@@ -74,7 +73,3 @@ def run(bus: Bus, ex: Experiment, progress=lambda msg: None) -> dict:
         out[name].update(false_alarms_per_hour=fa_h, normal_hours=hours,
                          families={m.family: {k: v for k, v in asdict(m).items() if k != "family"} for m in fams})
     return out
-
-
-def windows_of(bus: Bus, frames, window: float) -> Windows:
-    return features.Featurizer(bus, window)(frames)
