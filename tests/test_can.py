@@ -3,6 +3,8 @@ their labels, log readers and writers, features, detectors, and the autoencoder 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -366,3 +368,30 @@ def test_a_flagged_recording_without_attacks_json_is_scored_by_its_flags(bus, sh
         assert any(i["t0"] <= a["t1"] and a["t0"] <= i["t1"] for i in inj), a
     fams, _, _ = detect.metrics(win, win.label > 0)
     assert [m.family for m in fams] == ["injected"] and fams[0].f1 == 1.0
+
+
+def test_a_saved_autoencoder_scores_the_same_and_refuses_other_features(bus, short_attacked, tmp_path, capsys):
+    from ecufl.cli import main
+
+    feat = features.Featurizer(bus, 0.5)
+    normal = feat(attacks.trace(bus, 4, 100, 40.0, ()))
+    ae = detect.Autoencoder(feat.size, detect.TrainSettings(hidden=4, epochs=1)).fit(normal.x, normal.x)
+    ae.save(tmp_path / "ae.npz", feat.names, 0.5, bus.source)
+    back = detect.Autoencoder.load(tmp_path / "ae.npz", feat.names, 0.5)
+    win = feat(short_attacked)
+    assert np.array_equal(back.score(win.x), ae.score(win.x)) and back.threshold == ae.threshold
+    with pytest.raises(ValueError, match=r"ae\.npz: the network takes 339 features, this bus gives 338"):
+        detect.Autoencoder.load(tmp_path / "ae.npz", feat.names[:-1], 0.5)
+    with pytest.raises(ValueError, match="trained on 0.5 s windows, not 1 s"):
+        detect.Autoencoder.load(tmp_path / "ae.npz", feat.names, 1.0)
+    logs.write_hcrl(short_attacked, tmp_path / "t.csv")
+    logs.write_attacks(short_attacked, tmp_path / "attacks.json")
+    with pytest.raises(SystemExit) as e:
+        main(["can", "score", str(tmp_path / "t.csv"), "--model", str(tmp_path / "ae.npz"), "--json"])
+    assert e.value.code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["windows"] == len(win.x) and out["alarms"] == int(ae.alarms(win.x).sum()) and "families" in out
+    with pytest.raises(SystemExit) as e:
+        main(["can", "score", str(tmp_path / "t.csv"), "--model", str(tmp_path / "attacks.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "attacks.json: not an ecufl weight file" in err and len(err.strip().splitlines()) == 1

@@ -13,7 +13,9 @@ import numpy as np
 
 from ecufl.ui import Failure, console, err_console
 
-from . import attacks, bus as busmod, federated, logs, run
+from ecufl.kernels.weights import WeightFileError
+
+from . import attacks, bus as busmod, detect as detectmod, features, federated, logs, run
 from .codec import FAMILIES
 from .detect import TrainSettings
 from .generate import Vehicle
@@ -217,13 +219,16 @@ def inspect(file, top, bus_path):
               help="Autoencoder threshold: this quantile of the held-out normal windows' scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the results (JSON) here.")
+@click.option("--save-model", type=click.Path(dir_okay=False),
+              help="Write the trained autoencoder (ecufl weight file with its threshold) for `ecufl can score`.")
 @BUS_OPTION
 def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file, window, hidden, epochs, lr,
-           batch_size, quantile, as_json, out, bus_path):
+           batch_size, quantile, as_json, out, save_model, bus_path):
     """Train both detectors on a vehicle's drives, score a test drive, print metrics per family.
 
     \b
     ecufl can detect --seed 1 --train-seconds 120 --test-seconds 120 --epochs 5
+    ecufl can detect --seed 1 --train-seconds 60 --test-seconds 60 --epochs 5 --save-model can-ae.npz
     """
     _seed(seed)
     if test_seed is not None:
@@ -241,11 +246,14 @@ def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file,
     b = _bus(bus_path)
     ex = run.Experiment(seed=seed, test_seed=test_seed, train_seconds=train_seconds, test_seconds=test_seconds,
                         window=window, families=_families(attack_spec), quantile=quantile, test_file=test_file,
+                        save_model=save_model,
                         train=TrainSettings(hidden=hidden, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed))
     try:
         res = run.run(b, ex, progress=(lambda m: None) if as_json else (lambda m: err_console.print(m)))
     except logs.LogError as e:
         raise Failure(str(e))
+    except OSError as e:
+        raise Failure(f"{e.filename or save_model}: cannot write ({e.strerror or e})")
     if out:
         try:
             Path(out).write_text(_json(res) + "\n")
@@ -255,6 +263,67 @@ def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file,
         click.echo(_json(res))
         return
     console.print(markdown_table(res))
+
+
+@can.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--model", required=True, type=click.Path(dir_okay=False),
+              help="Autoencoder saved by `ecufl can detect --save-model`.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@BUS_OPTION
+def score(file, model, as_json, bus_path):
+    """Score a candump log or HCRL CSV with a saved autoencoder: alarms, and metrics if labelled.
+
+    \b
+    ecufl can detect --seed 1 --train-seconds 60 --test-seconds 60 --epochs 5 --save-model can-ae.npz
+    ecufl can generate --seed 1 --seconds 60 --trace 7 --attacks easy --out can-score
+    ecufl can score can-score/traffic.csv --model can-ae.npz
+    """
+    b = _bus(bus_path)
+    try:
+        meta_window = _model_window(model)
+        feat = features.Featurizer(b, meta_window)
+        ae = detectmod.Autoencoder.load(model, feat.names, meta_window)
+        frames = logs.read_log(file, b.ids)
+    except (WeightFileError, logs.LogError, ValueError) as e:
+        raise Failure(str(e))
+    win = feat(frames, float(frames.meta.get("seconds", frames.t[-1])))
+    alarm = ae.alarms(win.x)
+    res = {"file": file, "model": model, "windows": len(win.x), "window": win.window, "threshold": ae.threshold,
+           "alarms": int(alarm.sum()), "alarm_starts": [round(float(t), 3) for t in win.start[alarm]]}
+    if np.any(win.label > 0):
+        fams, fa_h, hours = detectmod.metrics(win, alarm)
+        res.update(false_alarms_per_hour=fa_h, normal_hours=hours,
+                   families={m.family: {k: v for k, v in m.__dict__.items() if k != "family"} for m in fams})
+    if as_json:
+        click.echo(_json(res))
+        return
+    first = ", ".join(f"{t:g}" for t in res["alarm_starts"][:8]) + (" ..." if res["alarms"] > 8 else "")
+    console.print(f"{file}: {len(win.x)} windows of {win.window:g} s, {res['alarms']} alarms"
+                  + (f" (windows starting at {first} s)" if res["alarms"] else ""))
+    if "families" in res:
+        lines = ["| family | windows | attacks | precision | recall | F1 | latency |", "|---|---|---|---|---|---|---|"]
+        for fam, m in res["families"].items():
+            lat = f"{m['latency']:.2f} s ({m['detected']}/{m['attacks']})" if m["detected"] else f"- (0/{m['attacks']})"
+            lines.append(f"| {fam} | {m['windows']} | {m['attacks']} | {m['precision']:.2f} | {m['recall']:.2f} | "
+                         f"{m['f1']:.2f} | {lat} |")
+        lines.append(f"| false alarms per hour of normal windows | | | | | {res['false_alarms_per_hour']:.1f} | |")
+        console.print("\n".join(lines))
+
+
+def _model_window(path: str) -> float:
+    """The window length a saved autoencoder was trained on."""
+    _, meta = detectmod.weights.load(path)
+    info = meta.get("can")
+    if not isinstance(info, dict) or info.get("format") != detectmod.MODEL_FORMAT:
+        raise WeightFileError(f"{path}: not a CAN autoencoder (written by ecufl can detect --save-model)")
+    try:
+        window = float(info["window"])
+    except (KeyError, TypeError, ValueError):
+        raise WeightFileError(f"{path}: malformed CAN metadata (window)") from None
+    if not 0.05 <= window <= 60:
+        raise WeightFileError(f"{path}: window {window:g} s out of range")
+    return window
 
 
 def _json(res: dict) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..kernels import weights
 from ..kernels.base import check_data
 from ..kernels.prng import EpochOrder, init_params
 from ..kernels.reference import NumpyKernel
@@ -92,6 +93,44 @@ class Autoencoder:
 
     def alarms(self, x: np.ndarray) -> np.ndarray:
         return self.score(x) > self.threshold
+
+    # -- a trained detector as an ecufl weight file (meta "can": what scoring needs) -------------
+    def save(self, path, names: list[str], window: float, bus: str) -> None:
+        weights.save(path, self.kernel.get_params(), kernel="numpy", can={
+            "format": MODEL_FORMAT, "window": window, "bus": bus, "features": names,
+            "threshold": self.threshold, "mean": self.mean.tolist(), "sd": self.sd.tolist()})
+
+    @classmethod
+    def load(cls, path, names: list[str], window: float | None = None) -> "Autoencoder":
+        """A saved autoencoder, checked against the features it will be given (one line if not)."""
+        params, meta = weights.load(path)
+        info = meta.get("can")
+        if not isinstance(info, dict) or info.get("format") != MODEL_FORMAT:
+            raise weights.WeightFileError(f"{path}: not a CAN autoencoder (written by ecufl can detect --save-model)")
+        sizes = params.sizes
+        try:
+            feats, mean, sd = list(info["features"]), np.asarray(info["mean"], float), np.asarray(info["sd"], float)
+            threshold, win = float(info["threshold"]), float(info["window"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise weights.WeightFileError(f"{path}: malformed CAN metadata ({type(e).__name__}: {e})") from None
+        if sizes[0] != sizes[-1] or len(feats) != sizes[0] or mean.shape != (sizes[0],) or sd.shape != (sizes[0],):
+            raise weights.WeightFileError(f"{path}: network {'-'.join(map(str, sizes))} does not match its "
+                                          f"{len(feats)} features")
+        if window is not None and abs(window - win) > 1e-9:
+            raise ValueError(f"{path}: trained on {win:g} s windows, not {window:g} s")
+        if feats != list(names):
+            diff = next((i for i, (a, b) in enumerate(zip(feats, names)) if a != b), min(len(feats), len(names)))
+            raise ValueError(f"{path}: the network takes {len(feats)} features, this bus gives {len(names)} "
+                             f"(first difference at feature {diff}: "
+                             f"{feats[diff] if diff < len(feats) else '-'} vs {names[diff] if diff < len(names) else '-'})")
+        ae = cls(sizes[0], TrainSettings(hidden=sizes[1] if len(sizes) == 3 else 0, dtype=str(params.dtype)))
+        ae.sizes = sizes
+        ae.kernel = NumpyKernel(params, dtype=str(params.dtype))
+        ae.mean, ae.sd, ae.threshold, ae.window = mean, sd, threshold, win
+        return ae
+
+
+MODEL_FORMAT = "ecufl-can-autoencoder/1"
 
 
 class Classifier:

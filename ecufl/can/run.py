@@ -30,6 +30,7 @@ class Experiment:
     quantile: float = 1.0
     train: detect.TrainSettings = field(default_factory=detect.TrainSettings)
     test_file: str | None = None
+    save_model: str | None = None
 
 
 def run(bus: Bus, ex: Experiment, progress=lambda msg: None) -> dict:
@@ -56,6 +57,8 @@ def run(bus: Bus, ex: Experiment, progress=lambda msg: None) -> dict:
     t0 = time.perf_counter()
     ae = detect.Autoencoder(feat.size, ex.train).fit(normal.x, held_out.x, ex.quantile)
     ae_s = time.perf_counter() - t0
+    if ex.save_model:
+        ae.save(ex.save_model, feat.names, ex.window, bus.source)
     progress("training the classifier")
     t0 = time.perf_counter()
     x = np.concatenate([labelled.x, normal.x])
