@@ -221,7 +221,7 @@ def _run_bare(state: local.FleetState, n: int, rounds: int, sleep: float, layers
             if status.startswith("finished") and not (out.exists() and '"done"' in out.read_text()):
                 time.sleep(1.0)
                 if not (out.exists() and '"done"' in out.read_text()):
-                    raise local.FleetError(f"the bare Flower app ended ({status}); see {state.path / 'logs'}")
+                    raise local.FleetError(f"the bare Flower app ended ({status}{_why(state)}); see {state.path / 'logs'}")
             time.sleep(1.0)
     except BaseException:
         flwr_app.stop(run_id, local.CONNECTION, env, cwd)
@@ -235,6 +235,17 @@ def _run_bare(state: local.FleetState, n: int, rounds: int, sleep: float, layers
         clients.append([{"startup": c["startup-seconds"], "data": 0.0, "setup": 0.0, "peak_rss": c["peak-rss-bytes"],
                          "partition": -1} for c in ev["clients"]])
     return walls, trains, clients
+
+
+def _why(state: local.FleetState) -> str:
+    """Flower's reason for a failed ServerApp, from the SuperLink's log (one line, or "")."""
+    try:
+        text = (state.path / "logs" / "superlink.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    mark = "ServerApp failed with exception: "
+    at = text.rfind(mark)
+    return f": {text[at + len(mark):].splitlines()[0][:160]}" if at >= 0 else ""
 
 
 def _ecufl_rounds(results: Path) -> tuple[list[float], list[float], list[list[dict[str, float]]]]:
@@ -282,23 +293,29 @@ def compare_flower(node_counts: list[int], rounds: int, samples: int, state: Pat
             if echo:
                 echo(f"[bold]{n} nodes: {'bare Flower app, sleeping clients' if mode == 'flower' else 'ecufl ' + mode}[/]")
             local.down(folder)
-            fleet = local.up(folder, n, ["numpy:float32"], warm=mode == "warm")
             try:
-                if mode == "flower":
-                    where = top / f"flower-{n}"
-                    walls, trains, clients = _run_bare(fleet, n, rounds, sleep, "784,30,10", where, echo)
-                    top_app = max((c["peak_rss"] for rnd in clients for c in rnd), default=0)
-                    peaks = _stack_peaks(fleet)
-                    for p in peaks.values():
-                        p["parent"] = max(p["parent"], top_app)
-                else:
-                    (where,) = launch.run_scenario(_scenario(f"{mode}-{n}", "deployment", n, rounds, samples), top,
-                                                   fleet=fleet, echo=echo)
-                    walls, trains, clients = _ecufl_rounds(where)
-                    peaks = _stack_peaks(fleet)
-                    _message_waits(fleet, clients)
-            finally:
-                local.down(folder)
+                fleet = local.up(folder, n, ["numpy:float32"], warm=mode == "warm")
+                try:
+                    if mode == "flower":
+                        where = top / f"flower-{n}"
+                        walls, trains, clients = _run_bare(fleet, n, rounds, sleep, "784,30,10", where, echo)
+                        top_app = max((c["peak_rss"] for rnd in clients for c in rnd), default=0)
+                        peaks = _stack_peaks(fleet)
+                        for p in peaks.values():
+                            p["parent"] = max(p["parent"], top_app)
+                    else:
+                        (where,) = launch.run_scenario(_scenario(f"{mode}-{n}", "deployment", n, rounds, samples), top,
+                                                       fleet=fleet, echo=echo)
+                        walls, trains, clients = _ecufl_rounds(where)
+                        peaks = _stack_peaks(fleet)
+                        _message_waits(fleet, clients)
+                finally:
+                    local.down(folder)
+            except local.FleetError as e:  # a run that fails is a row of the table, the others still run
+                if echo:
+                    echo(f"  [red]failed[/]: {e}")
+                out.append({"mode": mode, "nodes": n, "error": str(e).splitlines()[0]})
+                continue
             out.append(_summary(mode, n, walls, trains, clients, peaks, str(where)))
     (top / "overhead.json").write_text(json.dumps(out, indent=1))
     return out
@@ -310,9 +327,12 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("nodes", "run", "replies", "round 1 (s)", "later rounds (s)", "vs Flower", "start-up (s)",
                 "data (s)", "setup (s)", "node peak RSS (MiB)"):
         t.add_column(col, justify="right")
-    floor = {r["nodes"]: r["overhead_later_median_s"] for r in rows if r["mode"] == "flower"}
+    floor = {r["nodes"]: r["overhead_later_median_s"] for r in rows if r["mode"] == "flower" and "error" not in r}
     names = {"flower": "bare Flower, clients sleep", "cold": "ecufl cold", "warm": "ecufl warm"}
     for r in rows:
+        if "error" in r:
+            t.add_row(str(r["nodes"]), names[r["mode"]], "failed", r["error"][:120], *[""] * 6)
+            continue
         ratio = r["overhead_later_median_s"] / floor[r["nodes"]] if floor.get(r["nodes"]) else float("nan")
         dash = r["mode"] == "flower"
         t.add_row(str(r["nodes"]), names[r["mode"]], f"{r['replies']}/{r['asked']}", f"{r['overhead_round1_s']:.2f}",
