@@ -117,6 +117,7 @@ def serve(address: str, supernode_pid: int, kernel: str, poll: float) -> None:
     say(f"warm launcher {os.getpid()} for the SuperNode at {address}: parent pid {parent.proc.pid}")
     wanted = [TaskType.CLIENT_APP.value]
     cold: list[subprocess.Popen] = []
+    failing = ""
     try:
         while _alive(supernode_pid):
             cold = [p for p in cold if p.poll() is None]  # reap Flower's ClientApps that finished
@@ -127,7 +128,14 @@ def serve(address: str, supernode_pid: int, kernel: str, poll: float) -> None:
                 parent = Parent(address, kernel, parent.starts + 1)
             try:
                 res = client.AcquireTask(AcquireTaskRequest(supported_task_types=wanted))
+                failing = ""
             except (httpx.HTTPError, OSError):  # the SuperNode's Runtime API is not up (yet)
+                time.sleep(0.5)
+                continue
+            except Exception as e:  # noqa: BLE001 - an error answer of the Runtime API: say it once, go on
+                if str(e) != failing:
+                    say(f"warm launcher: AcquireTask failed: {type(e).__name__}: {e}")
+                    failing = str(e)
                 time.sleep(0.5)
                 continue
             if res.HasField("task") and res.token:
