@@ -28,9 +28,12 @@ from ecufl.ui import Failure, console
               help="Check the model against OpenSSL's published Cortex-A9 cycles/byte (Debian's armhf "
                    "libcrypto counted under qemu); refit by class group, judged leave-one-out. With --out: "
                    "write the refitted table as a calibration file.")
+@click.option("--memory", is_flag=True,
+              help="Also time memwalk (L1-, L2- and DRAM-sized arrays) and measure the L2 hit cost and "
+                   "the DRAM streaming bandwidth; projections then price the memory term with them.")
 @click.option("--json", "as_json", is_flag=True)
 def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats, iterations,
-              loop_names, remote_wrapper, published, as_json):
+              loop_names, remote_wrapper, published, memory, as_json):
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
 
     from ecufl.kernels.arm import calibrate as cal
@@ -74,7 +77,7 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
     except ValueError as e:
         raise click.UsageError(str(e))
     try:
-        result = cal.calibrate(target, profile, loops=loops, iterations=(n1, n2), repeats=repeats)
+        result = cal.calibrate(target, profile, loops=loops, iterations=(n1, n2), repeats=repeats, memory=memory)
     except (cal.CalibrationFailed, EmulationError, BuildError) as e:
         raise Failure(str(e))
     path = result.write(out or default_calibration_path())
@@ -90,6 +93,10 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
         t.add_row(k, f"{v:.2f}", f"{TABLE[k][0]:g}" if k in TABLE else "-")
     console.print(t)
     console.print(f"rms relative residual {result.residual_rms:.1%}; calibration written to {path}")
+    if result.memory:
+        m = result.memory
+        console.print(f"memory: L2 hit {m['l2_hit_cycles']:.1f} cycles, DRAM streaming "
+                      f"{m['dram_bandwidth_bytes_per_second'] / 1e9:.2f} GB/s (memwalk, {m['line_bytes']}-byte lines)")
 
 
 def _published(out, as_json) -> None:

@@ -100,12 +100,14 @@ def arm_bench_rows(kernels: list[str], configs: list[str], profile: str | Profil
             "emulated_wall_seconds": sum(r.report["emulated_wall_seconds"] for r in runs),
         })
         if all("cache" in r.report for r in runs) and prof.clock_hz:
-            row.update(_memory_columns(runs[0].report["cache"], runs[1].report["cache"], n1, n2, proj.cycles, prof))
+            row.update(_memory_columns(runs[0].report["cache"], runs[1].report["cache"], n1, n2, proj.cycles, prof,
+                                       model.memory_system(prof.memory)))
         rows.append(row)
     return rows
 
 
-def _memory_columns(k1: dict, k2: dict, n1: int, n2: int, core_cycles: float, prof: Profile) -> dict[str, Any]:
+def _memory_columns(k1: dict, k2: dict, n1: int, n2: int, core_cycles: float, prof: Profile,
+                    memsys: Any = None) -> dict[str, Any]:
     """Cache counts of one epoch (linear in samples from the two runs, as the instructions) and
     the memory term; the two runs start cold, the slope is the steady state."""
 
@@ -118,7 +120,8 @@ def _memory_columns(k1: dict, k2: dict, n1: int, n2: int, core_cycles: float, pr
             cache[level] = dict(v) | {c: epoch(k1[level][c], v[c]) for c in ("accesses", "misses", "writebacks")}
         else:
             cache[level] = epoch(k1[level], v)
-    mem = memory_cycles(cache, prof.memory, prof.clock_hz)
+    memsys = memsys or prof.memory
+    mem = memory_cycles(cache, memsys, prof.clock_hz)
     sec = seconds_range(core_cycles, mem, prof.clock_hz)
     return {
         "cache_per_epoch": cache,
@@ -128,7 +131,8 @@ def _memory_columns(k1: dict, k2: dict, n1: int, n2: int, core_cycles: float, pr
         "memory_cycles_per_epoch": mem,
         "projected_seconds_per_epoch_with_memory": sec["with_memory"],
         "projected_seconds_per_epoch_range": [sec["low"], sec["high"]],
-        "memory_system": {"l1d": prof.memory.l1d, "l1i": prof.memory.l1i, "l2": prof.memory.l2},
+        "memory_system": {"l1d": memsys.l1d, "l1i": memsys.l1i, "l2": memsys.l2,
+                          "l2_hit_cycles": list(memsys.l2_hit_cycles), "dram_bandwidth": list(memsys.dram_bandwidth)},
     }
 
 

@@ -37,6 +37,8 @@ from .profiles import Profile
 CALIBRATION_LOOPS = [n for n in microbench.names() if n != "call"]
 ITERATIONS = (100_000, 1_000_000)
 REPEATS = 3
+# memwalk (loops/memwalk.c) sizes for the memory costs: (bytes, passes), one word read per line
+MEMWALK = {"l1": (16384, 2000), "l2": (262144, 100), "dram": (8 << 20, 4)}
 
 
 class CalibrationFailed(RuntimeError):
@@ -62,6 +64,8 @@ class Board(Protocol):
     def run(self, loop: str, iterations: int) -> float: ...   # seconds, from the program itself
     def clock_hz(self) -> float | None: ...
     def close(self) -> None: ...
+    def prepare_memwalk(self, binary: Path) -> None: ...                  # calibrate(memory=True)
+    def run_memwalk(self, nbytes: int, stride: int, passes: int) -> float: ...  # seconds
 
 
 def _parse(name: str, output: str, where: str) -> float:
@@ -69,6 +73,13 @@ def _parse(name: str, output: str, where: str) -> float:
     if len(fields) != 3 or fields[0] != name:
         raise CalibrationFailed(f"{where}: unexpected output from the micro-benchmark: {output.strip()[:200]!r}")
     return float(fields[2]) * 1e-9
+
+
+def _parse_memwalk(output: str, where: str) -> float:
+    fields = output.split()
+    if len(fields) != 6 or fields[0] != "memwalk":
+        raise CalibrationFailed(f"{where}: unexpected output from memwalk: {output.strip()[:200]!r}")
+    return float(fields[5]) * 1e-9
 
 
 class QemuBoard:
@@ -86,6 +97,16 @@ class QemuBoard:
             raise CalibrationFailed(f"{self.name}: {loop} failed ({proc.stderr.strip()[:200]})")
         return _parse(loop, proc.stdout, self.name)
 
+    def prepare_memwalk(self, binary: Path) -> None:
+        self.memwalk = binary
+
+    def run_memwalk(self, nbytes: int, stride: int, passes: int) -> float:
+        proc = subprocess.run([count.qemu_path(), "-cpu", count.CPU, str(self.memwalk), str(nbytes), str(stride),
+                               str(passes)], capture_output=True, text=True, env={})
+        if proc.returncode != 0:
+            raise CalibrationFailed(f"{self.name}: memwalk failed ({proc.stderr.strip()[:200]})")
+        return _parse_memwalk(proc.stdout, self.name)
+
     def clock_hz(self) -> float | None:
         return None
 
@@ -97,6 +118,7 @@ class SSHBoard:
     """A board reached over SSH (``user@host[:port]``); the binary goes to a temporary file there."""
 
     REMOTE = "/tmp/ecufl-a9-microbench"
+    REMOTE_MEMWALK = "/tmp/ecufl-a9-memwalk"
 
     def __init__(self, target: str, *, known_hosts: str | None = None, identity: str | None = None,
                  wrapper: str = "", connect_timeout: float = 15.0):
@@ -130,10 +152,23 @@ class SSHBoard:
             reason = getattr(e, "reason", None) or str(e) or type(e).__name__
             raise CalibrationFailed(f"board {self.name}: {reason}") from None
 
-    async def _put(self, binary: Path) -> None:
+    async def _put(self, binary: Path, remote: str | None = None) -> None:
         async with self._conn.start_sftp_client() as sftp:
-            await sftp.put(str(binary), self.REMOTE)
-            await sftp.chmod(self.REMOTE, 0o755)
+            await sftp.put(str(binary), remote or self.REMOTE)
+            await sftp.chmod(remote or self.REMOTE, 0o755)
+
+    def prepare_memwalk(self, binary: Path) -> None:
+        import asyncssh
+
+        try:
+            self._await(self._put(binary, self.REMOTE_MEMWALK))
+        except (OSError, asyncssh.Error) as e:
+            raise CalibrationFailed(f"board {self.name}: {getattr(e, 'reason', None) or e}") from None
+
+    def run_memwalk(self, nbytes: int, stride: int, passes: int) -> float:
+        prefix = f"{self.wrapper} " if self.wrapper else ""
+        return _parse_memwalk(self._exec(f"{prefix}{self.REMOTE_MEMWALK} {nbytes} {stride} {passes}"),
+                              f"board {self.name}")
 
     def _exec(self, command: str) -> str:
         import asyncssh
@@ -166,7 +201,7 @@ class SSHBoard:
     def close(self) -> None:
         if self._conn is not None:
             try:
-                self._exec(f"rm -f {self.REMOTE}")
+                self._exec(f"rm -f {self.REMOTE} {self.REMOTE_MEMWALK}")
             except CalibrationFailed:
                 pass
             self._conn.close()
@@ -219,6 +254,7 @@ class Calibration:
     residual_rms: float
     timings: list[LoopTiming] = field(default_factory=list)
     binary_sha256: str = ""
+    memory: dict | None = None  # measured memory costs (calibrate(..., memory=True))
 
     def to_dict(self) -> dict:
         return {
@@ -230,7 +266,7 @@ class Calibration:
             "loops": [{"name": t.name, "iterations": t.iterations, "seconds": t.seconds,
                        "cycles_per_iteration": t.cycles_per_iteration(self.clock_hz),
                        "counts_per_iteration": t.counts_per_iteration} for t in self.timings],
-        }
+        } | ({"memory": self.memory} if self.memory is not None else {})
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
@@ -243,11 +279,14 @@ class Calibration:
 
 def calibrate(board: Board, profile: Profile, *, loops: list[str] | None = None,
               iterations: tuple[int, int] = ITERATIONS, repeats: int = REPEATS,
-              progress=None) -> Calibration:
+              progress=None, memory: bool = False) -> Calibration:
+    """``memory``: also time memwalk at an L1-, an L2- and a DRAM-sized array and measure the L2
+    hit cost and the streaming DRAM bandwidth (``measure_memory``)."""
     loops = loops or CALIBRATION_LOOPS
     binary = microbench.build()
     per_iter = counts_per_iteration(binary, loops)
     board.prepare(binary)
+    mem = None
     try:
         clock = board.clock_hz()
         source = "cpufreq of the board"
@@ -261,8 +300,34 @@ def calibrate(board: Board, profile: Profile, *, loops: list[str] | None = None,
             timings.append(LoopTiming(name, iterations, secs, per_iter[name]))
             if progress:
                 progress(i + 1, len(loops))
+        if memory:
+            mem = measure_memory(board, clock, profile, repeats)
     finally:
         board.close()
     cycles, residual = fit(timings, clock)
     return Calibration(board.name, clock, source, cycles, residual, timings,
-                       hashlib.sha256(binary.read_bytes()).hexdigest())
+                       hashlib.sha256(binary.read_bytes()).hexdigest(), mem)
+
+
+def measure_memory(board: Board, clock_hz: float, profile: Profile, repeats: int = REPEATS) -> dict:
+    """L2 hit cycles and DRAM streaming bandwidth from memwalk's time per line (best of
+    ``repeats``): every read touches a new 32-byte line; the L1-resident walk's time per line is
+    the loop itself, the L2-sized walk's excess over it the L2 hit, the DRAM-sized walk's excess
+    the DRAM line time (bandwidth = line / that). The L2-sized array (256 KB) fits either i.MX6
+    L2 and passes the 32 KB L1; the DRAM one (8 MB) passes both."""
+    from . import memtest
+
+    line = int((profile.memory.l1d if profile.memory else "32768:4:32").split(":")[2])
+    board.prepare_memwalk(memtest.build())
+    per_line = {}
+    for level, (nbytes, passes) in MEMWALK.items():
+        secs = min(board.run_memwalk(nbytes, line, passes) for _ in range(repeats))
+        per_line[level] = secs / (nbytes // line * passes)
+    l2_cycles = (per_line["l2"] - per_line["l1"]) * clock_hz
+    dram_line = per_line["dram"] - per_line["l1"]
+    if l2_cycles <= 0 or dram_line <= 0:
+        raise CalibrationFailed(f"board {board.name}: memwalk per line {per_line} does not grow L1 < L2 < DRAM; "
+                                "no memory costs measured")
+    return {"l2_hit_cycles": l2_cycles, "dram_bandwidth_bytes_per_second": line / dram_line,
+            "seconds_per_line": per_line, "line_bytes": line,
+            "walks": {k: {"bytes": b, "passes": p} for k, (b, p) in MEMWALK.items()}}

@@ -149,6 +149,18 @@ class Projection:
 class CostModel:
     cycles: dict[str, float] = field(default_factory=lambda: {k: v[0] for k, v in TABLE.items()})
     name: str = "TRM"
+    memory: dict | None = None  # a board calibration's measured memory costs (calibrate --memory)
+
+    def memory_system(self, base):
+        """The profile's MemorySystem with the measured L2 hit cost and DRAM bandwidth, if this
+        model came from a calibration that measured them (a point, not a range, then)."""
+        if base is None or not self.memory:
+            return base
+        import dataclasses
+
+        l2 = float(self.memory["l2_hit_cycles"])
+        bw = float(self.memory["dram_bandwidth_bytes_per_second"])
+        return dataclasses.replace(base, l2_hit_cycles=(l2, l2, l2), dram_bandwidth=(bw, bw, bw))
 
     @classmethod
     def trm(cls) -> "CostModel":
@@ -169,6 +181,10 @@ class CostModel:
         model = cls()
         model.cycles.update(fitted)
         model.name = f"calibration {path}"
+        mem = data.get("memory")
+        if isinstance(mem, dict) and all(isinstance(mem.get(k), (int, float)) and mem[k] > 0
+                                         for k in ("l2_hit_cycles", "dram_bandwidth_bytes_per_second")):
+            model.memory = mem
         return model
 
     @classmethod

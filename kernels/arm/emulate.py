@@ -302,7 +302,7 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
         "samples": int(sum(len(o) for o in orders)),
     }
     if cache_counts is not None and prof.clock_hz:
-        mem = memory_cycles(cache_counts, prof.memory, prof.clock_hz)
+        mem = memory_cycles(cache_counts, model.memory_system(prof.memory), prof.clock_hz)
         report["cache"] = cache_counts
         report["memory_cycles"] = mem
         report["projected_seconds_range"] = seconds_range(proj.cycles, mem, prof.clock_hz)
