@@ -53,7 +53,7 @@ def _seed(value: int, flag: str = "--seed") -> int:
 
 
 BUS_OPTION = click.option("--bus", "bus_path", type=click.Path(dir_okay=False),
-                          help="Bus description (JSON from `ecufl can bus`; default: the shipped Ford bus).")
+                          help="Bus description (JSON written by `ecufl can bus --out ford.json`; default: the shipped Ford bus).")
 
 
 @click.group()
@@ -212,7 +212,7 @@ def inspect(file, top, bus_path):
               help="Score this candump log or HCRL CSV instead of a generated test drive.")
 @click.option("--window", default=0.5, show_default=True, type=float, help="Window length (s).")
 @click.option("--hidden", default=32, show_default=True, type=int, help="Hidden units of both detectors.")
-@click.option("--epochs", default=30, show_default=True, type=int)
+@click.option("--epochs", default=60, show_default=True, type=int, help="Epochs of both detectors.")
 @click.option("--lr", default=1.0, show_default=True, type=float)
 @click.option("--batch-size", default=10, show_default=True, type=int)
 @click.option("--quantile", default=1.0, show_default=True, type=float,

@@ -12,6 +12,8 @@ the metrics per attack family.
 - **Classifier** (for comparison, needs labelled attacks): HDRNN ``F-H-10`` with one-hot targets,
   one output per family and one for normal, trained on labelled drives; a window is an alarm
   when its largest output is not "normal". (One attack/normal output learnt less: DoS F1 0.42.)
+  Both train 60 epochs by default: at 30 the classifier had not learnt the rare families (vehicle
+  2, 22 DoS windows among 3,600: DoS F1 0.00 after 30 epochs at lr 1 or 3, 0.95 after 60).
 
 Metrics per family (``metrics``), over the test windows of that family and all normal windows:
 precision = TP / (TP + FP) with FP the false alarms on normal windows, recall = TP / (TP + FN),
@@ -37,7 +39,7 @@ from .features import Windows
 @dataclass
 class TrainSettings:
     hidden: int = 32
-    epochs: int = 30
+    epochs: int = 60
     lr: float = 1.0
     batch_size: int = 10
     seed: int = 1
