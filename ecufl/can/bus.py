@@ -212,8 +212,9 @@ def load_dbc(path: str | os.PathLike):
 
 
 def convert(dbc_path: str | os.PathLike, bitrate: int = 500_000, assume_period_ms: float | None = None) -> dict:
-    """The bus description (JSON object) of a DBC: its periodic 11-bit messages. Most DBCs carry no
-    cycle times (of opendbc's, only the Ford one does): ``assume_period_ms`` gives every message
+    """The bus description (JSON object) of a DBC: its periodic 11-bit messages (multiplexed and
+    extended-ID messages are left out). Most DBCs carry no cycle times (of opendbc 0.3.1's, only
+    ford_lincoln_base_pt and the FORD_CADS radar DBCs do): ``assume_period_ms`` gives every message
     without one that period (and ``"assumed": true``)."""
     dbc_path = Path(dbc_path)
     db = load_dbc(dbc_path)
