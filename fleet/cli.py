@@ -235,10 +235,13 @@ def _run_sim(sc, results_base: Path, parallel: int | None = None) -> None:
                    "ecufl on cold nodes, ecufl on warm nodes (deployment only; --engines is ignored).")
 @click.option("--sleep", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="--compare-flower: seconds the bare app's clients sleep.")
+@click.option("--runs", default="flower,cold,warm", show_default=True,
+              help="--compare-flower: which of the three runs to make.")
 @STATE_OPTION
 @RESULTS_OPTION
 @click.option("--json", "as_json", is_flag=True)
-def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep, state_path, results_base, as_json):
+def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep, runs, state_path, results_base,
+                   as_json):
     """Measure the fleet's own overhead per round: wall time minus the slowest client's train time."""
     try:
         counts = [int(v) for v in _csv(node_counts, "--nodes")]
@@ -252,10 +255,14 @@ def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep,
     for e in engine_list:
         if e not in ("deployment", "simulation"):
             raise click.UsageError(f"--engines: expected deployment and/or simulation, got {e!r}")
+    run_list = _csv(runs, "--runs")
+    for r in run_list:
+        if r not in overhead.MODES:
+            raise click.UsageError(f"--runs: expected some of {', '.join(overhead.MODES)}, got {r!r}")
     try:
         if compare_flower:
             rows = overhead.compare_flower(counts, rounds, samples, local.state_dir(state_path), Path(results_base),
-                                           sleep=sleep, echo=_console(as_json).print)
+                                           sleep=sleep, echo=_console(as_json).print, modes=tuple(run_list))
         else:
             rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
                                     Path(results_base), echo=_console(as_json).print)

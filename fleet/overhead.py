@@ -283,13 +283,15 @@ def _message_waits(state: local.FleetState, clients: list[list[dict[str, float]]
 
 
 def compare_flower(node_counts: list[int], rounds: int, samples: int, state: Path, results_base: Path,
-                   sleep: float = 0.5, echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Flower's floor, ecufl cold, ecufl warm: back to back per fleet size, each on a fresh fleet."""
+                   sleep: float = 0.5, echo: Callable[[str], None] | None = None,
+                   modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
+    """Flower's floor, ecufl cold, ecufl warm (or some of them): back to back per fleet size, each on
+    a fresh fleet."""
     folder = state.parent / (state.name + "-overhead")
     top = new_run_folder(results_base.resolve(), "overhead-compare")
     out = []
     for n in node_counts:
-        for mode in MODES:
+        for mode in [m for m in MODES if m in modes]:
             if echo:
                 echo(f"[bold]{n} nodes: {'bare Flower app, sleeping clients' if mode == 'flower' else 'ecufl ' + mode}[/]")
             local.down(folder)
