@@ -200,6 +200,8 @@ def opendbc_path(name: str = FORD_DBC) -> Path:
 
 def load_dbc(path: str | os.PathLike):
     """cantools' database of ``path`` (strict=False: opendbc's DBCs overlap signals), or BusError."""
+    if not Path(path).is_file():
+        raise BusError(f"{path}: cannot read (no such file)")
     if cantools is None:
         raise BusError("cantools is not installed: pip install 'ecufl[can]'")
     try:
