@@ -400,3 +400,22 @@ def test_a_saved_autoencoder_scores_the_same_and_refuses_other_features(bus, sho
         main(["can", "score", str(tmp_path / "t.csv"), "--model", str(tmp_path / "attacks.json")])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "attacks.json: not an ecufl weight file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_arbitration_serialises_the_bus_lowest_id_first_and_overwrites_mailboxes(bus):
+    from ecufl.can.generate import arbitrate, frame_bits
+
+    # three frames ready together: lowest ID first, back to back; then the bus is idle again
+    f = Frames.from_bytes([0.0, 0.0, 0.0, 1.0], [0x300, 0x100, 0x200, 0x300], [8, 8, 8, 2], np.zeros((4, 8)))
+    g = arbitrate(f, 500_000)
+    assert list(g.id) == [0x100, 0x200, 0x300, 0x300]
+    assert np.allclose(g.t, [0, 111 / 5e5, 222 / 5e5, 1.0]) and g.meta["delayed"] == 2
+    # a frame pending when its ID's next one is queued is overwritten by it
+    f = Frames.from_bytes([0.0, 1e-5, 2e-5, 3e-5], [0x001, 0x400, 0x400, 0x002], [8, 8, 8, 8], np.arange(32).reshape(4, 8))
+    g = arbitrate(f, 500_000)
+    assert list(g.id) == [0x001, 0x002, 0x400] and g.meta["overwritten"] == 1 and g.data[2][0] == 16
+    # a DoS trace: nothing overlaps on the wire, labels travel with their frames
+    h = attacks.trace(bus, 5, 0, 30.0, ("dos",), arbitration=True)
+    end = h.t[:-1] + frame_bits(h.dlc[:-1]) / bus.bitrate
+    assert np.all(h.t[1:] >= end - 1e-12) and h.meta["overwritten"] > 0
+    assert np.all(h.id[h.label == FAMILIES.index("dos")] == 0)

@@ -33,7 +33,7 @@ import numpy as np
 from . import codec
 from .bus import Bus
 from .codec import EASY, FAMILIES, STEALTHY, Frames
-from .generate import Vehicle
+from .generate import Vehicle, arbitrate
 
 DOS_GAP, FUZZ_GAP, SPOOF_GAP = 0.3e-3, 0.5e-3, 1e-3
 
@@ -180,8 +180,11 @@ def _inject(t: np.ndarray, ids: np.ndarray, words: np.ndarray, lab: np.uint8) ->
     return Frames(t.astype(np.float64), ids, np.full(n, 8, np.uint8), words, np.full(n, lab, np.uint8))
 
 
-def trace(bus: Bus, seed: int, trace_no: int, seconds: float, families: tuple[str, ...]) -> Frames:
-    """Drive ``trace_no`` of vehicle ``seed`` (``seconds`` long) with ``families`` planned on it."""
+def trace(bus: Bus, seed: int, trace_no: int, seconds: float, families: tuple[str, ...],
+          arbitration: bool = False) -> Frames:
+    """Drive ``trace_no`` of vehicle ``seed`` (``seconds`` long) with ``families`` planned on it;
+    with ``arbitration`` the result is sent through one bus (generate.arbitrate)."""
     frames = Vehicle(bus, seed).traffic(seconds, trace_no)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(trace_no), 0xA77AC])))
-    return apply(frames, bus, plan(bus, seconds, families, rng), rng)
+    out = apply(frames, bus, plan(bus, seconds, families, rng), rng)
+    return arbitrate(out, bus.bitrate) if arbitration else out

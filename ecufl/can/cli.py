@@ -110,13 +110,17 @@ def bus_cmd(dbc, out, bitrate, assume_period):
 @click.option("--trace", default=0, show_default=True, type=int, help="Drive number of this vehicle (its own drive cycle).")
 @click.option("--format", "fmt", type=click.Choice(["both", "candump", "hcrl"]), default="both", show_default=True,
               help="traffic.log (candump -l), traffic.csv (HCRL CSV, with T/R flags), or both.")
+@click.option("--arbitration", is_flag=True,
+              help="Send the frames through one bus: busy bus delays, lowest ID wins, a pending frame is "
+                   "overwritten by its ID's next (a Python loop: about 0.5 s per minute of traffic).")
 @BUS_OPTION
-def generate(seed, seconds, out, attack_spec, trace, fmt, bus_path):
+def generate(seed, seconds, out, attack_spec, trace, fmt, arbitration, bus_path):
     """Generate a vehicle's traffic (and attacks) as log files plus attacks.json (the labels).
 
     \b
     ecufl can generate --seed 1 --seconds 30 --out can-normal
     ecufl can generate --seed 2 --seconds 60 --attacks stealthy --format hcrl --out can-stealthy
+    ecufl can generate --seed 3 --seconds 20 --attacks dos --arbitration --out can-arbitrated
     """
     _seed(seed)
     _positive(seconds, "--seconds")
@@ -127,7 +131,7 @@ def generate(seed, seconds, out, attack_spec, trace, fmt, bus_path):
     b = _bus(bus_path)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    frames = attacks.trace(b, seed, trace, seconds, fams)
+    frames = attacks.trace(b, seed, trace, seconds, fams, arbitration=arbitration)
     gen_s, gen_cpu = time.perf_counter() - t0, time.process_time() - c0
     outdir = Path(out)
     try:
@@ -150,6 +154,10 @@ def generate(seed, seconds, out, attack_spec, trace, fmt, bus_path):
         console.print(f"{sum(planned.values())} attacks: " + ", ".join(
             f"{fam} x{planned[fam]} ({labels[FAMILIES.index(fam)]:,} frames)" if fam != "suspension"
             else f"suspension x{planned[fam]} (frames removed)" for fam in FAMILIES if fam in planned))
+    if arbitration:
+        m = frames.meta
+        console.print(f"arbitration at {b.bitrate:,} bit/s: {m['delayed']:,} frames delayed (at most "
+                      f"{m['max_delay'] * 1000:.2f} ms), {m['overwritten']:,} overwritten")
     console.print("wrote " + ", ".join(str(p) for p in [*written, outdir / "attacks.json"]))
 
 
