@@ -112,7 +112,7 @@ def bus_cmd(dbc, out, bitrate, assume_period):
               help="traffic.log (candump -l), traffic.csv (HCRL CSV, with T/R flags), or both.")
 @click.option("--arbitration", is_flag=True,
               help="Send the frames through one bus: busy bus delays, lowest ID wins, a pending frame is "
-                   "overwritten by its ID's next (a Python loop: about 0.5 s per minute of traffic).")
+                   "overwritten by its ID's next (a Python loop: 0.2-0.5 s per minute of traffic).")
 @BUS_OPTION
 def generate(seed, seconds, out, attack_spec, trace, fmt, arbitration, bus_path):
     """Generate a vehicle's traffic (and attacks) as log files plus attacks.json (the labels).

@@ -215,7 +215,7 @@ def arbitrate(frames: Frames, bitrate: int = 500_000) -> Frames:
     the pending frame with the lowest ID wins (non-preemptive); a frame still pending when its ECU
     queues the next frame of the same ID is overwritten (one mailbox per ID; the newer payload
     goes out, counted in ``meta["overwritten"]``). Stuff bits are not counted. Times become the
-    start of transmission. A Python loop over the frames that find the bus busy (about 2 s per
+    start of transmission. A Python loop over the frames (0.2-0.5 s per
     minute of the Ford bus here)."""
     n = len(frames)
     dur = frame_bits(frames.dlc, frames.id >= 0x800) / float(bitrate)
