@@ -99,7 +99,8 @@ def shard_sizes_for(config: ConfigRecord | dict) -> list[int] | None:
     if key not in _SHARD_CACHE:
         from ecufl import data as mnist
 
-        _SHARD_CACHE[key] = shard_sizes(mnist.load("train").labels, *key)
+        d = mnist.locate()  # the labels only: the images (47 MB) are not needed to cut the shards
+        _SHARD_CACHE[key] = shard_sizes(mnist.read_labels(mnist._find(d, mnist.FILES[("train", "labels")])), *key)
     return _SHARD_CACHE[key]
 
 
