@@ -64,12 +64,29 @@ PULL_BACKOFF = (0.02, 0.5)
 
 
 
+MESSAGE_WAIT = 60.0  # seconds a forked ClientApp waits for its SuperNode to store the message
+
+
+def _pull_messages(client: RuntimeHttpClient):
+    """PullMessages until the SuperNode has stored the task's message. The SuperNode makes the
+    task before it stores the message (``start_client_internal._pull_and_store_message``); a
+    forked ClientApp can ask in between and get an empty answer, which changes nothing there."""
+    delay, end = PULL_BACKOFF[0], time.monotonic() + MESSAGE_WAIT
+    while not (pulled := client.PullMessages(PullAppMessagesRequest())).messages_list:
+        if time.monotonic() > end:
+            raise RuntimeError(f"No messages received from Runtime API within {MESSAGE_WAIT:.0f} s")
+        time.sleep(delay)
+        delay = min(2 * delay, PULL_BACKOFF[1])
+    return pulled
+
+
 def run_clientapp(address: str, token: str, launcher_pid: int, forked_at: float = 0.0) -> None:
     """Flower's ClientApp process (``flwr.supernode.runtime.run_clientapp.run_clientapp`` of flwr
     1.42, step for step: heartbeat, pull task input and message with the token, install the FAB,
     load the ClientApp it names, call it, push the reply and the task output), with two
-    differences: the message's objects are pulled with ``PULL_BACKOFF``, and no runtime
-    dependency installation (the fleet runs with it off). The app the FAB names is found in
+    differences: the message and its objects are pulled with ``PULL_BACKOFF`` (a forked ClientApp
+    can be there before its SuperNode has stored them), and no runtime dependency installation
+    (the fleet runs with it off). The app the FAB names is found in
     ``sys.modules``, loaded by the parent."""
     start_parent_process_monitor(launcher_pid)
     client = RuntimeHttpClient.from_server_address(
@@ -98,9 +115,7 @@ def run_clientapp(address: str, token: str, launcher_pid: int, forked_at: float 
         res = client.PullTaskInput(PullTaskInputRequest())
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = res.task_id, res.run.run_id, res.context.node_id
         context, run, fab = context_from_proto(res.context), run_from_proto(res.run), fab_from_proto(res.fab)
-        pulled = client.PullMessages(PullAppMessagesRequest())
-        if not pulled.messages_list:
-            raise RuntimeError("No messages received from Runtime API")
+        pulled = _pull_messages(client)
         node, tree = Node(node_id=context.node_id), pulled.message_object_trees[0]
         message = pull_and_inflate_object_from_tree(
             tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
