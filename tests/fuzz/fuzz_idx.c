@@ -11,10 +11,12 @@
 #include "ecufl_idx.h"
 
 static char path[64];
+static void remove_file(void) { if (path[0]) unlink(path); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/ecufl-fuzz-idx-%d", (int)getpid());
+    if (!path[0] && !atexit(remove_file)) /* tmpfs when there is one: a file per input */
+        snprintf(path, sizeof path, "%s/ecufl-fuzz-idx-%d", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
     int dims = data[0] & 1 ? 3 : 1;
     FILE *f = fopen(path, "wb");
     if (!f) abort();

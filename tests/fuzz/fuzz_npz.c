@@ -9,9 +9,11 @@
 #include "ecufl_npz.h"
 
 static char path[64];
+static void remove_file(void) { if (path[0]) unlink(path); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/ecufl-fuzz-npz-%d.npz", (int)getpid());
+    if (!path[0] && !atexit(remove_file)) /* tmpfs when there is one: a file per input */
+        snprintf(path, sizeof path, "%s/ecufl-fuzz-npz-%d.npz", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
     FILE *f = fopen(path, "wb");
     if (!f) abort();
     if (size && fwrite(data, 1, size, f) != size) abort();
