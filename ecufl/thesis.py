@@ -492,7 +492,7 @@ def _claim3(rows, d) -> dict[str, Any]:
     sat_text = (f" Why accuracy improves: the output layer then sums 16 inputs instead of h, so fewer output sigmoids "
                 f"start saturated (at {max(HIDDEN)} hidden neurons {F(d, top + '.sat_init_one')} -> "
                 f"{F(d, top + '.sat_init_two')} at the initial weights) and the quadratic cost's learning slowdown "
-                f"shrinks; the gain is largest where the saturation was.") if top + ".sat_init_one" in d else ""
+                f"shrinks.") if top + ".sat_init_one" in d else ""
     cause = (f"{acc_text[0].upper()}{acc_text[1:]}; {time_text}. The extra 16-neuron layer adds h x 16 + 16 x 10 "
              f"weights and removes h x 10, a small change beside the 784 x h first layer, so time hardly moves; "
              f"it cannot make a network with more weights faster.{sat_text}")
