@@ -167,7 +167,7 @@ def test_quick_run_has_five_claims_computed_from_its_csv(quick_run):
         assert "{{" not in c["cause"], c["cause"]
         assert f"{c['id']}. {c['verdict']}" in stdout
     cells = thesis.read_csv(out / "cells.csv")
-    assert {r["experiment"] for r in cells if not r["error"]} == {"accuracy", "timing", "projection"}
+    assert {r["experiment"] for r in cells if not r["error"]} == {"init", "accuracy", "timing", "projection"}
     derived, again = thesis.analyse(cells)
     on_file = thesis.read_derived(out / "derived.csv")
     assert set(derived) == set(on_file)
