@@ -60,6 +60,8 @@ def board_config(inv: Inventory, name: str, *, insecure: bool, kernel: str | Non
         env = {
             "ECUFL_PYTHON": b.python,
             "PYTHONPATH": ":".join([f"{R}/current/lib"] + [str(p) for p in b.python_path]),
+            # the release holds exactly its manifest (remote.verify): no bytecode is written into it
+            "PYTHONDONTWRITEBYTECODE": "1",
             "PATH": f"{R}/current/bin:/usr/local/bin:/usr/bin:/bin",
             "ECUFL_DATA": str(b.data),
             "FLWR_HOME": f"{R}/run/flwr",
