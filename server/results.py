@@ -1,6 +1,6 @@
 """The results folder of one run, and the checkpoint that lets a stopped run continue.
 
-    spec.json           the run as the fleet resolved it from the scenario (written by the fleet)
+    run-config.json     the run's settings as the ServerApp resolved them (flat run-config keys)
     rounds.csv          one row per round (round 0 = the initial weights)
     clients.csv         one row per client per round: every RoundReport field + accepted/reason
     progress.jsonl      events as they happen (round start, each reply, round end, done/failed)
