@@ -52,6 +52,13 @@ from ecufl.kernels.arm.profiles import get as get_profile
 from ecufl.links import DEFAULT_LINK, get_link
 from ecufl.runconfig import RunConfig
 
+# What a board in supernode mode holds besides its training data: Flower's SuperNode, the ClientApp
+# runtime (ecufl's warm launcher and parent, or Flower's SuperExec and a ClientApp process) and one
+# ClientApp: 484 MiB peak per node measured on this host with warm nodes (`ecufl fleet overhead
+# --compare-flower --nodes 4`, 2026-12-06; cold: 551), plus the OS of a minimal Yocto image, which
+# is assumed (64 MB), not measured. A profile with less memory cannot run a supernode board.
+SUPERNODE_STACK_MB = 484
+OS_RESERVE_MB = 64
 MAX_DEPLOYMENT_NODES = 64  # each SuperNode + its SuperExec is ~260 MiB here; beyond this use simulation
 
 
@@ -162,6 +169,13 @@ class Scenario(BaseModel):
             raise ValueError(f"profiles has {len(self.profiles)} entries for nodes = {self.nodes}")
         if self.train_limit and self.train_limit < self.nodes:
             raise ValueError(f"train_limit = {self.train_limit} leaves some of the {self.nodes} nodes without data")
+        for name in dict.fromkeys(self.profiles or [self.profile]):
+            mem = get_profile(name).memory_bytes
+            if mem is not None and mem < (SUPERNODE_STACK_MB + OS_RESERVE_MB) * 2**20:
+                raise ValueError(
+                    f"profile {name!r} has {mem // 2**20} MB, but a supernode board needs about "
+                    f"{SUPERNODE_STACK_MB} MB for SuperNode + ClientApp runtime and {OS_RESERVE_MB} MB for its OS: "
+                    "it does not fit (use a 1 GB profile, or an agent board via `ecufl deploy`)")
         if self.engine == "deployment" and self.nodes > MAX_DEPLOYMENT_NODES:
             raise ValueError(f"engine = 'deployment' runs at most {MAX_DEPLOYMENT_NODES} nodes as processes "
                              "on one machine; use engine = 'simulation'")

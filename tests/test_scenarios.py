@@ -65,6 +65,7 @@ def test_kernel_alternatives_reach_the_run_config_as_written(tmp_path):
     ("nodes = 4\nrounds = 3\n[split]\nkind = \"iid\"\nalpha = 0.1\n", "split", "only for kind = 'dirichlet'"),
     ("nodes = 4\nrounds = 3\n[split]\nkind = \"dirichlet\"\nalpha = -2.0\n", "split.alpha", "greater than 0"),
     ("nodes = 100\nrounds = 3\n", "scenario", "use engine = 'simulation'"),
+    ("nodes = 4\nrounds = 3\nprofile = \"imx6-792\"\n", "scenario", "profile 'imx6-792' has 512 MB, but a supernode board"),
     ("nodes = 4\nrounds = 3\n[test_hooks]\ncorrupt = {\"1\" = \"nan\"}\n", "test_hooks", "unknown key"),
     ("rounds = 3\n", "nodes", "Field required"),
 ])
