@@ -26,7 +26,11 @@ DEB_PACKAGES := python3-venv python3-dev build-essential cmake ninja-build pkg-c
 # it conflicts with the ARM cross compiler).
 DEB_TEST_PACKAGES := gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf qemu-user libglib2.0-dev \
 	openssh-server openssh-client iproute2 libssl-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev \
-	dpkg-dev chromium clang libclang-rt-14-dev libc6-dev-i386 lib32gcc-12-dev lib32stdc++-12-dev lib32asan8 lib32ubsan1
+	dpkg-dev chromium clang libc6-dev-i386 lib32asan8 lib32ubsan1
+# ... and the ones named after the compilers' versions, so the list holds beyond Debian 12's gcc 12
+# and clang 14 (resolved once gcc and clang are installed)
+DEB_VERSIONED = libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev \
+	lib32gcc-$$(gcc -dumpversion | cut -d. -f1)-dev lib32stdc++-$$(gcc -dumpversion | cut -d. -f1)-dev
 
 .PHONY: setup setup-test system-deps system-deps-test qemu-plugin run test bench arm agent-arm clean
 
@@ -39,6 +43,7 @@ system-deps:
 
 system-deps-test:
 	@$(MAKE) --no-print-directory apt-install PKGS="$(DEB_TEST_PACKAGES)"
+	@$(MAKE) --no-print-directory apt-install PKGS="$(DEB_VERSIONED)"
 
 apt-install:
 	@missing=$$(for p in $(PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
