@@ -228,7 +228,7 @@ def inspect(file, top, bus_path):
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the results (JSON) here.")
 @click.option("--save-model", type=click.Path(dir_okay=False),
-              help="Write the trained autoencoder (ecufl weight file with its threshold) for `ecufl can score`.")
+              help="Write the trained autoencoder (ecufl weight file with its threshold) to score traces with later (ecufl can score FILE --model FILE).")
 @BUS_OPTION
 def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file, window, hidden, epochs, lr,
            batch_size, quantile, as_json, out, save_model, bus_path):
@@ -276,7 +276,7 @@ def detect(seed, test_seed, train_seconds, test_seconds, attack_spec, test_file,
 @can.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--model", required=True, type=click.Path(dir_okay=False),
-              help="Autoencoder saved by `ecufl can detect --save-model`.")
+              help="Autoencoder saved by ecufl can detect ... --save-model FILE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @BUS_OPTION
 def score(file, model, as_json, bus_path):
