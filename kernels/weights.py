@@ -86,6 +86,8 @@ def load(path: str | os.PathLike) -> tuple[Params, dict[str, Any]]:
             if k not in files:
                 raise WeightFileError(f"{path}: array {k} is missing")
     for k in names:
+        if not isinstance(files[k], np.ndarray):  # numpy hands back raw bytes for a member not named .npy
+            raise WeightFileError(f"{path}: member {k} is not an .npy array")
         if files[k].ndim != (2 if k[0] == "w" else 1):
             raise WeightFileError(f"{path}: array {k} has shape {files[k].shape}, expected {2 if k[0] == 'w' else 1} dimensions")
     try:
