@@ -106,7 +106,10 @@ def parse_idx(data: bytes, name: str, magic: int) -> np.ndarray:
         raise DataError(f"{name}: truncated: header announces {dims} = {count} bytes, file has {body}")
     if body > count:
         raise DataError(f"{name}: {body - count} trailing bytes after the {dims} array")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    try:  # a zero dimension lets huge others through the size check; numpy still refuses them
+        return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    except ValueError:
+        raise DataError(f"{name}: header dimensions {dims} do not make an array") from None
 
 
 def read_images(path: Path) -> np.ndarray:
