@@ -79,6 +79,19 @@ class TrainResult:
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident memory of this process's own address space (Linux VmHWM), bytes.
+
+    Not ``ru_maxrss``: Linux carries that across fork + exec, so a worker started by a big parent
+    (``ecufl bench`` runs each kernel in a subprocess) would report the parent's peak. VmHWM starts
+    afresh at exec. Elsewhere (no /proc) ru_maxrss is the best there is.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 

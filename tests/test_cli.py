@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,13 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_a_log(tmp_pat
     assert err.startswith("ecufl: error: RuntimeError: the registry fell over (a bug in ecufl; traceback in ")
     log = Path(err.rsplit("traceback in ", 1)[1].rstrip(")"))
     assert log.parent == tmp_path / "logs" and "Traceback (most recent call last)" in log.read_text()
+
+
+def test_peak_rss_is_the_process_own_not_its_parents():
+    """A bench worker is a subprocess of a big parent: its peak must be its own (VmHWM), not the
+    parent's carried across fork + exec (ru_maxrss does that: it read 635 MiB here for a 35 MiB child)."""
+    ballast = np.ones(60_000_000)  # 480 MB resident in this (parent) process
+    assert ballast.sum() > 0
+    out = subprocess.run([sys.executable, "-c", "from ecufl.train import peak_rss_bytes; print(peak_rss_bytes())"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert 10 * 2**20 < int(out.stdout) < 200 * 2**20, out.stdout
