@@ -36,6 +36,15 @@ come from its folder, not from the command line).
                                         to the ServerApp's working directory)
     run-dir             ""              the run folder itself ("": <results-dir>/<name>-<time>)
     resume              false           continue run-dir from its last checkpoint, with its settings
+    workload            "mnist"         mnist | can: each node a vehicle training the CAN autoencoder on its
+                                        own normal traffic (ecufl.can.fleetrun; layers F,...,F with F the
+                                        feature count, 339 for the shipped Ford bus)
+    can-train-seconds   120.0           can: seconds of normal traffic each vehicle trains on
+    can-window          0.5             can: window length in seconds (ecufl.can.features)
+    can-test-vehicles   2               can: unseen vehicles the server scores every model on
+    can-test-seconds    300.0           can: seconds of traffic with attacks per unseen vehicle (plus half
+                                        as much held-out normal traffic that sets its threshold)
+    can-baselines       true            can: the server also trains local-only and centralised models
 """
 
 from __future__ import annotations
@@ -50,7 +59,8 @@ from typing import Any
 
 from ecufl.links import DEFAULT_LINK
 
-AGGREGATORS = ("fedavg", "median", "trimmed-mean")  # ecufl.server.strategy implements them
+AGGREGATORS = ("fedavg", "median", "trimmed-mean")
+WORKLOADS = ("mnist", "can")  # ecufl.server.strategy implements them
 CONFIG_FILE = "run-config.json"  # the resolved settings, kept in the run folder (resume reads them)
 
 
@@ -88,6 +98,12 @@ class RunConfig:
     results_dir: str = "results"
     run_dir: str = ""
     resume: bool = False
+    workload: str = "mnist"
+    can_train_seconds: float = 120.0
+    can_window: float = 0.5
+    can_test_vehicles: int = 2
+    can_test_seconds: float = 300.0
+    can_baselines: bool = True
 
     # -- flat keys <-> fields ---------------------------------------------------------------------
     @classmethod
@@ -128,7 +144,17 @@ class RunConfig:
         need(self.lr > 0 and math.isfinite(self.lr), "lr", "must be a positive number")
         need(self.batch_size >= 1, "batch-size", "must be at least 1")
         need(len(self.layers) >= 2 and min(self.layers) >= 1, "layers", "need at least two positive sizes")
-        need(self.layers[0] == 784 and self.layers[-1] == 10, "layers", "must start with 784 and end with 10")
+        need(self.workload in WORKLOADS, "workload", f"must be one of {', '.join(WORKLOADS)}")
+        if self.workload == "mnist":
+            need(self.layers[0] == 784 and self.layers[-1] == 10, "layers", "must start with 784 and end with 10")
+        else:  # the feature count is checked where ecufl.can is at hand (client and server)
+            need(self.layers[0] == self.layers[-1], "layers", "an autoencoder must end with its input size")
+            need(10 <= self.can_train_seconds <= 86_400, "can-train-seconds", "must be in 10..86400")
+            need(0.05 <= self.can_window <= 60, "can-window", "must be between 0.05 and 60 seconds")
+            need(self.can_train_seconds >= 4 * self.can_window, "can-window",
+                 f"leaves fewer than 4 windows in can-train-seconds={self.can_train_seconds:g}")
+            need(1 <= self.can_test_vehicles <= 100, "can-test-vehicles", "must be in 1..100")
+            need(20 <= self.can_test_seconds <= 86_400, "can-test-seconds", "must be in 20..86400")
         need(0 <= self.seed <= 2**32 - 1, "seed", "must be in 0..2^32-1")
         need(self.alpha >= 0 and math.isfinite(self.alpha), "split-alpha", "must be 0 (IID) or positive")
         need(0 <= self.train_limit <= 60_000, "train-limit", "must be in 0..60000")
@@ -221,14 +247,17 @@ KEYS: dict[str, str] = {
     "alpha": "split-alpha", "train_limit": "train-limit", "kernels": "kernel", "profiles": "profile",
     "link": "link", "aggregator": "aggregator", "trim_fraction": "trim-fraction",
     "max_update_norm": "max-update-norm", "round_timeout": "round-timeout", "connect_timeout": "connect-timeout",
-    "results_dir": "results-dir", "run_dir": "run-dir", "resume": "resume",
+    "results_dir": "results-dir", "run_dir": "run-dir", "resume": "resume", "workload": "workload",
+    "can_train_seconds": "can-train-seconds", "can_window": "can-window", "can_test_vehicles": "can-test-vehicles",
+    "can_test_seconds": "can-test-seconds", "can_baselines": "can-baselines",
 }
 _PARSE: dict[str, Any] = {
     "name": str, "rounds": _int, "nodes": _int, "fraction": _float, "local_epochs": _int, "lr": _float,
     "batch_size": _int, "layers": _layers, "seed": _int, "alpha": _float, "train_limit": _int,
     "kernels": _list, "profiles": _list, "link": str, "aggregator": str, "trim_fraction": _float,
     "max_update_norm": _float, "round_timeout": _float, "connect_timeout": _float,
-    "results_dir": str, "run_dir": str, "resume": _bool,
+    "results_dir": str, "run_dir": str, "resume": _bool, "workload": str, "can_train_seconds": _float,
+    "can_window": _float, "can_test_vehicles": _int, "can_test_seconds": _float, "can_baselines": _bool,
 }
 
 
