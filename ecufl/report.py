@@ -23,7 +23,7 @@ import csv
 import html
 import io
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -306,8 +306,10 @@ def build(folder: Path, bench: dict | None = None) -> Path:
         rejected = [[r["round"], r["node_id"], r["partition_id"], r["kernel"], r["reject_reason"]]
                     for r in run["clients"] if r.get("accepted") != "1"]
         if rejected:
-            sections.append("<h3>Rejected or failed replies</h3>"
-                            + _html_table(["round", "node", "partition", "kernel", "reason"], rejected))
+            per_node = Counter(r[1] for r in rejected)
+            sections.append("<h3>Rejected or failed replies</h3><p>per node: "
+                            + html.escape(", ".join(f"node {n}: {c}" for n, c in sorted(per_node.items())))
+                            + "</p>" + _html_table(["round", "node", "partition", "kernel", "reason"], rejected))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"
              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;"
              "text-align:right;font-size:13px}th{background:#eee}img{max-width:100%}")

@@ -165,7 +165,9 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
                  len(replies), accuracy, wall)
     if accuracy is None:  # resumed after the last round: nothing left to train
         _, accuracy, _ = evaluate_global(params, test)
-    summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": engine}
+    summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": engine,
+               # node id -> replies refused over the run (this process's rounds; clients.csv has each one)
+               "rejected_replies": {str(n): c for n, c in sorted(strategy.rejection_counts().items())}}
     results.final(params, spec.identity(), summary)
     return summary
 

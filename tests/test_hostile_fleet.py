@@ -74,4 +74,8 @@ def test_hostile_ecu_changes_nothing(fleet, tmp_path):
     acc_a = float(rows(attacked / "rounds.csv")[-1]["test_accuracy"])
     acc_w = float(rows(without / "rounds.csv")[-1]["test_accuracy"])
     assert acc_a == acc_w and acc_a > float(rows(attacked / "rounds.csv")[0]["test_accuracy"]) + 0.2
-    assert json.loads((attacked / "summary.json").read_text())["rounds"] == len(ATTACKS)
+    summary = json.loads((attacked / "summary.json").read_text())
+    assert summary["rounds"] == len(ATTACKS)
+    # the count per node: only the hostile node, once per attack
+    assert summary["rejected_replies"] == {clients[0]["node_id"]: len(ATTACKS)}, summary["rejected_replies"]
+    assert {c["node_id"] for c in clients} == {clients[0]["node_id"]}

@@ -75,6 +75,7 @@ def test_report_html_is_self_contained(results_dir):
         assert title in doc
     assert "numpy:float64" in doc and "numpy:float32" in doc  # "numpy" runs in float64 by default
     assert "NaN/Inf in w1" in doc  # the rejected reply of round 2 is listed
+    assert "per node: node 102: 1</p>" in doc  # and counted for its node
 
 
 def test_per_kernel_figures(results_dir):
