@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 from cffi import FFI
 
-from .base import EvalResult, Kernel
+from .base import EvalResult, Kernel, check_data, inputs_as
 from .params import Params
 from .prune import PrunableKernel
 
@@ -52,6 +52,11 @@ int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *lab
 long ecufl_net_weight_bytes(const ecufl_net *net);
 const char *ecufl_net_describe(const ecufl_net *net);
 
+/* optional: any data (issue 17) */
+int ecufl_net_train_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int n, double lr, int batch_size);
+int ecufl_net_evaluate_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                           int n, double *loss, int *correct);
 /* optional: pruning */
 int ecufl_net_set_mask(ecufl_net *net, int layer, const uint8_t *mask, int block);
 /* optional: quantised training */
@@ -59,7 +64,7 @@ long ecufl_net_master_bytes(const ecufl_net *net);
 int ecufl_net_get_quantised(ecufl_net *net, int layer, int8_t *wq, float *maxabs);
 int ecufl_net_forward_trace(ecufl_net *net, const uint8_t *images, int n, uint8_t *const *acts, int32_t *z);
 """
-OPTIONAL = ("ecufl_net_set_mask", "ecufl_net_master_bytes", "ecufl_net_get_quantised", "ecufl_net_forward_trace")
+OPTIONAL = ("ecufl_net_train_f32", "ecufl_net_evaluate_f32", "ecufl_net_set_mask", "ecufl_net_master_bytes", "ecufl_net_get_quantised", "ecufl_net_forward_trace")
 
 ffi = FFI()
 ffi.cdef(CDEF)
@@ -108,6 +113,25 @@ def _mnist(images, labels, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 2 or images.shape[1] != n_in or len(labels) != len(images):
         raise ValueError(f"images must be (N, {n_in}) uint8 with N labels, got {images.shape} and {labels.shape}")
     return images, labels
+
+
+def is_mnist(images, labels) -> bool:
+    """uint8 pixels with class labels: the ABI's core calls (``ecufl_net_train``), MNIST's path."""
+    return np.asarray(images).dtype == np.uint8 and np.ndim(labels) == 1
+
+
+def _any_data(sizes: list[int], images, labels) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(inputs, targets, labels) for the *_f32 calls: float32 inputs (uint8 pixels p as p / 255 in
+    float32, base.inputs_as), float32 targets (N, n_out) or uint8 class labels (N,)."""
+    check_data(sizes, images, labels)
+    inputs = np.ascontiguousarray(inputs_as(np.asarray(images), np.float32))
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return inputs, np.ascontiguousarray(labels, dtype=np.float32), None
+    if len(labels) and (labels.min() < 0 or labels.max() >= sizes[-1]):
+        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+        raise ValueError(f"label {bad} is not a class of the network's {sizes[-1]} outputs")
+    return inputs, None, np.ascontiguousarray(labels, dtype=np.uint8)
 
 
 class NativeNet:
@@ -164,17 +188,37 @@ class NativeNet:
     def init_params(self, seed: int, scaled: bool = False) -> None:
         self._check(self.lib.ecufl_net_init_params(self.net, int(seed), int(bool(scaled))))
 
+    def _f32(self, images, labels) -> tuple[Any, Any, Any, int]:
+        """The *_f32 calls' data pointers (and the arrays, kept alive by the caller)."""
+        inputs, targets, classes = _any_data(self.sizes, images, labels)
+        keep = (inputs, targets, classes)
+        ptrs = (ffi.from_buffer("float[]", inputs),
+                ffi.NULL if targets is None else ffi.from_buffer("float[]", targets),
+                ffi.NULL if classes is None else ffi.from_buffer("uint8_t[]", classes))
+        return keep, ptrs, len(inputs)
+
     def train(self, images, labels, order, lr: float, batch_size: int) -> None:
-        images, labels = _mnist(images, labels, self.sizes[0])
         order = np.ascontiguousarray(order, dtype=np.int32)
+        if not is_mnist(images, labels):  # any data: float inputs and/or real-valued targets
+            keep, (x, y, c), n = self._f32(images, labels)
+            self._check(self._optional("ecufl_net_train_f32")(
+                self.net, x, y, c, n, ffi.from_buffer("int32_t[]", order), len(order), float(lr), int(batch_size)))
+            return
+        check_data(self.sizes, images, labels)
+        images, labels = _mnist(images, labels, self.sizes[0])
         self._check(self.lib.ecufl_net_train(
             self.net, ffi.from_buffer("uint8_t[]", images), ffi.from_buffer("uint8_t[]", labels),
             len(images), ffi.from_buffer("int32_t[]", order), len(order), float(lr), int(batch_size)))
 
     def evaluate(self, images, labels) -> tuple[float, int]:
-        images, labels = _mnist(images, labels, self.sizes[0])
         loss = ffi.new("double *")
         correct = ffi.new("int *")
+        if not is_mnist(images, labels):
+            keep, (x, y, c), n = self._f32(images, labels)
+            self._check(self._optional("ecufl_net_evaluate_f32")(self.net, x, y, c, n, loss, correct))
+            return float(loss[0]), int(correct[0])
+        check_data(self.sizes, images, labels)
+        images, labels = _mnist(images, labels, self.sizes[0])
         self._check(self.lib.ecufl_net_evaluate(
             self.net, ffi.from_buffer("uint8_t[]", images), ffi.from_buffer("uint8_t[]", labels),
             len(labels), loss, correct))

@@ -36,7 +36,8 @@ struct ecufl_net {
     int32_t *nz_index;
     float *nz_value;
     int *nz_start;   /* max_batch + 1 */
-    const uint8_t **sample_pixels; /* max_batch: each sample's image row */
+    const uint8_t **sample_pixels; /* max_batch: each sample's image row (uint8 data) ... */
+    const float **sample_inputs;   /* ... or its input row (float data) */
     /* ... and by pixel (by-pixel first-layer steps): bit s of pixel i's words is set when pixel i
      * of sample s is nonzero */
     hdrnn_bits *pixel_samples; /* sizes[0] x ceil(max_batch / HDRNN_WORD_BITS) */
@@ -50,13 +51,22 @@ struct ecufl_net {
     char info[512];  /* ecufl_net_describe's JSON, written at create */
 };
 
+/* The samples of a train/evaluate call: uint8 pixels (p / 255) or float inputs as they are, class
+ * labels (one-hot) or real-valued targets (ecufl_net_train_f32); exactly one of each pair is set. */
+typedef struct {
+    const uint8_t *images; /* (n, sizes[0]) pixels, or NULL */
+    const float *inputs;   /* (n, sizes[0]) inputs in [0, 1], or NULL */
+    const uint8_t *labels; /* (n) class indices, or NULL */
+    const float *targets;  /* (n, sizes[-1]) targets, or NULL */
+} hdrnn_data;
+
 /* Provided by the path ------------------------------------------------------------------------ */
 extern const char hdrnn_path_name[];      /* "plain", "avx2", "neon", "sse2", "scalar" */
 extern const int hdrnn_path_transposed;   /* 1: w[l] is (n_in, ld[l+1]); 0: (n_out, n_in) */
 extern const int hdrnn_path_vector_width; /* ld[l] of hidden/output layers is a multiple of it */
-/* Activations of every layer for m samples, sample s being images row (rows ? rows[s] : first+s). */
-void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m);
+/* Activations of every layer for m samples, sample s being data row (rows ? rows[s] : first+s). */
+void hdrnn_forward(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int first, int m);
 /* After hdrnn_forward on the same samples: backpropagate and apply w -= step * sum(grad). */
-void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step);
+void hdrnn_backward_update(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int m, float step);
 
 #endif

@@ -53,6 +53,7 @@ static void lay_out(ecufl_net *net, arena *a) {
     net->nz_value = take(a, (size_t)B * n0 * sizeof(float));
     net->nz_start = take(a, (size_t)(B + 1) * sizeof(int));
     net->sample_pixels = take(a, (size_t)B * sizeof *net->sample_pixels);
+    net->sample_inputs = take(a, (size_t)B * sizeof *net->sample_inputs);
     net->pixel_samples = take(a, (size_t)n0 * ((B + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof(hdrnn_bits));
     net->pixels_any = take(a, (size_t)((n0 + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof(hdrnn_bits));
     net->by_pixel_sample = take(a, (size_t)B * sizeof(int32_t));
@@ -166,15 +167,27 @@ int ecufl_net_init_params(ecufl_net *net, uint32_t seed, int scaled) {
     return rc;
 }
 
-static int check_data(ecufl_net *net, const uint8_t *labels, int n_labels) {
-    int n_out = net->sizes[net->n_layers];
-    for (int k = 0; k < n_labels; k++)
-        if (labels[k] >= n_out) return fail(net, "label %d at index %d is not below %d", labels[k], k, n_out);
+/* The data's labels are below the outputs; float inputs and targets of the rows used are finite. */
+static int check_data(ecufl_net *net, const hdrnn_data *d, const int32_t *order, int n_rows, int n) {
+    int n0 = net->sizes[0], n_out = net->sizes[net->n_layers];
+    if (d->labels) {
+        for (int k = 0; k < n_rows; k++)
+            if (d->labels[k] >= n_out) return fail(net, "label %d at index %d is not below %d", d->labels[k], k, n_out);
+    }
+    for (int k = 0; k < n && (d->inputs || d->targets); k++) {
+        size_t row = (size_t)(order ? order[k] : k);
+        if (d->inputs)
+            for (int i = 0; i < n0; i++)
+                if (!isfinite(d->inputs[row * n0 + i])) return fail(net, "input %d of sample %zu is not finite", i, row);
+        if (d->targets)
+            for (int j = 0; j < n_out; j++)
+                if (!isfinite(d->targets[row * n_out + j])) return fail(net, "target %d of sample %zu is not finite", j, row);
+    }
     return 0;
 }
 
-int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
-                    const int32_t *order, int n, double lr, int batch_size) {
+static int train(ecufl_net *net, const hdrnn_data *d, int n_images, const int32_t *order, int n, double lr,
+                 int batch_size) {
     if (!(lr > 0 && isfinite(lr))) return fail(net, "lr must be a positive finite number, got %g", lr);
     if (batch_size < 1 || batch_size > net->max_batch)
         return fail(net, "batch_size %d is outside 1..%d (the net's max_batch)", batch_size, net->max_batch);
@@ -182,40 +195,76 @@ int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels
     for (int k = 0; k < n; k++)
         if (order[k] < 0 || order[k] >= n_images)
             return fail(net, "order[%d] = %d is outside 0..%d", k, order[k], n_images - 1);
-    if (check_data(net, labels, n_images)) return -1;
+    if (check_data(net, d, order, n_images, n)) return -1;
     for (int k = 0; k < n; k += batch_size) {
         int m = n - k < batch_size ? n - k : batch_size;
         float step = (float)(lr / m); /* lr/m of *this* mini-batch, rounded once (as numpy) */
-        hdrnn_forward(net, images, order + k, 0, m);
-        hdrnn_backward_update(net, labels, order + k, m, step);
+        hdrnn_forward(net, d, order + k, 0, m);
+        hdrnn_backward_update(net, d, order + k, m, step);
     }
     return 0;
 }
 
-int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n,
-                       double *loss, int *correct) {
+static int evaluate(ecufl_net *net, const hdrnn_data *d, int n, double *loss, int *correct) {
     if (n < 0) return fail(net, "negative sample count");
-    if (check_data(net, labels, n)) return -1;
+    if (check_data(net, d, NULL, n, n)) return -1;
     int L = net->n_layers, n_out = net->sizes[L], ld = net->ld[L];
     double sum = 0.0;
     int hits = 0;
     for (int k = 0; k < n; k += net->max_batch) {
         int m = n - k < net->max_batch ? n - k : net->max_batch;
-        hdrnn_forward(net, images, NULL, k, m);
+        hdrnn_forward(net, d, NULL, k, m);
         for (int s = 0; s < m; s++) {
             const float *a = net->act[L] + (size_t)s * ld;
+            if (d->targets) { /* real-valued targets: correct when every output is within 0.5 */
+                const float *y = d->targets + (size_t)(k + s) * n_out;
+                int near = 1;
+                for (int j = 0; j < n_out; j++) {
+                    float e = a[j] - y[j];
+                    sum += (double)(e * e);
+                    near &= fabsf(e) < 0.5f;
+                }
+                hits += near;
+                continue;
+            }
             int best = 0;
             for (int j = 0; j < n_out; j++) {
-                float d = a[j] - (j == labels[k + s] ? 1.0f : 0.0f);
-                sum += (double)(d * d); /* float32 square, float64 sum: as the reference */
+                float e = a[j] - (j == d->labels[k + s] ? 1.0f : 0.0f);
+                sum += (double)(e * e); /* float32 square, float64 sum: as the reference */
                 if (a[j] > a[best]) best = j;
             }
-            hits += best == labels[k + s];
+            hits += best == d->labels[k + s];
         }
     }
     *loss = n ? 0.5 * sum / n : 0.0;
     *correct = hits;
     return 0;
+}
+
+int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
+                    const int32_t *order, int n, double lr, int batch_size) {
+    hdrnn_data d = {images, NULL, labels, NULL};
+    return train(net, &d, n_images, order, n, lr, batch_size);
+}
+
+int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n,
+                       double *loss, int *correct) {
+    hdrnn_data d = {images, NULL, labels, NULL};
+    return evaluate(net, &d, n, loss, correct);
+}
+
+int ecufl_net_train_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int n, double lr, int batch_size) {
+    if (!inputs || (!targets && !labels)) return fail(net, "no inputs, or neither targets nor labels");
+    hdrnn_data d = {NULL, inputs, targets ? NULL : labels, targets};
+    return train(net, &d, n_samples, order, n, lr, batch_size);
+}
+
+int ecufl_net_evaluate_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                           int n, double *loss, int *correct) {
+    if (!inputs || (!targets && !labels)) return fail(net, "no inputs, or neither targets nor labels");
+    hdrnn_data d = {NULL, inputs, targets ? NULL : labels, targets};
+    return evaluate(net, &d, n, loss, correct);
 }
 
 long ecufl_net_weight_bytes(const ecufl_net *net) {

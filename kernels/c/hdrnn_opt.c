@@ -253,13 +253,46 @@ static int nonzero_pixels(const uint8_t *pixels, int n, int32_t *index, float *v
     return nnz;
 }
 
-void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m) {
+/* The same for a row of float inputs (any data, ecufl_net_train_f32): the nonzero values as they
+ * are, a word of inputs at a time; zero inputs are skipped exactly as zero pixels are. */
+static int nonzero_inputs(const float *x, int n, int32_t *index, float *value, hdrnn_bits *pixels_any,
+                          hdrnn_bits *pixel_samples, int words, hdrnn_bits sample_bit) {
+    int nnz = 0;
+    for (int i = 0; i < n; i += HDRNN_WORD_BITS) {
+        int len = n - i < HDRNN_WORD_BITS ? n - i : HDRNN_WORD_BITS;
+        hdrnn_bits mask = 0;
+        for (int k = 0; k < len; k++) mask |= (hdrnn_bits)(x[i + k] != 0.0f) << k;
+        pixels_any[i / HDRNN_WORD_BITS] |= mask;
+        while (mask) {
+            int k = i + lowest_bit(mask);
+            mask &= mask - 1;
+            index[nnz] = k;
+            value[nnz] = x[k];
+            if (pixel_samples) pixel_samples[(size_t)k * words] |= sample_bit;
+            nnz++;
+        }
+    }
+    return nnz;
+}
+
+void hdrnn_forward(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int first, int m) {
+    const uint8_t *images = data->images;
     int n0 = net->sizes[0], nnz = 0, words = (m + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS;
     hdrnn_bits *pixel_samples = steps_by_sample(net) ? NULL : net->pixel_samples;
     memset(net->pixels_any, 0, (size_t)((n0 + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS) * sizeof *net->pixels_any);
     if (pixel_samples) memset(pixel_samples, 0, (size_t)n0 * words * sizeof *pixel_samples);
 #define IMAGE(s) (images + (size_t)(rows ? rows[s] : first + (s)) * n0)
     enum { AHEAD = 2 }; /* images requested ahead of the scan */
+    if (!images) { /* float inputs: the nonzero inputs of each sample, as they are */
+        for (int s = 0; s < m; s++) {
+            const float *x = data->inputs + (size_t)(rows ? rows[s] : first + s) * n0;
+            net->sample_inputs[s] = x;
+            net->nz_start[s] = nnz;
+            nnz += nonzero_inputs(x, n0, net->nz_index + nnz, net->nz_value + nnz, net->pixels_any,
+                                  pixel_samples ? pixel_samples + s / HDRNN_WORD_BITS : NULL, words,
+                                  (hdrnn_bits)1 << (s % HDRNN_WORD_BITS));
+        }
+    } else {
     for (int s = 0; s < AHEAD && s < m; s++) prefetch_bytes(IMAGE(s), n0);
     for (int s = 0; s < m; s++) { /* the nonzero pixels of each sample, as p / 255 */
         const uint8_t *pixels = IMAGE(s);
@@ -269,6 +302,7 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
         nnz += nonzero_pixels(pixels, n0, net->nz_index + nnz, net->nz_value + nnz, net->pixels_any,
                               pixel_samples ? pixel_samples + s / HDRNN_WORD_BITS : NULL, words,
                               (hdrnn_bits)1 << (s % HDRNN_WORD_BITS));
+    }
     }
     net->nz_start[m] = nnz;
     for (int s = 0; s < m; s++) {
@@ -287,7 +321,7 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
 #undef IMAGE
 }
 
-static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, float step) {
+static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, float step, int float_inputs) {
     int ld = net->ld[1], words = (m + HDRNN_WORD_BITS - 1) / HDRNN_WORD_BITS;
     int32_t *sample = net->by_pixel_sample;
     float *value = net->by_pixel_value;
@@ -297,7 +331,7 @@ static void first_layer_step_by_pixel(ecufl_net *net, const float *d, int m, flo
             for (hdrnn_bits bits = net->pixel_samples[(size_t)i * words + w]; bits; bits &= bits - 1) {
                 int s = w * HDRNN_WORD_BITS + lowest_bit(bits);
                 sample[count] = s;
-                value[count++] = pixel_value[net->sample_pixels[s][i]];
+                value[count++] = float_inputs ? net->sample_inputs[s][i] : pixel_value[net->sample_pixels[s][i]];
             }
         if (count) /* else pixel zero in every sample: its gradient is 0 */
             sum_rows(net->w[0] + (size_t)i * ld, ld, d, ld, sample, value, 1, count, 1, step, 0);
@@ -321,15 +355,20 @@ static void first_layer_step_by_sample(ecufl_net *net, const float *d, int m, fl
         }
 }
 
-void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step) {
+void hdrnn_backward_update(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int m, float step) {
     int L = net->n_layers;
     { /* BP1 */
         int n_out = net->sizes[L], ld = net->ld[L];
         for (int s = 0; s < m; s++) {
             const float *a = net->act[L] + (size_t)s * ld;
             float *d = net->delta[L - 1] + (size_t)s * ld;
+            if (data->targets) { /* real-valued targets */
+                const float *y = data->targets + (size_t)rows[s] * n_out;
+                for (int j = 0; j < n_out; j++) d[j] = (a[j] - y[j]) * a[j] * (1.0f - a[j]);
+                continue;
+            }
             for (int j = 0; j < n_out; j++) {
-                float y = j == labels[rows[s]] ? 1.0f : 0.0f;
+                float y = j == data->labels[rows[s]] ? 1.0f : 0.0f;
                 d[j] = (a[j] - y) * a[j] * (1.0f - a[j]);
             }
         }
@@ -357,7 +396,7 @@ void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t 
             if (steps_by_sample(net))
                 first_layer_step_by_sample(net, d, m, step);
             else
-                first_layer_step_by_pixel(net, d, m, step);
+                first_layer_step_by_pixel(net, d, m, step, data->images == NULL);
         } else {
             int ld_in = net->ld[l];
             for (int i = 0; i < net->sizes[l]; i++)

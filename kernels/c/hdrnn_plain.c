@@ -12,12 +12,17 @@ const int hdrnn_path_vector_width = 1;
 
 static float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
 
-void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, int first, int m) {
+void hdrnn_forward(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int first, int m) {
     int n0 = net->sizes[0];
     for (int s = 0; s < m; s++) {
-        const uint8_t *pixels = images + (size_t)(rows ? rows[s] : first + s) * n0;
+        size_t row = (size_t)(rows ? rows[s] : first + s);
         float *x = net->act[0] + (size_t)s * n0;
-        for (int i = 0; i < n0; i++) x[i] = (float)pixels[i] / 255.0f;
+        if (data->images) { /* pixels p enter as p / 255 */
+            const uint8_t *pixels = data->images + row * n0;
+            for (int i = 0; i < n0; i++) x[i] = (float)pixels[i] / 255.0f;
+        } else { /* float inputs as they are */
+            memcpy(x, data->inputs + row * n0, (size_t)n0 * sizeof *x);
+        }
         for (int l = 0; l < net->n_layers; l++) {
             int n_in = net->sizes[l], n_out = net->sizes[l + 1];
             const float *a_in = net->act[l] + (size_t)s * n_in;
@@ -33,7 +38,7 @@ void hdrnn_forward(ecufl_net *net, const uint8_t *images, const int32_t *rows, i
     }
 }
 
-void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t *rows, int m, float step) {
+void hdrnn_backward_update(ecufl_net *net, const hdrnn_data *data, const int32_t *rows, int m, float step) {
     int L = net->n_layers;
     for (int l = 0; l < L; l++) {
         memset(net->gw[l], 0, (size_t)net->sizes[l + 1] * net->sizes[l] * sizeof(float));
@@ -44,8 +49,9 @@ void hdrnn_backward_update(ecufl_net *net, const uint8_t *labels, const int32_t 
         int n_out = net->sizes[L];
         const float *a = net->act[L] + (size_t)s * n_out;
         float *delta = net->delta[L - 1] + (size_t)s * n_out;
+        const float *target = data->targets ? data->targets + (size_t)rows[s] * n_out : NULL;
         for (int j = 0; j < n_out; j++) {
-            float y = j == labels[rows[s]] ? 1.0f : 0.0f;
+            float y = target ? target[j] : j == data->labels[rows[s]] ? 1.0f : 0.0f;
             delta[j] = (a[j] - y) * a[j] * (1.0f - a[j]);
         }
         for (int l = L - 1; l >= 0; l--) {

@@ -21,7 +21,7 @@
  *     A kernel may keep another layout inside (transposed, quantised, block-CSC); it converts here.
  *   - Data as MNIST gives it: images uint8 (n_images, sizes[0]) row-major, labels uint8 (< sizes[-1]);
  *     pixel p enters as p / 255.0f (int8: as q7, see int8/reference.py). `order` holds int32
- *     indices into images.
+ *     indices into images. Any other data (float inputs, real-valued targets): the *_f32 calls.
  *   - train(): mini-batch SGD over order[0..n-1] in consecutive slices of batch_size, the last
  *     one shorter; for a slice of m samples w -= (lr/m) * sum of gradients (network.py).
  *   - Memory (TFLite Micro's Prepare/Invoke split): create() is Prepare and allocates everything a
@@ -71,6 +71,24 @@ long ecufl_net_weight_bytes(const ecufl_net *net);
 /* A JSON object describing the build: {"kernel": ..., "path": "plain"|"avx2"|"neon"|..., ...}.
  * Owned by the net (written at create), valid until destroy. */
 const char *ecufl_net_describe(const ecufl_net *net);
+
+/* ---- optional: any data (issue 17; every library in the list above) ------------------------ */
+
+/* train / evaluate on float32 data: any network on any data (kernels/base.py's contract).
+ *   inputs   (n_samples, sizes[0]) row-major, values in [0, 1] taken as they are (no / 255);
+ *            int8: each becomes the q7 input round_half_up(127 x), clamped to 0..127.
+ *   targets  (n_samples, sizes[-1]) row-major real-valued targets in [0, 1], or NULL: then
+ *   labels   (n_samples) class indices < sizes[-1] give one-hot targets (as ecufl_net_train).
+ *            Exactly one of targets / labels is used (targets when not NULL).
+ * Same SGD as ecufl_net_train: delta_L = (a - y) a (1 - a) with the real y. uint8 pixels p given
+ * here as p / 255.0f train the same network as ecufl_net_train (float32 kernels: bit for bit).
+ * evaluate: loss = mean 0.5*||a - y||^2; correct counts argmax(a) == label with labels, or with
+ * targets every output within 0.5 of its target (max |a - y| < 0.5). Non-finite inputs or
+ * targets are an error naming the sample. Same memory rules: nothing is allocated. */
+int ecufl_net_train_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int n, double lr, int batch_size);
+int ecufl_net_evaluate_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                           int n, double *loss, int *correct);
 
 /* ---- optional: pruning (c-sparse, int8, int8-plain) ---------------------------------------- */
 

@@ -142,6 +142,27 @@ struct ecufl_net {
         return BySample(m, n0, nnz, start, index, value);
     }
 
+    // The m samples of float inputs (any data, ecufl_net_train_f32) as the same CSR matrix: the
+    // nonzero inputs as they are (zeros are skipped as zero pixels are, so p / 255 given as floats
+    // is the same matrix as the pixels p).
+    BySample input(const float *inputs, const int32_t *rows, int first, int m) {
+        const int n0 = sizes[0];
+        int *start = by_sample.start.data(), *index = by_sample.index.data();
+        float *value = by_sample.value.data();
+        int nnz = 0;
+        for (int s = 0; s < m; s++) {
+            const float *x = inputs + size_t(rows ? rows[s] : first + s) * n0;
+            start[s] = nnz;
+            for (int i = 0; i < n0; i++) {
+                index[nnz] = i;
+                value[nnz] = x[i];
+                nnz += x[i] != 0.0f;
+            }
+        }
+        start[m] = nnz;
+        return BySample(m, n0, nnz, start, index, value);
+    }
+
     // sigmoid as an Eigen array expression: vectorised exp (Eigen's polynomial, about 1 ulp) and
     // an IEEE division (divps), 8% of the epoch at 784-32-10 against libm's expf per element.
     // ARMv7 NEON has no divide instruction: Eigen's packet division there is a reciprocal
@@ -184,11 +205,18 @@ struct ecufl_net {
         }
     }
 
-    void backward_update(const BySample &x, const uint8_t *labels, const int32_t *rows, int m, float step) {
+    // targets (n, sizes[L]) real-valued, or NULL: one-hot rows of labels.
+    void backward_update(const BySample &x, const uint8_t *labels, const float *targets, const int32_t *rows, int m,
+                         float step) {
         const int L = layers();
         auto yb = y.topRows(m);
-        yb.setZero();
-        for (int s = 0; s < m; s++) yb(s, labels[rows[s]]) = 1.0f;
+        if (targets) {
+            for (int s = 0; s < m; s++)
+                yb.row(s) = Eigen::Map<const RowVec>(targets + size_t(rows[s]) * sizes[L], sizes[L]);
+        } else {
+            yb.setZero();
+            for (int s = 0; s < m; s++) yb(s, labels[rows[s]]) = 1.0f;
+        }
         auto a = act[L].topRows(m).leftCols(sizes[L]).array();
         delta[L - 1].topRows(m).leftCols(sizes[L]) = ((a - yb.array()) * a * (1.0f - a)).matrix();  // BP1
         for (int l = L - 1; l >= 1; l--) {                                                             // BP2
@@ -320,15 +348,33 @@ int ecufl_net_init_params(ecufl_net *net, uint32_t seed, int scaled) {
     return ecufl_net_set_params(net, arrays.data());
 }
 
-static int check_labels(ecufl_net *net, const uint8_t *labels, int n) {
-    const int n_out = net->sizes.back();
-    for (int k = 0; k < n; k++)
-        if (labels[k] >= n_out) return net->fail("label %d at index %d is not below %d", labels[k], k, n_out);
+// The samples of a train/evaluate call: uint8 pixels or float inputs, labels or real targets.
+struct Data {
+    const uint8_t *images;
+    const float *inputs;
+    const uint8_t *labels;
+    const float *targets;
+};
+
+// Labels below the outputs; float inputs and targets of the rows used finite.
+static int check_data(ecufl_net *net, const Data &d, const int32_t *order, int n_rows, int n) {
+    const int n0 = net->sizes[0], n_out = net->sizes.back();
+    if (d.labels)
+        for (int k = 0; k < n_rows; k++)
+            if (d.labels[k] >= n_out) return net->fail("label %d at index %d is not below %d", d.labels[k], k, n_out);
+    for (int k = 0; k < n && (d.inputs || d.targets); k++) {
+        const size_t row = size_t(order ? order[k] : k);
+        if (d.inputs)
+            for (int i = 0; i < n0; i++)
+                if (!std::isfinite(d.inputs[row * n0 + i])) return net->fail("input %d of sample %zu is not finite", i, row);
+        if (d.targets)
+            for (int j = 0; j < n_out; j++)
+                if (!std::isfinite(d.targets[row * n_out + j])) return net->fail("target %d of sample %zu is not finite", j, row);
+    }
     return 0;
 }
 
-int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
-                    const int32_t *order, int n, double lr, int batch_size) {
+static int train(ecufl_net *net, const Data &d, int n_images, const int32_t *order, int n, double lr, int batch_size) {
     if (!(lr > 0 && std::isfinite(lr))) return net->fail("lr must be a positive finite number, got %g", lr);
     if (batch_size < 1 || batch_size > net->max_batch)
         return net->fail("batch_size %d is outside 1..%d (the net's max_batch)", batch_size, net->max_batch);
@@ -336,44 +382,76 @@ int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels
     for (int k = 0; k < n; k++)
         if (order[k] < 0 || order[k] >= n_images)
             return net->fail("order[%d] = %d is outside 0..%d", k, order[k], n_images - 1);
-    if (check_labels(net, labels, n_images)) return -1;
+    if (check_data(net, d, order, n_images, n)) return -1;
     [[maybe_unused]] const NoAllocation no_allocation;
     for (int k = 0; k < n; k += batch_size) {
         const int m = n - k < batch_size ? n - k : batch_size;
         const float step = float(lr / m);
-        BySample x = net->input(images, order + k, 0, m);
+        BySample x = d.images ? net->input(d.images, order + k, 0, m) : net->input(d.inputs, order + k, 0, m);
         net->forward(x, m);
-        net->backward_update(x, labels, order + k, m, step);
+        net->backward_update(x, d.labels, d.targets, order + k, m, step);
     }
     return 0;
 }
 
-int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n,
-                       double *loss, int *correct) {
+static int evaluate(ecufl_net *net, const Data &d, int n, double *loss, int *correct) {
     if (n < 0) return net->fail("negative sample count");
-    if (check_labels(net, labels, n)) return -1;
+    if (check_data(net, d, nullptr, n, n)) return -1;
     const int L = net->layers(), n_out = net->sizes.back();
     double sum = 0.0;
     int hits = 0;
     [[maybe_unused]] const NoAllocation no_allocation;
     for (int k = 0; k < n; k += net->max_batch) {
         const int m = n - k < net->max_batch ? n - k : net->max_batch;
-        BySample x = net->input(images, nullptr, k, m);
+        BySample x = d.images ? net->input(d.images, nullptr, k, m) : net->input(d.inputs, nullptr, k, m);
         net->forward(x, m);
         for (int s = 0; s < m; s++) {
             auto a = net->act[L].row(s).head(n_out);
+            if (d.targets) {  // real-valued targets: correct when every output is within 0.5
+                const float *y = d.targets + size_t(k + s) * n_out;
+                bool near = true;
+                for (int j = 0; j < n_out; j++) {
+                    const float e = a(j) - y[j];
+                    sum += double(e * e);
+                    near = near && std::fabs(e) < 0.5f;
+                }
+                hits += near;
+                continue;
+            }
             Eigen::Index best;
             a.maxCoeff(&best);  // first largest, as np.argmax
             for (int j = 0; j < n_out; j++) {
-                const float d = a(j) - (j == labels[k + s] ? 1.0f : 0.0f);
-                sum += double(d * d);
+                const float e = a(j) - (j == d.labels[k + s] ? 1.0f : 0.0f);
+                sum += double(e * e);
             }
-            hits += int(best) == labels[k + s];
+            hits += int(best) == d.labels[k + s];
         }
     }
     *loss = n ? 0.5 * sum / n : 0.0;
     *correct = hits;
     return 0;
+}
+
+int ecufl_net_train(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n_images,
+                    const int32_t *order, int n, double lr, int batch_size) {
+    return train(net, Data{images, nullptr, labels, nullptr}, n_images, order, n, lr, batch_size);
+}
+
+int ecufl_net_evaluate(ecufl_net *net, const uint8_t *images, const uint8_t *labels, int n,
+                       double *loss, int *correct) {
+    return evaluate(net, Data{images, nullptr, labels, nullptr}, n, loss, correct);
+}
+
+int ecufl_net_train_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int n, double lr, int batch_size) {
+    if (!inputs || (!targets && !labels)) return net->fail("no inputs, or neither targets nor labels");
+    return train(net, Data{nullptr, inputs, targets ? nullptr : labels, targets}, n_samples, order, n, lr, batch_size);
+}
+
+int ecufl_net_evaluate_f32(ecufl_net *net, const float *inputs, const float *targets, const uint8_t *labels,
+                           int n, double *loss, int *correct) {
+    if (!inputs || (!targets && !labels)) return net->fail("no inputs, or neither targets nor labels");
+    return evaluate(net, Data{nullptr, inputs, targets ? nullptr : labels, targets}, n, loss, correct);
 }
 
 long ecufl_net_weight_bytes(const ecufl_net *net) {

@@ -70,6 +70,8 @@ struct ecufl_net {
     int32_t *nz_ptr, *nz_i, *c_ptr, *c_s;
     float *nz_x, *c_x;
     block_list bl;    /* layer 0 in 8-row blocks: the kept blocks at each sample's nonzero pixels */
+    float *bl_x;      /* float inputs (any data): each block-list entry's input value (bl.v unused) */
+    int float_inputs; /* the current call's data are float inputs (bl_x, not bl.v) */
     char error[256];  /* the last failure's message (ecufl_net_error) */
     char info[128];   /* ecufl_net_describe's JSON */
 };
@@ -103,7 +105,8 @@ static void free_buffers(ecufl_net *n) {
     for (int l = 0; l <= n->n_layers; l++) { free(n->act[l]); n->act[l] = NULL; }
     for (int l = 0; l < n->n_layers; l++) { free(n->delta[l]); n->delta[l] = NULL; }
     free(n->gs); free(n->zpart); n->zpart = NULL; free(n->nz_ptr); free(n->nz_i); free(n->c_ptr); free(n->c_s); free(n->nz_x); free(n->c_x);
-    free(n->bl.ptr); free(n->bl.k); free(n->bl.r); free(n->bl.v);
+    free(n->bl.ptr); free(n->bl.k); free(n->bl.r); free(n->bl.v); free(n->bl_x);
+    n->bl_x = NULL;
     n->gs = n->nz_x = n->c_x = NULL;
     n->nz_ptr = n->nz_i = n->c_ptr = n->c_s = n->bl.ptr = n->bl.k = n->bl.r = NULL;
     n->bl.v = NULL;
@@ -130,7 +133,7 @@ static int reserve(ecufl_net *n, int m) {
     if (blocked_first(n)) {  /* a block appears at most once per sample; 16 entries of slack */
         size_t entries = (size_t)cap * (n->L[0].nnz / 8) + 32;
         if (!(n->bl.ptr = zalloc(4 * ((size_t)cap + 1))) || !(n->bl.k = zalloc(4 * entries)) || !(n->bl.r = zalloc(4 * entries)) ||
-            !(n->bl.v = zalloc(entries)))
+            !(n->bl.v = zalloc(entries)) || !(n->bl_x = zalloc(4 * entries)))
             goto oom;
     }
     n->cap = cap;
@@ -329,6 +332,63 @@ static void list_pixels(ecufl_net *n, const uint8_t *images, const int32_t *idx,
     c_ptr[0] = 0;
 }
 
+/* The samples of a train/evaluate call: uint8 pixels or float inputs, labels or real targets. */
+typedef struct {
+    const uint8_t *images;  /* (n, n_in) pixels p (entering as p / 255), or NULL */
+    const float *inputs;    /* (n, n_in) float inputs as they are (ecufl_net_train_f32), or NULL */
+    const uint8_t *labels;  /* class indices (one-hot targets), or NULL */
+    const float *targets;   /* (n, n_out) real-valued targets, or NULL */
+} data_t;
+
+/* list_pixels for float inputs: the nonzero inputs by sample, as they are, then by input. */
+static void list_inputs(ecufl_net *n, const float *inputs, const int32_t *idx, int m) {
+    const int n_in = n->sizes[0];
+    int32_t cnt = 0;
+    int32_t *restrict nz_i = n->nz_i, *restrict c_ptr = n->c_ptr;
+    float *restrict nz_x = n->nz_x;
+    memset(c_ptr, 0, sizeof(int32_t) * (n_in + 1));
+    for (int s = 0; s < m; s++) {
+        const float *x = inputs + (long)(idx ? idx[s] : s) * n_in;
+        n->nz_ptr[s] = cnt;
+        for (int i = 0; i < n_in; i++) {
+            nz_i[cnt] = i;
+            nz_x[cnt] = x[i];
+            cnt += x[i] != 0.0f;
+        }
+    }
+    n->nz_ptr[m] = cnt;
+    for (int t = 0; t < cnt; t++) c_ptr[nz_i[t] + 1]++;
+    for (int i = 0; i < n_in; i++) c_ptr[i + 1] += c_ptr[i];
+    for (int s = 0; s < m; s++)
+        for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
+            int pos = c_ptr[nz_i[t]]++;
+            n->c_s[pos] = s;
+            n->c_x[pos] = nz_x[t];
+        }
+    for (int i = n_in; i > 0; i--) c_ptr[i] = c_ptr[i - 1];
+    c_ptr[0] = 0;
+}
+
+/* bl_build for float inputs: the same entries (kept blocks at each nonzero input), each entry's
+ * input value in n->bl_x (bl_emit writes up to 16 entries past the count: so does this). */
+static void bl_build_f32(ecufl_net *n, const float *inputs, const int32_t *idx, int m) {
+    const layer_t *L = &n->L[0];
+    const int n_in = n->sizes[0], narrow = n->sizes[1] <= 64;
+    block_list *bl = &n->bl;
+    int32_t cnt = 0;
+    for (int s = 0; s < m; s++) {
+        const float *x = inputs + (long)(idx ? idx[s] : s) * n_in;
+        bl->ptr[s] = cnt;
+        for (int i = 0; i < n_in; i++) {
+            if (x[i] == 0.0f) continue;
+            int32_t next = bl_emit(L->colptr, L->row, i, 0, bl->k, bl->r, bl->v, cnt, narrow);
+            for (int32_t e = cnt; e < next; e++) n->bl_x[e] = x[i];
+            cnt = next;
+        }
+    }
+    bl->ptr[m] = cnt;
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 /* z (ld_out) = layer 0's pre-activation of sample s, without the bias. */
 static void forward_first(const ecufl_net *n, const layer_t *L, int s, float *restrict z) {
@@ -361,18 +421,28 @@ static void forward_first(const ecufl_net *n, const layer_t *L, int s, float *re
         for (int c = 0; c < 4 * ld; c += 8) store8(zp + c, splat8(0.0f));
         const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r;
         const uint8_t *restrict blk_v = n->bl.v;
+        const float *restrict blk_x = n->bl_x;
         const int e0 = n->bl.ptr[s], e1 = n->bl.ptr[s + 1];
         int e = e0;
-        for (; e + 4 <= e1; e += 4)
-            for (int q = 0; q < 4; q++) {
-                const int k = blk_k[e + q];
-                float *zb = zp + q * ld + blk_r[e + q];
-                store8(zb, load8(zb) + splat8(pixel_value[blk_v[e + q]]) * load8(wv + k));
-            }
-        for (; e < e1; e++) {
-            const int k = blk_k[e];
-            float *zb = zp + blk_r[e];
-            store8(zb, load8(zb) + splat8(pixel_value[blk_v[e]]) * load8(wv + k));
+        /* the entries' input values: pixel bytes (p / 255), or float inputs (bl_build_f32) */
+#define BLOCKED_FORWARD(VALUE)                                                            \
+        for (; e + 4 <= e1; e += 4)                                                       \
+            for (int q = 0; q < 4; q++) {                                                 \
+                const int k = blk_k[e + q];                                               \
+                float *zb = zp + q * ld + blk_r[e + q];                                   \
+                store8(zb, load8(zb) + splat8(VALUE(e + q)) * load8(wv + k));             \
+            }                                                                             \
+        for (; e < e1; e++) {                                                             \
+            const int k = blk_k[e];                                                       \
+            float *zb = zp + blk_r[e];                                                    \
+            store8(zb, load8(zb) + splat8(VALUE(e)) * load8(wv + k));                     \
+        }
+#define PIXEL(e) pixel_value[blk_v[e]]
+#define INPUT(e) blk_x[e]
+        if (n->float_inputs) {
+            BLOCKED_FORWARD(INPUT)
+        } else {
+            BLOCKED_FORWARD(PIXEL)
         }
         for (int c = 0; c < ld; c += 8)
             store8(z + c, (load8(zp + c) + load8(zp + ld + c)) + (load8(zp + 2 * ld + c) + load8(zp + 3 * ld + c)));
@@ -410,8 +480,13 @@ static void bias_sigmoid(float *z, const float *b, int n, int ld) {
     for (int j = n; j < ld; j++) z[j] = 0.0f;
 }
 
-static void forward(ecufl_net *n, const uint8_t *images, const int32_t *idx, int m) {
-    if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], n->sizes[1], &n->bl);
+static void forward(ecufl_net *n, const data_t *data, const int32_t *idx, int m) {
+    const uint8_t *images = data->images;
+    n->float_inputs = images == NULL;
+    if (!images) {
+        if (blocked_first(n)) bl_build_f32(n, data->inputs, idx, m);
+        else list_inputs(n, data->inputs, idx, m);
+    } else if (blocked_first(n)) bl_build(n->L[0].colptr, n->L[0].row, images, n->sizes[0], idx, m, n->sizes[0], n->sizes[1], &n->bl);
     else list_pixels(n, images, idx, m);
     for (int s = 0; s < m; s++) {
         float *z = n->act[1] + (long)s * n->ld[1];
@@ -427,13 +502,19 @@ static void forward(ecufl_net *n, const uint8_t *images, const int32_t *idx, int
 }
 
 /* ---- backward and update ------------------------------------------------------------------- */
-static void train_batch(ecufl_net *n, int m, const uint8_t *labels, const int32_t *idx, float step) {
+static void train_batch(ecufl_net *n, int m, const data_t *data, const int32_t *idx, float step) {
     const int nl = n->n_layers;
+    const uint8_t *labels = data->labels;
     {  /* output error: (a - y) a (1 - a) */
         const int ld = n->ld[nl];
         for (int s = 0; s < m; s++) {
             const float *a = n->act[nl] + (long)s * ld;
             float *d = n->delta[nl - 1] + (long)s * ld;
+            if (data->targets) {  /* real-valued targets; the padding's a = 0 gives d = 0 */
+                const float *y = data->targets + (long)idx[s] * n->sizes[nl];
+                for (int j = 0; j < n->sizes[nl]; j++) d[j] = (a[j] - y[j]) * a[j] * (1.0f - a[j]);
+                continue;
+            }
             for (int c = 0; c < ld; c += 8) {
                 v8f av = load8(a + c);
                 store8(d + c, av * av * (splat8(1.0f) - av));  /* (a - 0) a (1 - a); the label below */
@@ -486,13 +567,20 @@ static void train_batch(ecufl_net *n, int m, const uint8_t *labels, const int32_
             float *restrict gv = L->gv, *restrict wv = L->wv;
             const int32_t *restrict blk_k = n->bl.k, *restrict blk_r = n->bl.r, *restrict blk_ptr = n->bl.ptr;
             const uint8_t *restrict blk_v = n->bl.v;
-            for (int s = 0; s < m; s++) {
-                const float *restrict ds = d + (long)s * ldo;
-                const int e1 = blk_ptr[s + 1];
-                for (int e = blk_ptr[s]; e < e1; e++) {
-                    const int k = blk_k[e];
-                    store8(gv + k, load8(gv + k) + splat8(pixel_value[blk_v[e]]) * load8(ds + blk_r[e]));
-                }
+            const float *restrict blk_x = n->bl_x;
+#define BLOCKED_GRADIENT(VALUE)                                                                       \
+            for (int s = 0; s < m; s++) {                                                             \
+                const float *restrict ds = d + (long)s * ldo;                                         \
+                const int e1 = blk_ptr[s + 1];                                                        \
+                for (int e = blk_ptr[s]; e < e1; e++) {                                               \
+                    const int k = blk_k[e];                                                           \
+                    store8(gv + k, load8(gv + k) + splat8(VALUE(e)) * load8(ds + blk_r[e]));          \
+                }                                                                                     \
+            }
+            if (n->float_inputs) {
+                BLOCKED_GRADIENT(INPUT)
+            } else {
+                BLOCKED_GRADIENT(PIXEL)
             }
             const int nnz = L->nnz;
             for (int k = 0; k < nnz; k += 8) {  /* untouched blocks: w - step * 0 == w */
@@ -556,6 +644,7 @@ static void train_batch(ecufl_net *n, int m, const uint8_t *labels, const int32_
 
 /* The epoch order visits the training images at random: each image is a fresh trip to memory. */
 static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, int n_in) {
+    if (!images) return;  /* float inputs (any data): small data sets, not worth it */
     for (int s = 0; s < m; s++) {
         const char *p = (const char *)(images + (long)idx[s] * n_in);
         for (int b = 0; b < n_in; b += 64) __builtin_prefetch(p + b);
@@ -563,49 +652,102 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
     }
 }
 
-int ecufl_net_train(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int n_images, const int32_t *order,
-                    int count, double lr, int batch_size) {
+/* Labels of the samples used below the outputs; their float inputs and targets finite. */
+static int check_sample(ecufl_net *n, const data_t *d, int row) {
+    const int n_in = n->sizes[0], n_out = n->sizes[n->n_layers];
+    if (d->labels && d->labels[row] >= n_out) return fail(n, "label %d at index %d is not below %d", d->labels[row], row, n_out);
+    if (d->inputs)
+        for (int i = 0; i < n_in; i++)
+            if (!isfinite(d->inputs[(long)row * n_in + i])) return fail(n, "input %d of sample %d is not finite", i, row);
+    if (d->targets)
+        for (int j = 0; j < n_out; j++)
+            if (!isfinite(d->targets[(long)row * n_out + j])) return fail(n, "target %d of sample %d is not finite", j, row);
+    return 0;
+}
+
+static int train(ecufl_net *n, const data_t *d, int n_images, const int32_t *order, int count, double lr, int batch_size) {
     if (batch_size < 1 || batch_size > n->max_batch)
         return fail(n, "batch_size %d is outside 1..%d (the net's max_batch)", batch_size, n->max_batch);
     if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
-    const int n_out = n->sizes[n->n_layers];
     for (int i = 0; i < count; i++) {
         if (order[i] < 0 || order[i] >= n_images) return fail(n, "order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
         /* the output error writes delta[label]: a label past the outputs would write past the row */
-        if (labels[order[i]] >= n_out) return fail(n, "label %d at index %d is not below %d", labels[order[i]], order[i], n_out);
+        if (check_sample(n, d, order[i])) return -1;
     }
+    const uint8_t *images = d->images;
     prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
         if (k + m < count)  /* the next mini-batch's images travel from memory while this one trains */
             prefetch_images(images, order + k + m, count - k - m < batch_size ? count - k - m : batch_size, n->sizes[0]);
-        forward(n, images, order + k, m);
-        train_batch(n, m, labels, order + k, (float)(lr / m));
+        forward(n, d, order + k, m);
+        train_batch(n, m, d, order + k, (float)(lr / m));
     }
     return 0;
 }
 
-int ecufl_net_evaluate(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
+static int evaluate(ecufl_net *n, const data_t *d, int count, double *loss, int *correct) {
     const int nl = n->n_layers, n_out = n->sizes[nl], ld = n->ld[nl];
+    for (int i = 0; i < count; i++)
+        if (check_sample(n, d, i)) return -1;
     double sum = 0.0;
     int ok = 0;
     for (int k = 0; k < count; k += n->cap) {
         int m = count - k < n->cap ? count - k : n->cap;
-        forward(n, images + (long)k * n->sizes[0], NULL, m);
+        data_t chunk = *d;  /* rows k .. k + m */
+        if (chunk.images) chunk.images += (long)k * n->sizes[0];
+        if (chunk.inputs) chunk.inputs += (long)k * n->sizes[0];
+        forward(n, &chunk, NULL, m);
         for (int s = 0; s < m; s++) {
             const float *a = n->act[nl] + (long)s * ld;
+            if (d->targets) {  /* real-valued targets: correct when every output is within 0.5 */
+                const float *y = d->targets + (long)(k + s) * n_out;
+                int near = 1;
+                for (int j = 0; j < n_out; j++) {
+                    double v = a[j], e = v - y[j];
+                    sum += 0.5 * e * e;
+                    near &= fabs(e) < 0.5;
+                }
+                ok += near;
+                continue;
+            }
             int best = 0;
             for (int j = 0; j < n_out; j++) {
-                double v = a[j], y = labels[k + s] == j ? 1.0 : 0.0;
+                double v = a[j], y = d->labels[k + s] == j ? 1.0 : 0.0;
                 sum += 0.5 * (v - y) * (v - y);
                 if (a[j] > a[best]) best = j;
             }
-            ok += best == labels[k + s];
+            ok += best == d->labels[k + s];
         }
     }
     *loss = count ? sum / count : 0.0;
     *correct = ok;
     return 0;
+}
+
+int ecufl_net_train(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int n_images, const int32_t *order,
+                    int count, double lr, int batch_size) {
+    data_t d = {images, NULL, labels, NULL};
+    return train(n, &d, n_images, order, count, lr, batch_size);
+}
+
+int ecufl_net_evaluate(ecufl_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
+    data_t d = {images, NULL, labels, NULL};
+    return evaluate(n, &d, count, loss, correct);
+}
+
+int ecufl_net_train_f32(ecufl_net *n, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int count, double lr, int batch_size) {
+    if (!inputs || (!targets && !labels)) return fail(n, "no inputs, or neither targets nor labels");
+    data_t d = {NULL, inputs, targets ? NULL : labels, targets};
+    return train(n, &d, n_samples, order, count, lr, batch_size);
+}
+
+int ecufl_net_evaluate_f32(ecufl_net *n, const float *inputs, const float *targets, const uint8_t *labels,
+                           int count, double *loss, int *correct) {
+    if (!inputs || (!targets && !labels)) return fail(n, "no inputs, or neither targets nor labels");
+    data_t d = {NULL, inputs, targets ? NULL : labels, targets};
+    return evaluate(n, &d, count, loss, correct);
 }
 
 long ecufl_net_weight_bytes(const ecufl_net *n) {
