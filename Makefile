@@ -111,6 +111,13 @@ agent-arm: system-deps system-deps-test $(if $(CMAKE_TOOLCHAIN_FILE),,$(ARMHF_SY
 $(ARMHF_SYSROOT)/PACKAGES: fleet/agent/fetch-armhf-sysroot.sh
 	sh fleet/agent/fetch-armhf-sysroot.sh $(ARMHF_SYSROOT)
 
+# Debian's armhf python3.11 + numpy + protobuf (and their closure) unpacked the same way, apart from
+# the agent's sysroot: `ecufl calibrate --client-stack` counts a supernode board's Python client
+# stack there under qemu-arm -cpu cortex-a9 (kernels/arm/clientstack.py).
+ARMHF_PYTHON ?= build/armhf-python
+$(ARMHF_PYTHON)/PACKAGES: fleet/agent/fetch-armhf-sysroot.sh
+	sh fleet/agent/fetch-armhf-sysroot.sh --python $(ARMHF_PYTHON)
+
 run: setup
 	$(BIN)/ecufl fleet run scenarios/quickstart.toml
 

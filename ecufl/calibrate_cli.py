@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import click
 from ecufl.ui import Failure, console
@@ -31,9 +33,14 @@ from ecufl.ui import Failure, console
 @click.option("--memory", is_flag=True,
               help="Also time memwalk (L1-, L2- and DRAM-sized arrays) and measure the L2 hit cost and "
                    "the DRAM streaming bandwidth; projections then price the memory term with them.")
+@click.option("--client-stack", is_flag=True,
+              help="Count a supernode board's Python client stack (interpreter start, import numpy, MNIST "
+                   "load through ecufl.data, npy serialisation) on Debian's armhf python3 under qemu-arm "
+                   "-cpu cortex-a9 and write the committed table (kernels/arm/measured/client-stack-a9.json, "
+                   "or --out). Needs `make build/armhf-python/PACKAGES` and the MNIST files.")
 @click.option("--json", "as_json", is_flag=True)
 def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats, iterations,
-              loop_names, remote_wrapper, published, memory, as_json):
+              loop_names, remote_wrapper, published, memory, client_stack, as_json):
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
 
     from ecufl.kernels.arm import calibrate as cal
@@ -42,6 +49,11 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
     from ecufl.kernels.arm.count import EmulationError
     from ecufl.kernels.arm.microbench import BuildError
 
+    if client_stack:
+        if board or use_qemu or published:
+            raise click.UsageError("--client-stack counts under qemu here: no --board, --qemu or --published with it")
+        _client_stack(out, profile_name, as_json)
+        return
     if published:
         if board or use_qemu:
             raise click.UsageError("--published checks against OpenSSL's figures: no --board or --qemu with it")
@@ -131,3 +143,47 @@ def _published(out, as_json) -> None:
                   f"{l['worst_ratio']:.2f} (factors on all figures: "
                   + ", ".join(f"{g} {v:.2f}" for g, v in rep.factors.items()) + ")"
                   + (f"; refitted table written to {out}" if out else ""))
+
+
+# What a ClientApp process imports beyond numpy (extrapolated for the A9 from this host's ratio)
+CLIENT_IMPORTS = "import flwr.app, flwr.clientapp; import ecufl.client.client_app"
+
+
+def _client_stack(out, profile_name, as_json) -> None:
+    from ecufl import data as mnist
+    from ecufl.kernels.arm import clientstack as cs
+    from ecufl.kernels.arm import profiles
+    from ecufl.kernels.arm.count import EmulationError
+
+    try:
+        profile = profiles.get(profile_name)
+    except profiles.UnknownProfile as e:
+        raise click.UsageError(f"--profile: {e}")
+    if not profile.emulated:
+        raise click.UsageError(f"--profile: {profile_name} has no clock; use an i.MX6 profile")
+    try:
+        folder = mnist.locate(download=False)
+        with console.status("counting the armhf Python client stack under qemu-arm -cpu cortex-a9"):
+            table = cs.measure(Path(mnist.__file__), folder, CLIENT_IMPORTS)
+    except (cs.ClientStackError, EmulationError, mnist.DataError, subprocess.CalledProcessError) as e:
+        raise Failure(" ".join(str(e).split()))
+    path = cs.write(table, Path(out) if out else cs.TABLE_PATH)
+    if as_json:
+        click.echo(json.dumps(table | {"out": str(path)}))
+        return
+    from rich.table import Table
+
+    hz = profile.clock_hz
+    t = Table(title=f"A supernode board's Python client on one Cortex-A9 at {hz / 1e6:.0f} MHz ({profile.name})")
+    for col in ("phase", "ARM instructions", f"A9 s ({profile.name})", "how", "what"):
+        t.add_column(col, justify="right" if col in ("ARM instructions", f"A9 s ({profile.name})") else "left")
+    for name, p in table["phases"].items():
+        if name == "serialise":
+            for pt in p["points"]:
+                t.add_row(f"serialise {'-'.join(map(str, pt['layers']))}", f"{pt['instructions']:,}",
+                          f"{pt['cycles'] / hz:.3f}", "counted", f"{pt['npy_bytes']:,} npy bytes, decode + encode")
+            continue
+        t.add_row(name, f"{p['instructions']:,}" if "instructions" in p else "-", f"{p['cycles'] / hz:.3f}",
+                  "counted" if p.get("counted") else "extrapolated", p["what"])
+    console.print(t)
+    console.print(f"table written to {path}")
