@@ -23,8 +23,10 @@ import traceback
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+import numpy as np
+
 import ecufl
-from ecufl.client import emulated, runner, task  # noqa: F401 - emulated registers the i.MX6 profiles' trainer
+from ecufl.client import can_task, emulated, runner, task  # noqa: F401 - emulated registers the i.MX6 profiles' trainer
 from ecufl.kernels import KernelUnavailable, create
 from ecufl import wire
 from ecufl.proto import RoundReport
@@ -80,9 +82,13 @@ def train(msg: Message, context: Context) -> Message:
         report.bytes_received = arrays.count_bytes()
         global_params = wire.record_to_params(arrays)
 
-        train_set, load_seconds = task.training_set()
-        indices, split_seconds = task.shard(train_set.labels, ident, seed, run.alpha, run.train_limit)
-        report.data_seconds = load_seconds + split_seconds
+        if run.workload == "can":  # a vehicle: its own normal CAN windows, inputs = targets (can_task)
+            windows, report.data_seconds = can_task.windows(run, ident.partition_id)
+            indices = np.arange(len(windows))
+        else:
+            train_set, load_seconds = task.training_set()
+            indices, split_seconds = task.shard(train_set.labels, ident, seed, run.alpha, run.train_limit)
+            report.data_seconds = load_seconds + split_seconds
         report.samples = len(indices)
 
         job = runner.TrainJob(kernel=ident.kernel, dtype=ident.dtype, profile=ident.profile, params=global_params,
@@ -90,7 +96,10 @@ def train(msg: Message, context: Context) -> Message:
                               shard=indices, lr=report.lr, batch_size=report.batch_size,
                               epochs=report.local_epochs,
                               order_seed=runner.order_seed(seed, ident.partition_id, server_round))
-        outcome = runner.run(job, train_set.images, train_set.labels)
+        if run.workload == "can":
+            outcome = can_task.train(job, windows)
+        else:
+            outcome = runner.run(job, train_set.images, train_set.labels)
     except (KernelUnavailable, RunConfigError, ValueError, KeyError) as e:
         report.error = f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e)
         return _reply(msg, report, None, cpu0)

@@ -6,6 +6,8 @@ names the file, the key and what was expected (``ScenarioError``).
 
     name = "quickstart"            # default: the file's stem
     engine = "deployment"          # deployment (real SuperLink + SuperNodes) | simulation (Ray)
+    workload = "mnist"             # mnist | can: every node a vehicle training the CAN autoencoder
+                                   # (layers = [339, H, 339] for 0.5 s windows of the Ford bus)
     nodes = 4                      # fleet size (ECUs)
     rounds = 3
     seed = 1                       # initial weights, shards, client sampling, epoch orders
@@ -31,6 +33,12 @@ names the file, the key and what was expected (``ScenarioError``).
     alpha = 0.5                    # dirichlet only: smaller = more label skew
     [shootout]
     kernels = ["numpy", "c", ...]  # run the same scenario once per kernel (all nodes on that kernel)
+    [can]                          # workload = "can" only (ecufl/can/fleetrun.py)
+    train_seconds = 120.0          # normal traffic each vehicle trains on
+    window = 0.5                   # window length (s)
+    test_vehicles = 2              # unseen vehicles the server scores every model on
+    test_seconds = 300.0           # their traffic with attacks (+ half as much held-out normal)
+    baselines = true               # the server also trains local-only and centralised models
 
 A kernel is a registry name (``ecufl kernels``) with an optional ``:float32``/``:float64``.
 
@@ -45,7 +53,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ecufl.kernels import KERNELS, split_spec
 from ecufl.kernels.arm.profiles import get as get_profile
@@ -100,12 +108,22 @@ class Shootout(BaseModel):
     _names = field_validator("kernels")(lambda cls, v: [check_kernel(k) for k in v])
 
 
+class Can(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    train_seconds: float = Field(default=120.0, ge=10, le=86_400, allow_inf_nan=False)
+    window: float = Field(default=0.5, ge=0.05, le=60, allow_inf_nan=False)
+    test_vehicles: int = Field(default=2, ge=1, le=100)
+    test_seconds: float = Field(default=300.0, ge=20, le=86_400, allow_inf_nan=False)
+    baselines: bool = True
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
     description: str = ""
     engine: Literal["deployment", "simulation"] = "deployment"
+    workload: Literal["mnist", "can"] = "mnist"  # before layers: their check depends on it
     nodes: int = Field(ge=1, le=10_000)
     rounds: int = Field(ge=1, le=10_000)
     seed: int = Field(default=1, ge=0, le=2**32 - 1)
@@ -126,6 +144,7 @@ class Scenario(BaseModel):
     max_update_norm: float = Field(default=3.0, ge=0, allow_inf_nan=False)
     split: Split = Split()
     shootout: Shootout | None = None
+    can: Can | None = None
 
     @field_validator("kernel")
     @classmethod
@@ -154,10 +173,25 @@ class Scenario(BaseModel):
 
     @field_validator("layers")
     @classmethod
-    def _layers(cls, v: list[int]) -> list[int]:
-        if v[0] != 784 or v[-1] != 10 or min(v) < 1:
+    def _layers(cls, v: list[int], info: ValidationInfo) -> list[int]:
+        if info.data.get("workload", "mnist") == "mnist" and (v[0] != 784 or v[-1] != 10) or min(v) < 1:
             raise ValueError(f"layers must start with 784, end with 10 and be positive, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _workload(self) -> "Scenario":
+        if self.workload == "mnist":
+            if self.can is not None:
+                raise ValueError("[can] is only for workload = 'can'")
+            return self
+        from ecufl.can.fleetrun import check_layers
+
+        can = self.can or Can()
+        if can.train_seconds < 4 * can.window:
+            raise ValueError(f"can.window = {can.window:g} leaves fewer than 4 windows in can.train_seconds = "
+                             f"{can.train_seconds:g}")
+        check_layers(self.layers, can.window)  # LayersError (a ValueError): one line
+        return self
 
     @model_validator(mode="after")
     def _fleet(self) -> "Scenario":
@@ -206,7 +240,15 @@ class Scenario(BaseModel):
             alpha=self.split.alpha or 0.0, train_limit=self.train_limit, kernels=kernels,
             profiles=profiles if len(set(profiles)) > 1 else profiles[:1], link=self.link,
             aggregator=self.aggregator, trim_fraction=self.trim_fraction, max_update_norm=self.max_update_norm,
-            round_timeout=self.round_timeout)
+            round_timeout=self.round_timeout, workload=self.workload, **self._can_config())
+
+    def _can_config(self) -> dict[str, Any]:
+        if self.workload != "can":
+            return {}
+        can = self.can or Can()
+        return {"can_train_seconds": can.train_seconds, "can_window": can.window,
+                "can_test_vehicles": can.test_vehicles, "can_test_seconds": can.test_seconds,
+                "can_baselines": can.baselines}
 
     def run_config(self, kernel: str | None = None) -> dict[str, Any]:
         """The flat run config ``flwr run --run-config`` takes."""

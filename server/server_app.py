@@ -34,6 +34,7 @@ from ecufl.kernels import Params, create, init_params
 from ecufl import wire
 from ecufl.proto import report_to_row
 from ecufl.runconfig import RunConfig, RunConfigError
+from ecufl.server import can_eval
 from ecufl.server.results import Results
 from ecufl.server.strategy import ReportingFedAvg
 from ecufl.server.virtual_clock import VirtualClock, get_link, resumed_total
@@ -88,14 +89,20 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float, results: Results) ->
 
 
 def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str, Any]:
-    test = mnist.load("test")
+    can = can_eval.Evaluator(spec, results.dir) if spec.workload == "can" else None  # CAN: unseen vehicles
+    test = None if can else mnist.load("test")
+
+    def evaluate(p: Params) -> tuple[float, float, float]:
+        return can.evaluate(p) if can else evaluate_global(p, test)
+
     connected = wait_for_nodes(grid, spec.nodes, spec.connect_timeout, results)
     if spec.nodes == 0:  # the fleet decides: one partition per node connected now, kept for a resumption
         spec.nodes = connected
         spec.save(results.dir)
     strategy = ReportingFedAvg(sizes=spec.layers, seed=spec.seed, fraction_train=spec.fraction,
                                aggregator=spec.aggregator, trim_fraction=spec.trim_fraction,
-                               max_update_norm_ratio=spec.max_update_norm or None)
+                               max_update_norm_ratio=spec.max_update_norm or None,
+                               shard_sizes=can.shard_sizes(spec.nodes) if can else None)
     if spec.resume:
         params, done, saved = results.load_checkpoint()
         if saved != spec.identity():
@@ -104,8 +111,8 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
         results.truncate_after(done)
         results.event("resumed", round=done)
     else:
-        params, done = init_params(spec.layers, spec.seed, dtype=wire.TRANSPORT_DTYPE), 0
-        loss, acc, secs = evaluate_global(params, test)
+        params, done = init_params(spec.layers, spec.seed, scaled=can is not None, dtype=wire.TRANSPORT_DTYPE), 0
+        loss, acc, secs = evaluate(params)
         results.add_round({"round": 0, "test_loss": loss, "test_accuracy": acc, "evaluate_seconds": secs,
                            "started_at": time.time(), "virtual_seconds": 0.0, "virtual_time": 0.0})
         results.checkpoint(params, 0, spec.identity())
@@ -131,7 +138,7 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
         aggregate_seconds = time.perf_counter() - t_agg
         if arrays is not None:
             params = wire.record_to_params(arrays)
-        loss, accuracy, eval_seconds = evaluate_global(params, test)
+        loss, accuracy, eval_seconds = evaluate(params)
         wall = time.perf_counter() - t0
 
         rows, slowest, timed = [], 0.0, []
@@ -164,10 +171,12 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
         log.info("round %d/%d: %d/%d replies averaged, test accuracy %.4f, %.1f s", rnd, spec.rounds, accepted,
                  len(replies), accuracy, wall)
     if accuracy is None:  # resumed after the last round: nothing left to train
-        _, accuracy, _ = evaluate_global(params, test)
+        _, accuracy, _ = evaluate(params)
     summary = {"name": spec.name, "rounds": spec.rounds, "test_accuracy": accuracy, "engine": engine,
                # node id -> replies refused over the run (this process's rounds; clients.csv has each one)
                "rejected_replies": {str(n): c for n, c in sorted(strategy.rejection_counts().items())}}
+    if can:
+        summary |= can.final(params)
     results.final(params, spec.identity(), summary)
     return summary
 
