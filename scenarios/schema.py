@@ -49,12 +49,12 @@ checks names and values; whether a kernel loads is decided on each node when it 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ecufl import tomlfile
 from ecufl.kernels import KERNELS, split_spec
 from ecufl.kernels.arm.profiles import get as get_profile
 from ecufl.links import DEFAULT_LINK, get_link
@@ -255,36 +255,10 @@ class Scenario(BaseModel):
         return self.config(kernel).to_flat()
 
 
-def _where(err: dict[str, Any]) -> str:
-    parts = [str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    return ".".join(parts)
-
-
 def load(path: str | Path, **overrides: Any) -> Scenario:
     """Read and validate a scenario file; raise ScenarioError with one line on anything wrong."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: no such scenario file") from None
-    except OSError as e:
-        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
-    except UnicodeDecodeError as e:
-        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except RecursionError:
-        raise ScenarioError(f"{path}: not valid TOML (nested too deeply)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{path}: not valid TOML ({e})") from None
+    raw = tomlfile.read(path, "scenario", ScenarioError)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     raw.setdefault("name", path.stem)
-    try:
-        return Scenario.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = _where(err)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = "" if err["type"] in ("missing", "extra_forbidden") or not key else f" (got {err.get('input')!r})"
-        more = f" [+{e.error_count() - 1} more]" if e.error_count() > 1 else ""
-        raise ScenarioError(f"{path}: {key or 'scenario'}: {msg}{got}{more}") from None
+    return tomlfile.validate(Scenario, raw, path, "scenario", ScenarioError)

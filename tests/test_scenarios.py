@@ -67,7 +67,7 @@ def test_kernel_alternatives_reach_the_run_config_as_written(tmp_path):
     ("nodes = 100\nrounds = 3\n", "scenario", "use engine = 'simulation'"),
     ("nodes = 4\nrounds = 3\nprofile = \"imx6-792\"\n", "scenario", "profile 'imx6-792' has 512 MB, but a supernode board"),
     ("nodes = 4\nrounds = 3\n[test_hooks]\ncorrupt = {\"1\" = \"nan\"}\n", "test_hooks", "unknown key"),
-    ("rounds = 3\n", "nodes", "Field required"),
+    ("rounds = 3\n", "nodes", "required key is missing"),
 ])
 def test_bad_scenario_names_file_key_and_expectation(tmp_path, text, key, expect):
     path = write(tmp_path, text)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ecufl import tomlfile
 
 ARCHES = ("armv7-a9", "x86_64")
 # `uname -m` on a board of each architecture (a Cortex-A9 Linux reports armv7l).
@@ -134,37 +135,13 @@ class Inventory(Strict):
         return self.boards[name]
 
 
-def _where(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
 def load(path: str | Path, *, check_keys: bool = True) -> Inventory:
     """Read and validate an inventory file; relative paths in it are relative to the file.
 
     ``check_keys``: the SSH key files must exist (off only to validate an example elsewhere)."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: no such inventory file") from None
-    except OSError as e:
-        raise InventoryError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise InventoryError(f"{path}: not UTF-8 text (byte {e.start})") from None
-    except RecursionError:
-        raise InventoryError(f"{path}: not valid TOML: nested too deeply") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InventoryError(f"{path}: not valid TOML: {e}") from None
-    try:
-        inv = Inventory.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        raise InventoryError(f"{path}: {_where(err['loc'])}: {msg}") from None
+    raw = tomlfile.read(path, "inventory", InventoryError)
+    inv = tomlfile.validate(Inventory, raw, path, "inventory", InventoryError)
     base = path.resolve().parent
     fleet = inv.fleet.model_copy(update={"state_dir": (base / inv.fleet.state_dir).resolve()})
     boards = {}
