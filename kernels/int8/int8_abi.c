@@ -73,6 +73,17 @@ int ecufl_net_evaluate(ecufl_net *e, const uint8_t *images, const uint8_t *label
     return i8_evaluate(e->net, images, labels, n, loss, correct);
 }
 
+/* optional: any data (float inputs as q7, real-valued targets as q7 targets: int8_net.h) */
+int ecufl_net_train_f32(ecufl_net *e, const float *inputs, const float *targets, const uint8_t *labels,
+                        int n_samples, const int32_t *order, int n, double lr, int batch_size) {
+    return i8_train_f32(e->net, inputs, targets, labels, n_samples, order, n, lr, batch_size);
+}
+
+int ecufl_net_evaluate_f32(ecufl_net *e, const float *inputs, const float *targets, const uint8_t *labels,
+                           int n, double *loss, int *correct) {
+    return i8_evaluate_f32(e->net, inputs, targets, labels, n, loss, correct);
+}
+
 long ecufl_net_weight_bytes(const ecufl_net *e) { return i8_weight_bytes(e->net); }
 
 const char *ecufl_net_describe(const ecufl_net *e) { return e->info; }

@@ -213,7 +213,7 @@ static int reserve(i8_net *n, int m) {
     int cap2 = (cap + 1) / 2 * 2;
     for (int l = 0; l <= n->n_layers; l++)
         if (!(n->act[l] = zalloc((size_t)cap2 * I8_LD(n->sizes[l]))) ||
-            !(n->zi[l] = zalloc((size_t)cap * 2 * I8_LD(n->sizes[l])))) goto oom;
+            !(n->zi[l] = zalloc((size_t)cap * 2 * I8_LD(n->sizes[l < n->n_layers ? l + 1 : l])))) goto oom;
     if (!(n->acc = zalloc((size_t)cap * n->maxld * 4)) ||
         !(n->z = zalloc((size_t)cap * n->sizes[n->n_layers] * 4)) ||
         !(n->dq = zalloc((size_t)cap * n->maxld * 2)) || !(n->dq2 = zalloc((size_t)cap * n->maxld * 2)) ||
@@ -556,6 +556,22 @@ static void load_inputs(i8_net *n, const uint8_t *images, const int32_t *idx, in
     }
 }
 
+/* Float inputs (any data, i8_train_f32): x in [0, 1] -> q7 round_half_up(127 x), clamped to
+ * 0..127 (reference.input_q). 127 x + 0.5 is exact in double for a float32 x. */
+static inline uint8_t q7_of(float x) {
+    double q = floor((double)x * 127.0 + 0.5);
+    return (uint8_t)(q < 0.0 ? 0.0 : q > 127.0 ? 127.0 : q);
+}
+
+static void load_inputs_f32(i8_net *n, const float *inputs, const int32_t *idx, int m) {
+    const int n_in = n->sizes[0], ld = I8_LD(n_in);
+    for (int s = 0; s < m; s++) {
+        const float *src = inputs + (long)(idx ? idx[s] : s) * n_in;
+        uint8_t *dst = n->act[0] + (long)s * ld;
+        for (int i = 0; i < n_in; i++) dst[i] = q7_of(src[i]);
+    }
+}
+
 static void forward(i8_net *n, int m) {
     n->listed = -1;  /* new activations */
     for (int l = 0; l < n->n_layers; l++) {
@@ -583,13 +599,16 @@ static void forward(i8_net *n, int m) {
     }
 }
 
-static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *idx, double lr) {
+/* targets (real-valued, any data) or labels (one-hot): the target of output j is the q7
+ * round_half_up(127 y) (exact for one-hot: 0 or 127). */
+static void train_batch(i8_net *n, int m, const uint8_t *labels, const float *targets, const int32_t *idx, double lr) {
     forward(n, m);
     const int nl = n->n_layers;
     const int n_out = n->sizes[nl], ldo = I8_LD(n_out);
     for (int s = 0; s < m; s++)
         for (int j = 0; j < n_out; j++) {
-            int32_t a = n->act[nl][(long)s * ldo + j], y = labels[idx[s]] == j ? A_ONE : 0;
+            int32_t a = n->act[nl][(long)s * ldo + j];
+            int32_t y = targets ? q7_of(targets[(long)idx[s] * n_out + j]) : labels[idx[s]] == j ? A_ONE : 0;
             n->acc[s * n_out + j] = (a - y) * (int32_t)ecufl_int8_sigmoid_derivative_lut[n->zi[nl - 1][(long)s * ldo + j]];
         }
     int k = q15(n->acc, (long)m * n_out, n->dq);
@@ -656,6 +675,7 @@ static void train_batch(i8_net *n, int m, const uint8_t *labels, const int32_t *
 
 /* The epoch order visits the training images at random: each image is a fresh trip to memory. */
 static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, int n_in) {
+    if (!images) return;  /* float inputs (any data): small data sets, not worth it */
     for (int s = 0; s < m; s++) {
         const char *p = (const char *)(images + (long)idx[s] * n_in);
         for (int b = 0; b < n_in; b += 64) __builtin_prefetch(p + b);
@@ -663,36 +683,79 @@ static void prefetch_images(const uint8_t *images, const int32_t *idx, int m, in
     }
 }
 
-int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
-             const int32_t *order, int count, double lr, int batch_size) {
+/* Label of sample `row` below the outputs; its float inputs and targets finite. */
+static int check_sample(i8_net *n, const float *inputs, const float *targets, const uint8_t *labels, int row) {
+    const int n_in = n->sizes[0], n_out = n->sizes[n->n_layers];
+    if (labels && labels[row] >= n_out) return fail(n, "label %d at index %d is not below %d", labels[row], row, n_out);
+    if (inputs)
+        for (int i = 0; i < n_in; i++)
+            if (!isfinite(inputs[(long)row * n_in + i])) return fail(n, "input %d of sample %d is not finite", i, row);
+    if (targets)
+        for (int j = 0; j < n_out; j++)
+            if (!isfinite(targets[(long)row * n_out + j])) return fail(n, "target %d of sample %d is not finite", j, row);
+    return 0;
+}
+
+/* images (uint8 pixels) or inputs (floats); labels or targets. */
+static int train(i8_net *n, const uint8_t *images, const float *inputs, const uint8_t *labels, const float *targets,
+                 int n_images, const int32_t *order, int count, double lr, int batch_size) {
     if (batch_size < 1 || batch_size > n->max_batch)
         return fail(n, "batch size %d is outside 1..%d (the net's max_batch)", batch_size, n->max_batch);
     if (!(lr > 0.0) || !isfinite(lr)) return fail(n, "learning rate %g: must be positive and finite", lr);
-    const int n_out = n->sizes[n->n_layers];
     for (int i = 0; i < count; i++) {
         if (order[i] < 0 || order[i] >= n_images) return fail(n, "order[%d] = %d is outside 0..%d", i, order[i], n_images - 1);
-        if (labels[order[i]] >= n_out) return fail(n, "label %d at index %d is not below %d", labels[order[i]], order[i], n_out);
+        if (check_sample(n, inputs, targets, labels, order[i])) return -1;
     }
     prefetch_images(images, order, count < batch_size ? count : batch_size, n->sizes[0]);
     for (int k = 0; k < count; k += batch_size) {
         int m = count - k < batch_size ? count - k : batch_size;
         if (k + m < count)  /* the next mini-batch's images travel from memory while this one trains */
             prefetch_images(images, order + k + m, count - k - m < batch_size ? count - k - m : batch_size, n->sizes[0]);
-        load_inputs(n, images, order + k, m);
-        train_batch(n, m, labels, order + k, lr);
+        if (images) load_inputs(n, images, order + k, m);
+        else load_inputs_f32(n, inputs, order + k, m);
+        train_batch(n, m, labels, targets, order + k, lr);
     }
     return 0;
 }
 
-int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
+int i8_train(i8_net *n, const uint8_t *images, const uint8_t *labels, int n_images,
+             const int32_t *order, int count, double lr, int batch_size) {
+    return train(n, images, NULL, labels, NULL, n_images, order, count, lr, batch_size);
+}
+
+int i8_train_f32(i8_net *n, const float *inputs, const float *targets, const uint8_t *labels, int n_samples,
+                 const int32_t *order, int count, double lr, int batch_size) {
+    if (!inputs || (!targets && !labels)) return fail(n, "no inputs, or neither targets nor labels");
+    return train(n, NULL, inputs, targets ? NULL : labels, targets, n_samples, order, count, lr, batch_size);
+}
+
+/* Loss of the q7 outputs / 127 against the targets (real ones as they are); correct: argmax z ==
+ * label, or with targets every output within 0.5 of its target. */
+static int evaluate(i8_net *n, const uint8_t *images, const float *inputs, const uint8_t *labels, const float *targets,
+                    int count, double *loss, int *correct) {
+    if (inputs || targets)
+        for (int i = 0; i < count; i++)
+            if (check_sample(n, inputs, targets, NULL, i)) return -1;
     const int nl = n->n_layers, n_out = n->sizes[nl], ldo = I8_LD(n_out);
     double sum = 0.0;
     int ok = 0;
     for (int k = 0; k < count; k += n->cap) {
         int m = count - k < n->cap ? count - k : n->cap;
-        load_inputs(n, images + (long)k * n->sizes[0], NULL, m);
+        if (images) load_inputs(n, images + (long)k * n->sizes[0], NULL, m);
+        else load_inputs_f32(n, inputs + (long)k * n->sizes[0], NULL, m);
         forward(n, m);
         for (int s = 0; s < m; s++) {
+            if (targets) {
+                const float *y = targets + (long)(k + s) * n_out;
+                int near = 1;
+                for (int j = 0; j < n_out; j++) {
+                    double e = n->act[nl][(long)s * ldo + j] / 127.0 - (double)y[j];
+                    sum += 0.5 * e * e;
+                    near &= fabs(e) < 0.5;
+                }
+                ok += near;
+                continue;
+            }
             int best = 0;
             for (int j = 0; j < n_out; j++) {
                 double a = n->act[nl][(long)s * ldo + j] / 127.0, y = labels[k + s] == j ? 1.0 : 0.0;
@@ -705,6 +768,19 @@ int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int cou
     *loss = count ? sum / count : 0.0;
     *correct = ok;
     return 0;
+}
+
+int i8_evaluate(i8_net *n, const uint8_t *images, const uint8_t *labels, int count, double *loss, int *correct) {
+    return evaluate(n, images, NULL, labels, NULL, count, loss, correct);
+}
+
+int i8_evaluate_f32(i8_net *n, const float *inputs, const float *targets, const uint8_t *labels, int count,
+                    double *loss, int *correct) {
+    if (!inputs || (!targets && !labels)) return fail(n, "no inputs, or neither targets nor labels");
+    if (!targets)
+        for (int i = 0; i < count; i++)
+            if (check_sample(n, NULL, NULL, labels, i)) return -1;
+    return evaluate(n, NULL, inputs, targets ? NULL : labels, targets, count, loss, correct);
 }
 
 int i8_get_quantised(i8_net *n, int l, int8_t *wq, float *maxabs) {

@@ -30,6 +30,15 @@ int i8_train(i8_net *net, const uint8_t *images, const uint8_t *labels, int n_im
 int i8_evaluate(i8_net *net, const uint8_t *images, const uint8_t *labels, int n,
                 double *loss, int *correct);
 
+/* The same on float32 data (any data, ecufl_kernel.h's *_f32 calls): inputs (n x sizes[0]) in
+ * [0, 1] enter as q7 round_half_up(127 x) clamped to 0..127; targets (n x sizes[-1]) in [0, 1]
+ * as q7 targets round_half_up(127 y) in the output error, or NULL: labels (one-hot). Evaluation
+ * compares the outputs / 127 with the real targets (correct: all within 0.5). */
+int i8_train_f32(i8_net *net, const float *inputs, const float *targets, const uint8_t *labels, int n_samples,
+                 const int32_t *order, int n, double lr, int batch_size);
+int i8_evaluate_f32(i8_net *net, const float *inputs, const float *targets, const uint8_t *labels, int n,
+                    double *loss, int *correct);
+
 /* Prune weight layer l to the entries where mask (n_out x n_in, 1 = keep) is set: the layer
  * switches to CSC storage (by input column, in blocks of `block` = 1 or 8 consecutive output
  * rows, which the mask must respect) and keeps that mask for the rest of training. */

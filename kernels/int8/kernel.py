@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import EvalResult
+from ..base import EvalResult, check_data
 from ..native import NativeKernel, PrunableNativeKernel
 from ..params import Params
 from ..prune import PrunableKernel, sparse_bytes
@@ -27,6 +27,7 @@ class Int8Base(PrunableKernel):
     path = "numpy"
 
     def train(self, images, labels, order, lr, batch_size) -> None:
+        check_data(self.sizes, images, labels)
         ref.check_bounds(self.sizes, batch_size)
         super().train(images, labels, order, lr, batch_size)
 
@@ -75,12 +76,18 @@ class Int8NumpyKernel(Int8Base):
                 self.net.set_mask(l, mask)
 
     def evaluate(self, images, labels, chunk: int = 2000) -> EvalResult:
+        check_data(self.sizes, images, labels)
         loss = 0.0
         correct = 0
         for k in range(0, len(labels), chunk):
             acts, z = self.net.forward(ref.input_q(images[k : k + chunk]))
             a = acts[-1] / ref.A_ONE
             lab = labels[k : k + chunk]
+            if np.ndim(lab) == 2:  # real-valued targets: every output within 0.5 of its target
+                y = np.asarray(lab, np.float32).astype(np.float64)
+                loss += 0.5 * float(np.sum((a - y) ** 2))
+                correct += int(np.sum(np.max(np.abs(a - y), axis=1) < 0.5))
+                continue
             y = np.zeros_like(a)
             y[np.arange(len(lab)), lab] = 1.0
             loss += 0.5 * float(np.sum((a - y) ** 2))

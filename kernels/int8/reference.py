@@ -24,7 +24,9 @@ Numbers and their scales (x_q is the integer, x = x_q * scale):
   the derivative) revived saturated units far faster than float does and trained *better* than
   the float reference (95.5% vs 85.8% at 784-128-10, seed 1, 5 epochs), i.e. it was a different
   algorithm; over [-16, 16) the derivative follows float down to 8e-6.
-- output error: d = (a_q - 127 y) * DLUT[z] (int32, scale 1/(127 * 65536)).
+- output error: d = (a_q - 127 y) * DLUT[z] (int32, scale 1/(127 * 65536)). Real-valued targets
+  y in [0, 1] (any data, issue 17) enter as q7 targets round_half_up(127 y) (``q7``), float inputs
+  as q7 inputs the same way: both within 1/254 of their value, as the pixels are.
 - hidden error: e = d_next_q @ W_next_q (int32), e_q = q15(e); t = e_q * DLUT[z];
   d = t (scale s_d_next * s_w_next * 2^k_e / 65536).
 - q15(x): k = max(0, bitlength(max|x|) - 15), x_q = sat16((x + 2^(k-1)) >> k); scale times 2^k.
@@ -82,7 +84,18 @@ INPUT_Q = ((254 * np.arange(256, dtype=np.int64) + 255) // 510).astype(np.uint8)
 
 
 def input_q(images: np.ndarray) -> np.ndarray:
-    return INPUT_Q[images]
+    """q7 inputs: uint8 pixels through INPUT_Q; float inputs in [0, 1] (any data, issue 17) as
+    round_half_up(127 x) of their float32 value, clamped to 0..127 (exact in float64)."""
+    if images.dtype == np.uint8:
+        return INPUT_Q[images]
+    return q7(images)
+
+
+def q7(x: np.ndarray) -> np.ndarray:
+    """round_half_up(127 x) of float32(x), clamped to 0..127: float inputs and real-valued targets.
+    For x = p / 255 this is INPUT_Q[p] (127 p / 255 is never within float32 error of a half)."""
+    q = np.floor(np.asarray(x, np.float32).astype(np.float64) * 127.0 + 0.5)
+    return np.clip(q, 0, A_ONE).astype(np.uint8)
 
 
 def quantise_weights(w: np.ndarray) -> tuple[np.ndarray, np.float32]:
@@ -171,13 +184,18 @@ class Int8Net:
 
     # -- one SGD step -------------------------------------------------------------------------
     def step(self, xq: np.ndarray, labels: np.ndarray, lr: float) -> dict:
-        """One mini-batch; returns the integer intermediates (for tests)."""
+        """One mini-batch; returns the integer intermediates (for tests). ``labels``: class indices
+        (N,) (one-hot target 127), or real-valued targets (N, n_out) in [0, 1], taken as the q7
+        targets ``q7(y)`` (within 1/254 of y)."""
         m = len(labels)
         zi: list[np.ndarray] = []
         acts, _ = self.forward(xq, zi)
         a = acts[-1]
-        y = np.zeros_like(a)
-        y[np.arange(m), labels] = A_ONE
+        if np.ndim(labels) == 2:
+            y = q7(labels).astype(np.int64)
+        else:
+            y = np.zeros_like(a)
+            y[np.arange(m), labels] = A_ONE
         d = (a - y) * DLUT[zi[-1]].astype(np.int64)
         dq, k = q15(d)
         s_d = math.ldexp(1.0, k) / 8323072.0  # 127 * 65536
