@@ -9,6 +9,12 @@ is split into: startup (process start -> handler; a fresh process per message in
 data (MNIST load + shard), setup (kernel + weights), train, serialise, and wait (the rest:
 transport, queueing, polling sleeps).
 
+Emulated i.MX6 clients also get their round projected for the board (server/virtual_clock.py,
+kernels/arm/clientstack.py): "Round split on this host and on the board" sets, per kernel, the
+host's measured parts beside the board's projected ones for each board mode (supernode: Python
+ClientApp start, MNIST load, npy serialisation; agent: the native agent, which starts and loads once
+per boot), the projected training, the link transfer, and the wait for the round's slowest client.
+
 samples/s is samples trained (shard x local epochs) per wall second of ``Kernel.train``; it drops
 when clients share cores. samples/CPU-s divides by the CPU seconds of ``Kernel.train`` instead,
 which does not, and is the figure to hold against ``ecufl bench kernels`` (single thread):
@@ -159,6 +165,63 @@ def add_bench(kernels: dict[str, dict[str, Any]], bench: dict[tuple[str, str, in
         v["cpu_rate_over_bench"] = v["samples_per_cpu_second"] / b if b else None
 
 
+SPLIT_COLUMNS = ["kernel", "where", "client-rounds", "client start s", "data s", "setup s", "train s", "serialise s",
+                 "transfer s", "wait s", "round s"]
+
+
+def board_split(data: dict[str, Any]) -> list[list[str]]:
+    """Per kernel: the mean round split on this host and projected for the board in each mode
+    (rows only for kernels whose clients carry board projections)."""
+    host: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    board: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    own: dict[str, set[str]] = defaultdict(set)
+    for run in data["runs"]:
+        slowest = {r.get("round"): _f(r.get("virtual_seconds")) for r in run["rounds"]}
+        for row in run["clients"]:
+            if row.get("accepted") != "1" or not row.get("board_mode"):
+                continue
+            k = kernel_label(row)
+            own[k].add(row["board_mode"])
+            parts = [_f(row.get(p)) for p in PARTS]
+            reply = _f(row.get("reply_seconds"))
+            for name, v in zip(("start", "data", "setup", "train", "serialise"), parts):
+                host[k][name].append(v)
+            host[k]["wait"].append(max(0.0, reply - sum(parts)))
+            host[k]["round"].append(reply)
+            train, transfer = _f(row.get("projected_seconds")), _f(row.get("transfer_seconds"))
+            for mode in ("supernode", "agent"):
+                if row.get(f"board_{mode}_serialise_seconds") in (None, ""):
+                    continue
+                b = board[(k, mode)]
+                vals = {p: _f(row.get(f"board_{mode}_{p}_seconds")) for p in ("start", "data", "serialise", "io")}
+                total = train + transfer + sum(vals.values())
+                b["start"].append(vals["start"])
+                b["data"].append(vals["data"])
+                b["train"].append(train)
+                b["serialise"].append(vals["serialise"])
+                b["transfer"].append(transfer + vals["io"])  # the agent's TLS and record I/O go with the transfer
+                b["wait"].append(max(0.0, slowest.get(row.get("round"), 0.0) - total) if mode == row["board_mode"] else 0.0)
+                b["round"].append(total)
+    rows = []
+
+    def cell(d: dict[str, list[float]], p: str, fmt: str = "{:.3f}") -> str:
+        return fmt.format(statistics.fmean(d[p])) if d.get(p) else "-"
+
+    for k in sorted(host):
+        h = host[k]
+        rows.append([k, "this host (measured)", str(len(h["train"])), cell(h, "start"), cell(h, "data"), cell(h, "setup"),
+                     cell(h, "train"), cell(h, "serialise", "{:.4f}"), "in wait", cell(h, "wait"), cell(h, "round")])
+        for mode in ("supernode", "agent"):
+            b = board.get((k, mode))
+            if not b:
+                continue
+            where = f"A9 projected, {mode} mode" + (" (this run's)" if mode in own[k] else "")
+            rows.append([k, where, str(len(b["train"])), cell(b, "start"), cell(b, "data"), "not counted",
+                         cell(b, "train"), cell(b, "serialise", "{:.4f}"), cell(b, "transfer", "{:.4f}"),
+                         cell(b, "wait") if mode in own[k] else "-", cell(b, "round")])
+    return rows
+
+
 # --- plots -----------------------------------------------------------------------------------------
 def _png(fig) -> str:
     buf = io.BytesIO()
@@ -294,6 +357,17 @@ def build(folder: Path, bench: dict | None = None) -> Path:
     figs = plots(data, kernels)
     sections = [f"<h1>ecufl report: {html.escape(folder.name)}</h1>",
                 "<h2>Kernels</h2>", _html_table(kernel_columns(kernels), kernel_rows(kernels))]
+    split = board_split(data)
+    if split:
+        sections.append(
+            "<h2>Round split on this host and on the board</h2><p>Seconds per client round (mean over clients and "
+            "rounds). Board rows are projected for the A9 (counted ARM instructions x the cost model, "
+            "kernels/arm/COSTMODEL.md; the Python client stack from kernels/arm/measured/client-stack-a9.json, "
+            "whose flwr/ecufl imports are extrapolated from this host's ratio). A supernode board pays the "
+            "ClientApp start and the MNIST load only in rounds where the host's ClientApp was a fresh process "
+            "(Flower's plain path; a warm node forks it); an agent board starts and loads once per boot. "
+            "Board wait = the round's slowest client minus this one, in the run's own mode only.</p>"
+            + _html_table(SPLIT_COLUMNS, split))
     for title, png in figs.items():
         sections.append(f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>")
     for run in data["runs"]:

@@ -24,6 +24,7 @@ from typing import Any
 from ecufl.kernels import weights as weightfile
 from ecufl.kernels import Params
 from ecufl.proto import report_fields
+from ecufl.server.virtual_clock import CLOCK_COLUMNS
 
 ROUND_COLUMNS = [
     "round", "clients_asked", "clients_replied", "clients_accepted", "aggregate_seconds", "evaluate_seconds",
@@ -31,7 +32,7 @@ ROUND_COLUMNS = [
     "virtual_seconds", "virtual_time",  # server/virtual_clock.py: the round's, and the run's so far
 ]
 CLIENT_COLUMNS = (["round", "accepted", "reject_reason", "reply_seconds"] + report_fields()
-                  + ["projected_seconds", "transfer_seconds", "client_virtual_seconds"])  # virtual_clock.py
+                  + CLOCK_COLUMNS)  # virtual_clock.py: projected training, the rest of the client on its board, transfer
 
 
 class Results:

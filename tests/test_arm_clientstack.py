@@ -1,0 +1,76 @@
+"""A supernode board's Python client stack on the A9 (kernels/arm/clientstack.py).
+
+The committed table (kernels/arm/measured/client-stack-a9.json, `ecufl calibrate --client-stack`)
+regenerates: the interpreter start and `import numpy`, counted again on Debian's armhf python3.11
+under qemu-arm -cpu cortex-a9, land within clientstack.TOLERANCE (2%) of the table's instructions
+(about 10 s here). And the virtual clock adds the table's figures to an emulated board's round, by
+mode, without running qemu (fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecufl.kernels.arm import clientstack as cs
+from ecufl.kernels.arm import profiles
+from ecufl.proto import RoundReport
+from ecufl.server.virtual_clock import VirtualClock, get_link
+
+
+def _have_stack() -> bool:
+    try:
+        cs._python()
+        from ecufl.kernels.arm import count
+
+        count.qemu_path(), count.plugin_path()
+        return True
+    except Exception:  # noqa: BLE001 - any missing piece: skip with the reason below
+        return False
+
+
+@pytest.mark.arm
+@pytest.mark.skipif(not _have_stack(), reason="needs `make build/armhf-python/PACKAGES qemu-plugin` and qemu-arm")
+def test_counted_phases_regenerate_within_tolerance():
+    table = cs.table()
+    start = cs.run_probe("start")
+    numpy = cs.run_probe("numpy")
+    new = {"phases": {"interpreter_start": {"instructions": start.total},
+                      "import_numpy": {"instructions": numpy.total - start.total}}}
+    old = {"phases": {k: table["phases"][k] for k in ("interpreter_start", "import_numpy")}}
+    assert cs.compare(new, old) == []
+    assert cs.compare({"phases": {"import_numpy": {"instructions": 2 * new["phases"]["import_numpy"]["instructions"]}}},
+                      {"phases": {"import_numpy": table["phases"]["import_numpy"]}})  # the check can fail
+
+
+def test_table_says_what_is_counted_and_what_is_extrapolated():
+    p = cs.table()["phases"]
+    for name in ("interpreter_start", "import_numpy", "data", "serialise"):
+        assert p[name]["counted"] is True, name
+    assert p["import_client"]["counted"] is False and "extrapolated" in p["import_client"]
+    assert p["import_client"]["cycles"] == pytest.approx(p["import_numpy"]["cycles"] * p["import_client"]["host_ratio"],
+                                                         rel=1e-3)  # the ratio is stored rounded
+
+
+def _report(**kw) -> RoundReport:
+    base = dict(kernel="c", profile="imx6", board_seconds_projected=0.04, bytes_sent=95696, bytes_received=95696)
+    return RoundReport(**(base | kw))
+
+
+def test_virtual_clock_adds_the_board_client_by_mode():
+    clock = VirtualClock(get_link("ethernet-100"))
+    hz = profiles.get("imx6").clock_hz
+    c = cs.supernode_cycles(cs.table())
+    cold = clock.client(_report(startup_seconds=3.5, data_seconds=0.8))
+    assert cold["board_mode"] == "supernode"
+    assert cold["board_start_seconds"] == pytest.approx(c["start"] / hz)
+    assert cold["board_data_seconds"] == pytest.approx(c["data"] / hz)
+    rest = cold["board_start_seconds"] + cold["board_data_seconds"] + cold["board_serialise_seconds"]
+    assert cold["client_virtual_seconds"] == pytest.approx(0.04 + rest + cold["transfer_seconds"])
+    warm = clock.client(_report())  # a forked ClientApp that had its data: serialisation only
+    assert warm["board_start_seconds"] == warm["board_data_seconds"] == 0 < warm["board_serialise_seconds"]
+    slow = clock.client(_report(profile="imx6-792", startup_seconds=3.5))
+    assert slow["board_start_seconds"] == pytest.approx(cold["board_start_seconds"] * 1e9 / 792e6)
+    host = clock.client(RoundReport(kernel="c", profile="host", train_seconds=0.5, bytes_sent=95696))
+    assert "board_mode" not in host and host["client_virtual_seconds"] == pytest.approx(0.5 + host["transfer_seconds"])
+    agent = clock.client(_report(kernel="remote:b1", startup_seconds=3.5, data_seconds=0.8))
+    assert agent.get("board_mode", "agent") == "agent" and agent.get("board_start_seconds", 0.0) == 0.0
+    assert agent["board_supernode_start_seconds"] == pytest.approx(cold["board_start_seconds"])  # both modes shown
