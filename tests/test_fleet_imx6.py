@@ -1,6 +1,7 @@
 """scenarios/imx6-fleet.toml end to end on real Flower processes: four emulated i.MX6 ECUs train
 with the ARM build of the C kernel (NEON path) under qemu-arm, and the results carry projected
-board seconds per client per round (clients.csv) and the server's virtual time (rounds.csv).
+board seconds per client per round (clients.csv), the rest of the client projected for the board (board_*_seconds: a supernode board's
+Python ClientApp start, MNIST load and serialisation) and the server's virtual time (rounds.csv).
 About 2.5 minutes here: each round is ~30 s of four qemu trainers and fresh ClientApp processes
 sharing two cores."""
 
@@ -39,11 +40,21 @@ def test_imx6_fleet_end_to_end(fleet, tmp_path):  # noqa: F811
             assert projected < float(c["train_seconds"]), where  # ~40 ms on the A9 vs seconds under qemu
             transfer = link.transfer_seconds(int(c["bytes_received"]), int(c["bytes_sent"]))
             assert float(c["transfer_seconds"]) == pytest.approx(transfer), where
-            assert float(c["client_virtual_seconds"]) == pytest.approx(projected + transfer), where
+            # the rest of the client on its board (a supernode board: the Python ClientApp), from the
+            # committed table of counted ARM instructions (kernels/arm/measured/client-stack-a9.json)
+            assert c["board_mode"] == "supernode", where
+            board = [float(c[f"board_{p}_seconds"]) for p in ("start", "data", "serialise")]
+            assert [float(c[f"board_supernode_{p}_seconds"]) for p in ("start", "data", "serialise")] == board, where
+            assert board[2] > 0, where  # npy decode + encode, every round
+            assert (board[0] > 0) == (float(c["startup_seconds"]) > 0), where  # a fresh ClientApp process
+            assert (board[1] > 0) == (float(c["data_seconds"]) > 0), where  # this process loaded MNIST
+            assert float(c["client_virtual_seconds"]) == pytest.approx(projected + sum(board) + transfer), where
             assert 0 < int(c["trainer_peak_rss_bytes"]) < 1024 * 2**20 < int(c["peak_rss_bytes"]) + 1024 * 2**20
         row = rounds[rnd]
         slowest = max(float(c["client_virtual_seconds"]) for c in mine)
         assert float(row["virtual_seconds"]) == pytest.approx(slowest), f"round {rnd}"
         total += slowest
         assert float(row["virtual_time"]) == pytest.approx(total), f"round {rnd}"
-    assert "Accuracy against projected board time" in (res / "report.html").read_text()
+    page = (res / "report.html").read_text()
+    assert "Accuracy against projected board time" in page
+    assert "Round split on this host and on the board" in page and "A9 projected, supernode mode (this run&#x27;s)" in page
