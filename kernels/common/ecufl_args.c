@@ -12,7 +12,9 @@ void ecufl_args_usage(FILE *f, const char *prog) {
             "       [--train-limit N] [--no-shuffle] [--scaled-init] [--init FILE.npz] [--out FILE.npz]\n"
             "       [--data-dir DIR] [--json]\n"
             "Train HDRNN on MNIST (raw IDX files%s in --data-dir, else $ECUFL_DATA) and print test accuracy,\n"
-            "training time and peak RSS. Same options and same experiment as `ecufl train`.\n",
+            "training time and peak RSS. Same options and same experiment as `ecufl train`.\n"
+            "Any data: --data-dir with train-inputs.idx, train-targets.idx, test-inputs.idx, test-targets.idx\n"
+            "(inputs uint8 or float32 in [0, 1]; targets uint8 class labels or float32 N x outputs).\n",
             prog,
 #ifdef ECUFL_HAVE_ZLIB
             " or .gz"
@@ -54,14 +56,7 @@ int ecufl_parse_layers(const char *text, int *sizes, int *n_sizes, char *err, si
         snprintf(err, errlen, "--layers: need at least an input and an output layer, got '%s'", text);
         return -1;
     }
-    if (sizes[0] != 784) {
-        snprintf(err, errlen, "--layers: the first layer must be 784 (28x28 MNIST pixels), got %d", sizes[0]);
-        return -1;
-    }
-    if (sizes[n - 1] != 10) {
-        snprintf(err, errlen, "--layers: the last layer must be 10 (digits 0-9), got %d", sizes[n - 1]);
-        return -1;
-    }
+    /* any sizes (issue 17): whether they fit the data is checked when the data is read (trainer.c) */
     *n_sizes = n;
     return 0;
 }
