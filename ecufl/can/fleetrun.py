@@ -16,6 +16,12 @@ the same windows, from the same initial weights, ``rounds x local-epochs`` epoch
 local-only (each training vehicle alone; each of its models scored on every unseen vehicle, so
 ``vehicles x`` the attacks) and centralised (all training vehicles' windows in one place). The
 federated model is the Flower fleet's global model after the last round.
+
+A second calibration (``score(..., calibration)``, "fleet-calibrated") is the one of ``ecufl can
+fleet``: a model is calibrated once on the training vehicles' windows and held-out drives (101,
+half of ``can-train-seconds``; local-only: its own vehicle's), and that threshold is used on every
+unseen vehicle. In a fleet each vehicle would send its residual sums and held-out maximum; here
+the server computes them from the vehicles' seeds (the same numbers; not sent over Flower).
 """
 
 from __future__ import annotations
@@ -97,15 +103,23 @@ def _kernel(params: Params) -> NumpyKernel:
     return NumpyKernel(params.astype("float32"), dtype="float32")
 
 
-def score(models: list[Params], vehicles: list[TestVehicle]) -> dict:
-    """Every model calibrated on, then scoring, every unseen vehicle: metrics per family, false
-    alarms per hour, thresholds; ``accuracy``: share of the test windows called right (alarm =
-    attack window)."""
+def score(models: list[Params], vehicles: list[TestVehicle],
+          calibration: list[tuple[list[np.ndarray], list[np.ndarray]]] | None = None) -> dict:
+    """Every model scoring every unseen vehicle: metrics per family, false alarms per hour,
+    thresholds; ``accuracy``: share of the test windows called right (alarm = attack window).
+
+    Calibration (residual mean and sd, threshold): by default each unseen vehicle calibrates the
+    model on its own held-out normal drive; ``calibration`` gives instead, per model, the training
+    vehicles' (normal windows, held-out windows) it is calibrated on once, as ``ecufl can fleet``
+    does (the threshold is then the largest of those vehicles' held-out maxima)."""
     wins, alarms, thresholds, costs = [], [], [], []
-    for p in models:
+    for i, p in enumerate(models):
         k = _kernel(p)
+        fixed = None
+        if calibration is not None:
+            fixed = detect.Autoencoder(p.sizes[0], detect.TrainSettings()).calibrate(k, *calibration[i])
         for v in vehicles:
-            ae = detect.Autoencoder(v.test.x.shape[1], detect.TrainSettings()).calibrate(k, [v.held], [v.held])
+            ae = fixed or detect.Autoencoder(v.test.x.shape[1], detect.TrainSettings()).calibrate(k, [v.held], [v.held])
             alarms.append(ae.alarms(v.test.x))
             wins.append(v.test)
             thresholds.append(round(ae.threshold, 3))
@@ -126,6 +140,13 @@ def _train(x: np.ndarray, sizes: list[int], seed: int, order_seed: int, epochs: 
     for _ in range(epochs):
         k.train(x, x, order.next(), lr, batch_size)
     return k.get_params()
+
+
+def fleet_calibration(run_seed: int, vehicles: int, train_seconds: float, window: float
+                      ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The training vehicles' normal windows and held-out normal windows (drive 101, half as long)."""
+    return ([training_windows(run_seed, p, train_seconds, window) for p in range(vehicles)],
+            [vehicle_windows(run_seed + p, HELD_DRIVE, train_seconds / 2, window).x for p in range(vehicles)])
 
 
 def baselines(run_seed: int, vehicles: int, sizes: list[int], train_seconds: float, window: float,
