@@ -227,12 +227,14 @@ def _run_sim(sc, results_base: Path, parallel: int | None = None) -> None:
 
 @fleet.command("overhead")
 @click.option("--nodes", "node_counts", default="4,16", show_default=True, help="Fleet sizes to measure.")
-@click.option("--engines", default="deployment,simulation", show_default=True)
+@click.option("--engines", default=None,
+              help="deployment and/or simulation [default: deployment,simulation; with --compare-flower: deployment].")
 @click.option("--rounds", default=3, show_default=True, type=int)
 @click.option("--samples", default=200, show_default=True, type=int, help="Training samples per node.")
 @click.option("--compare-flower", is_flag=True,
               help="Per fleet size, back to back: a bare Flower app with sleeping clients (Flower's floor), "
-                   "ecufl on cold nodes, ecufl on warm nodes (deployment only; --engines is ignored).")
+                   "ecufl on cold nodes, ecufl on warm nodes; with --engines simulation: the bare app and "
+                   "ecufl in Flower's simulation engine.")
 @click.option("--sleep", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="--compare-flower: seconds the bare app's clients sleep.")
 @click.option("--runs", default="flower,cold,warm", show_default=True,
@@ -251,7 +253,7 @@ def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep,
         raise click.UsageError(f"--nodes: fleet sizes must be in 1..64, got {node_counts}")
     if rounds < 1:
         raise click.UsageError(f"--rounds must be >= 1, got {rounds}")
-    engine_list = _csv(engines, "--engines")
+    engine_list = _csv(engines or ("deployment" if compare_flower else "deployment,simulation"), "--engines")
     for e in engine_list:
         if e not in ("deployment", "simulation"):
             raise click.UsageError(f"--engines: expected deployment and/or simulation, got {e!r}")
@@ -262,7 +264,8 @@ def fleet_overhead(node_counts, engines, rounds, samples, compare_flower, sleep,
     try:
         if compare_flower:
             rows = overhead.compare_flower(counts, rounds, samples, local.state_dir(state_path), Path(results_base),
-                                           sleep=sleep, echo=_console(as_json).print, modes=tuple(run_list))
+                                           sleep=sleep, echo=_console(as_json).print, modes=tuple(run_list),
+                                           engines=tuple(engine_list))
         else:
             rows = overhead.measure(counts, engine_list, rounds, samples, local.state_dir(state_path),
                                     Path(results_base), echo=_console(as_json).print)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,15 +145,43 @@ def run_simulation(cfg: RunConfig, folder: Path, *, echo: Callable[[str], None] 
                    parallel: int | None = None) -> dict[str, Any]:
     """Start a simulation SuperLink of our own (own port, own FLWR_HOME under the run folder),
     run, stop it with all its children (Ray included)."""
+    need_ray()
+    prepare(cfg, folder)
+    if not cfg.nodes:
+        raise FleetError("a simulation needs nodes > 0 (its number of virtual SuperNodes)")
+    sim = folder / "sim"
+    with sim_superlink(sim) as env:
+        try:
+            run_id = flwr_app.run(flwr_app.app_dir(), SIM_CONNECTION, env, sim, cfg.to_flat(),
+                                  sim_federation(cfg.nodes, parallel))
+        except flwr_app.FlowerError as e:
+            raise FleetError(str(e)) from None
+        _record(folder, run_id, "simulation", sim)
+        return follow(folder, cfg.rounds, lambda: flwr_app.status(run_id, SIM_CONNECTION, env, sim),
+                      _timeout(cfg) + 120, echo, str(sim / "superlink.log"))
+
+
+def need_ray() -> None:
     try:
         import ray  # noqa: F401 - only to say which extra is missing, before any process starts
     except ImportError:
         raise FleetError("the simulation engine needs Ray, which `./bootstrap run` does not install: "
                          "`.venv/bin/pip install -e '.[simulation]'` (or `./bootstrap test`)") from None
-    prepare(cfg, folder)
-    if not cfg.nodes:
-        raise FleetError("a simulation needs nodes > 0 (its number of virtual SuperNodes)")
-    sim = folder / "sim"
+
+
+def sim_federation(nodes: int, parallel: int | None = None) -> dict[str, Any]:
+    """The federation config of ecufl's simulations: ``nodes`` virtual SuperNodes, one Ray actor
+    per core (or ``parallel``), each client on one CPU."""
+    actors = max(1, min(parallel or os.cpu_count() or 1, nodes))
+    return {"num-supernodes": nodes, "client-resources-num-cpus": 1, "init-args-num-cpus": actors}
+
+
+@contextmanager
+def sim_superlink(sim: Path) -> Iterator[dict[str, str]]:
+    """A simulation SuperLink of our own in ``sim`` (own port, FLWR_HOME ``sim/flwr-home`` naming it
+    ``SIM_CONNECTION``, log ``sim/superlink.log``); yields the environment of the ``flwr`` calls and
+    stops it with all its children (Ray included) at the end."""
+    need_ray()
     sim.mkdir(parents=True, exist_ok=True)
     port = procs.free_port()
     flwr_app.write_connection(sim / "flwr-home", SIM_CONNECTION, port)
@@ -168,16 +197,7 @@ def run_simulation(cfg: RunConfig, folder: Path, *, echo: Callable[[str], None] 
             if not procs.alive(pid) or time.monotonic() > end:
                 raise FleetError(f"the simulation SuperLink did not start; see {log}")
             time.sleep(0.3)
-        cpus = os.cpu_count() or 1
-        actors = max(1, min(parallel or cpus, cfg.nodes))
-        federation = {"num-supernodes": cfg.nodes, "client-resources-num-cpus": 1, "init-args-num-cpus": actors}
-        try:
-            run_id = flwr_app.run(flwr_app.app_dir(), SIM_CONNECTION, env, sim, cfg.to_flat(), federation)
-        except flwr_app.FlowerError as e:
-            raise FleetError(str(e)) from None
-        _record(folder, run_id, "simulation", sim)
-        return follow(folder, cfg.rounds, lambda: flwr_app.status(run_id, SIM_CONNECTION, env, sim),
-                      _timeout(cfg) + 120, echo, str(log))
+        yield env
     finally:
         procs.stop(pid, grace=15)
 

@@ -7,17 +7,20 @@ Everything about a fleet lives in one state folder (default ``.fleet/``, or ``--
     flwr-home/          FLWR_HOME of every process and of the ``flwr`` CLI (config.toml)
     app/                the Flower App folder ``flwr run`` submits
     logs/               superlink.log, node-0.log, ...
-    superlink.db        the SuperLink's state (SQLite)
 
 Each SuperNode gets its own port and node config: ``partition-id``, ``num-partitions``,
 ``kernel`` (``name`` or ``name:dtype``) and ``profile``. The SuperLink runs with
-``--disable-runtime-dependency-installation`` (no ``uv sync`` per run: ecufl is installed here).
+``--disable-runtime-dependency-installation`` (no ``uv sync`` per run: ecufl is installed here)
+and keeps its state in memory (no ``--database``): with SQLite, 16 nodes on 2 cores made it answer
+requests with HTTP 500 ``database is locked``; a local fleet's SuperLink does not outlive its run
+anyway (a restarted SuperLink does not resume a run).
 The Fleet API of flwr 1.42 is HTTP (FastAPI/uvicorn) on the SuperLink's one port; it is insecure
 (plain text) because it never leaves 127.0.0.1.
 
 A node is warm (the default) or cold. Cold is Flower's plain path: the SuperNode starts its own
 ``flower-superexec``, which starts a ``flwr-clientapp`` process per message. Warm: the SuperNode
-runs with ``--isolation process`` and ecufl's launcher (``ecufl.fleet.warm``, its own process
+is Flower's SuperNode with its fixed waits made short (``ecufl.fleet.warm_supernode``), run
+with ``--isolation process``, and ecufl's launcher (``ecufl.fleet.warm``, its own process
 group, ``Node.exec_pid``, log ``logs/node-N.warm.log``) takes the SuperExec's place and forks
 each ClientApp from a parent that holds the imports, the data and the kernel.
 """
@@ -38,6 +41,7 @@ from ecufl.fleet import flwr_app, procs
 
 CONNECTION = "ecufl-fleet"
 WARM_POLL_ENV = "ECUFL_WARM_POLL"  # seconds between a warm launcher's AcquireTask polls
+NODE_POLL_ENV = "ECUFL_NODE_POLL"  # seconds between a warm SuperNode's polls of the SuperLink while busy
 WARM_TIMING = "warm ClientApp timing "  # prefix of a warm ClientApp's one line of times in its node's log
 
 
@@ -124,14 +128,21 @@ def start_node(state: FleetState, partition: int, nodes: int, kernel: str, profi
     env = state.env()
     if data_dir:
         env["ECUFL_DATA"] = str(Path(data_dir).resolve())
-    cmd = [procs.tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{state.port}",
-           "--port", str(port), "--node-config", node_config(partition, nodes, kernel, profile)]
-    pid = procs.start(cmd + (["--isolation", "process"] if warm else []), env, log, state.path)
-    node = Node(partition, kernel, profile, port, pid, str(log), warm=warm, data_dir=data_dir)
+    args = ["--insecure", "--superlink", f"127.0.0.1:{state.port}", "--port", str(port),
+            "--node-config", node_config(partition, nodes, kernel, profile)]
     if warm:
         # the fleet's launchers together poll their SuperNodes about 40 times a second (each poll
-        # costs the SuperNode an HTTP request): 0.05 s apart at 2 nodes, 0.4 s at 16
-        env.setdefault(WARM_POLL_ENV, f"{min(0.5, max(0.05, nodes / 40)):.3f}")
+        # costs the SuperNode an HTTP request): 0.05 s apart at 2 nodes, 0.4 s at 16; the SuperNodes,
+        # while busy, poll the SuperLink as often together (ecufl.fleet.warm_supernode)
+        every = f"{min(0.5, max(0.05, nodes / 40)):.3f}"
+        env.setdefault(WARM_POLL_ENV, every)
+        env.setdefault(NODE_POLL_ENV, every)
+        cmd = [sys.executable, "-m", "ecufl.fleet.warm_supernode", *args, "--isolation", "process"]
+    else:
+        cmd = [procs.tool("flower-supernode"), *args]
+    pid = procs.start(cmd, env, log, state.path)
+    node = Node(partition, kernel, profile, port, pid, str(log), warm=warm, data_dir=data_dir)
+    if warm:
         node.exec_pid = procs.start(
             [sys.executable, "-m", "ecufl.fleet.warm", "--runtime-api-address", f"127.0.0.1:{port}",
              "--supernode-pid", str(pid), "--kernel", kernel], env, Path(node.warm_log), state.path)
@@ -150,14 +161,14 @@ def up(folder: Path, nodes: int, kernels: list[str], profiles: list[str] | None 
     if current and procs.alive(current.superlink_pid):
         raise FleetError(f"a fleet is already up in {folder} ({len(current.nodes)} nodes); `ecufl fleet down` first")
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "superlink.db").unlink(missing_ok=True)  # a fresh fleet starts with a fresh SuperLink
+    (folder / "superlink.db").unlink(missing_ok=True)  # left by an older ecufl (the state is in memory now)
     port = procs.free_port()
     state = FleetState(str(folder), port, 0, started_at=time.time(),
                        train_lock=str(folder / "train.lock") if one_trainer else "")
     flwr_app.write_connection(state.flwr_home, CONNECTION, port)
     state.superlink_pid = procs.start(
         [procs.tool("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
-         "--disable-runtime-dependency-installation", "--database", str(folder / "superlink.db")],
+         "--disable-runtime-dependency-installation"],
         state.env(), folder / "logs" / "superlink.log", folder)
     state.save()
     end = time.monotonic() + timeout

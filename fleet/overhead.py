@@ -14,6 +14,9 @@ per message) and ecufl on warm nodes (``ecufl.fleet.warm``). For each: overhead 
 the replies of later rounds) and the peak RSS of a node's whole client stack (SuperNode + its
 SuperExec or warm launcher + the ClientApp; a warm node's forked ClientApps share the parent's
 pages, so the parent and its children count once, as the larger of the two peaks).
+With ``--engines simulation`` (or ``deployment,simulation``) it also runs, per fleet size, the bare
+app and ecufl in Flower's simulation engine, each on a simulation SuperLink of its own with the
+same federation (``launch.sim_federation``): Flower's floor there is its in-memory grid and Ray.
 """
 
 from __future__ import annotations
@@ -194,13 +197,22 @@ def _summary(mode: str, n: int, walls: list[float], trains: list[float], clients
 
 def _run_bare(state: local.FleetState, n: int, rounds: int, sleep: float, layers: str, folder: Path,
               echo: Callable[[str], None] | None) -> tuple[list[float], list[float], list[list[dict[str, float]]]]:
+    return _bare_run(local.CONNECTION, state.env(), state.path, n, rounds, sleep, layers, folder, echo,
+                     lambda: _why(state), str(state.path / "logs"))
+
+
+def _bare_run(connection: str, env: dict[str, str], cwd: Path, n: int, rounds: int, sleep: float, layers: str,
+              folder: Path, echo: Callable[[str], None] | None, why: Callable[[], str], logs: str,
+              federation: dict[str, Any] | None = None
+              ) -> tuple[list[float], list[float], list[list[dict[str, float]]]]:
+    """Submit the bare Flower app to the SuperLink of ``connection`` (a fleet's, or a simulation
+    SuperLink with ``federation``) and read its rounds."""
     folder.mkdir(parents=True, exist_ok=True)
-    app = write_bare_app(state.path / "bare-app")
+    app = write_bare_app(cwd / "bare-app")
     out = (folder / "bare-rounds.jsonl").resolve()
-    env, cwd = state.env(), state.path
     try:
-        run_id = flwr_app.run(app, local.CONNECTION, env, cwd, {"num-server-rounds": rounds, "nodes": n,
-                                                                  "layers": layers, "sleep": sleep, "out": str(out)})
+        run_id = flwr_app.run(app, connection, env, cwd, {"num-server-rounds": rounds, "nodes": n, "layers": layers,
+                                                          "sleep": sleep, "out": str(out)}, federation)
     except flwr_app.FlowerError as e:
         raise local.FleetError(str(e)) from None
     end = time.monotonic() + 300 + rounds * 660
@@ -216,15 +228,15 @@ def _run_bare(state: local.FleetState, n: int, rounds: int, sleep: float, layers
             if lines and json.loads(lines[-1]).get("done"):
                 break
             if time.monotonic() > end:
-                raise local.FleetError(f"the bare Flower app did not finish in time; see {state.path / 'logs'}")
-            status = flwr_app.status(run_id, local.CONNECTION, env, cwd)
+                raise local.FleetError(f"the bare Flower app did not finish in time; see {logs}")
+            status = flwr_app.status(run_id, connection, env, cwd)
             if status.startswith("finished") and not (out.exists() and '"done"' in out.read_text()):
                 time.sleep(1.0)
                 if not (out.exists() and '"done"' in out.read_text()):
-                    raise local.FleetError(f"the bare Flower app ended ({status}{_why(state)}); see {state.path / 'logs'}")
+                    raise local.FleetError(f"the bare Flower app ended ({status}{why()}); see {logs}")
             time.sleep(1.0)
     except BaseException:
-        flwr_app.stop(run_id, local.CONNECTION, env, cwd)
+        flwr_app.stop(run_id, connection, env, cwd)
         raise
     events = [json.loads(line) for line in out.read_text().splitlines() if '"round"' in line]
     walls, trains, clients = [], [], []
@@ -282,15 +294,50 @@ def _message_waits(state: local.FleetState, clients: list[list[dict[str, float]]
                 c["message_wait"] = times[c["pid"]]
 
 
+def compare_simulation(n: int, rounds: int, samples: int, top: Path, sleep: float,
+                       echo: Callable[[str], None] | None, modes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """In Flower's simulation engine, back to back: the bare Flower app (clients sleep ``sleep``
+    seconds; Flower's own ``send_and_receive``) and ecufl, each on a simulation SuperLink of its own
+    with the same federation (``n`` virtual SuperNodes, one Ray actor per core)."""
+    out = []
+    for mode in ("flower", "ecufl"):
+        if mode == "flower" and "flower" not in modes or mode == "ecufl" and not {"cold", "warm"} & set(modes):
+            continue
+        if echo:
+            echo(f"[bold]{n} nodes, simulation: {'bare Flower app, sleeping clients' if mode == 'flower' else 'ecufl'}[/]")
+        try:
+            if mode == "flower":
+                where = top / f"sim-flower-{n}"
+                with launch.sim_superlink(where / "sim") as env:
+                    walls, trains, clients = _bare_run(
+                        launch.SIM_CONNECTION, env, where / "sim", n, rounds, sleep, "784,30,10", where, echo,
+                        lambda: "", str(where / "sim" / "superlink.log"), launch.sim_federation(n))
+            else:
+                (where,) = launch.run_scenario(_scenario(f"sim-{n}", "simulation", n, rounds, samples), top, echo=echo)
+                walls, trains, clients = _ecufl_rounds(where)
+        except local.FleetError as e:
+            if echo:
+                echo(f"  [red]failed[/]: {e}")
+            out.append({"engine": "simulation", "mode": mode, "nodes": n, "error": str(e).splitlines()[0]})
+            continue
+        out.append(_summary(mode, n, walls, trains, clients, {}, str(where)) | {"engine": "simulation"})
+    return out
+
+
 def compare_flower(node_counts: list[int], rounds: int, samples: int, state: Path, results_base: Path,
                    sleep: float = 0.5, echo: Callable[[str], None] | None = None,
-                   modes: tuple[str, ...] = MODES) -> list[dict[str, Any]]:
+                   modes: tuple[str, ...] = MODES, engines: tuple[str, ...] = ("deployment",)) -> list[dict[str, Any]]:
     """Flower's floor, ecufl cold, ecufl warm (or some of them): back to back per fleet size, each on
-    a fresh fleet."""
+    a fresh fleet; with ``simulation`` in ``engines``, also the bare app and ecufl in Flower's
+    simulation engine (``compare_simulation``)."""
     folder = state.parent / (state.name + "-overhead")
     top = new_run_folder(results_base.resolve(), "overhead-compare")
     out = []
     for n in node_counts:
+        if "simulation" in engines:
+            out += compare_simulation(n, rounds, samples, top, sleep, echo, modes)
+        if "deployment" not in engines:
+            continue
         for mode in [m for m in MODES if m in modes]:
             if echo:
                 echo(f"[bold]{n} nodes: {'bare Flower app, sleeping clients' if mode == 'flower' else 'ecufl ' + mode}[/]")
@@ -316,9 +363,9 @@ def compare_flower(node_counts: list[int], rounds: int, samples: int, state: Pat
             except local.FleetError as e:  # a run that fails is a row of the table, the others still run
                 if echo:
                     echo(f"  [red]failed[/]: {e}")
-                out.append({"mode": mode, "nodes": n, "error": str(e).splitlines()[0]})
+                out.append({"engine": "deployment", "mode": mode, "nodes": n, "error": str(e).splitlines()[0]})
                 continue
-            out.append(_summary(mode, n, walls, trains, clients, peaks, str(where)))
+            out.append(_summary(mode, n, walls, trains, clients, peaks, str(where)) | {"engine": "deployment"})
     (top / "overhead.json").write_text(json.dumps(out, indent=1))
     return out
 
@@ -329,19 +376,24 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("nodes", "run", "replies", "round 1 (s)", "later rounds (s)", "vs Flower", "start-up (s)",
                 "data (s)", "setup (s)", "node peak RSS (MiB)"):
         t.add_column(col, justify="right")
-    floor = {r["nodes"]: r["overhead_later_median_s"] for r in rows if r["mode"] == "flower" and "error" not in r}
-    names = {"flower": "bare Flower, clients sleep", "cold": "ecufl cold", "warm": "ecufl warm"}
+    def key(r: dict[str, Any]) -> tuple[str, int]:
+        return r.get("engine", "deployment"), r["nodes"]
+
+    floor = {key(r): r["overhead_later_median_s"] for r in rows if r["mode"] == "flower" and "error" not in r}
+    names = {"flower": "bare Flower, clients sleep", "cold": "ecufl cold", "warm": "ecufl warm", "ecufl": "ecufl"}
     for r in rows:
+        name = names[r["mode"]] + (" (simulation)" if r.get("engine") == "simulation" else "")
         if "error" in r:
-            t.add_row(str(r["nodes"]), names[r["mode"]], "failed", r["error"][:120], *[""] * 6)
+            t.add_row(str(r["nodes"]), name, "failed", r["error"][:120], *[""] * 6)
             continue
-        ratio = r["overhead_later_median_s"] / floor[r["nodes"]] if floor.get(r["nodes"]) else float("nan")
+        ratio = r["overhead_later_median_s"] / floor[key(r)] if floor.get(key(r)) else float("nan")
         dash = r["mode"] == "flower"
-        t.add_row(str(r["nodes"]), names[r["mode"]], f"{r['replies']}/{r['asked']}", f"{r['overhead_round1_s']:.2f}",
+        t.add_row(str(r["nodes"]), name, f"{r['replies']}/{r['asked']}", f"{r['overhead_round1_s']:.2f}",
                   f"{r['overhead_later_median_s']:.2f}", f"{ratio:.2f}",
                   f"{r['startup_round1_median_s']:.2f} / {r['startup_later_median_s']:.3f}"
                   + (f" ({r['message_wait_later_median_s']:.3f} waiting for the message)"
                      if r["message_wait_later_median_s"] == r["message_wait_later_median_s"] else ""),
                   "-" if dash else f"{r['data_later_median_s']:.3f}", "-" if dash else f"{r['setup_later_median_s']:.4f}",
-                  f"{r['node_peak_rss_mib_median']:.0f} (max {r['node_peak_rss_mib_max']:.0f})")
+                  f"{r['node_peak_rss_mib_median']:.0f} (max {r['node_peak_rss_mib_max']:.0f})"
+                  if r["node_peak_rss_mib_max"] else "-")
     return t

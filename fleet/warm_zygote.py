@@ -58,8 +58,9 @@ DEFAULT_SIZES = [784, 30, 10]
 # A SuperNode creates the task before it has pulled the message's objects from the SuperLink; a
 # ClientApp that asks for them too early is told to retry. Flower's backoff starts at 1 s (a
 # process that took seconds to start rarely meets it); a forked ClientApp is there within
-# milliseconds, so it retries from 20 ms on, doubling to at most 0.5 s.
-PULL_BACKOFF = (0.02, 0.5)
+# milliseconds, so it retries from 10 ms on, doubling to at most 0.1 s (each try is one request to
+# its own SuperNode on loopback).
+PULL_BACKOFF = (0.01, 0.1)
 
 
 
@@ -68,7 +69,7 @@ MESSAGE_WAIT = 60.0  # seconds a forked ClientApp waits for its SuperNode to sto
 
 
 def _pull_messages(client: RuntimeHttpClient):
-    """PullMessages until the SuperNode has stored the task's message. The SuperNode makes the
+    """PullMessages until the SuperNode has stored the task's message (``PULL_BACKOFF``). The SuperNode makes the
     task before it stores the message (``start_client_internal._pull_and_store_message``); a
     forked ClientApp can ask in between and get an empty answer, which changes nothing there."""
     delay, end = PULL_BACKOFF[0], time.monotonic() + MESSAGE_WAIT

@@ -131,6 +131,12 @@ def test_warm_and_cold_end_with_identical_weights(fleets, reference):
     for p in (0, 1):
         assert len(log_lines(fleets["warm"], p, "built the shard of a new split: 2 partitions, seed 11")) == 1
         assert int(parents[p]) not in {int(c["pid"]) for c in clients}
+    # a warm node's SuperNode is Flower's with short waits (ecufl.fleet.warm_supernode): one timing
+    # line per message in its log; a cold node's is Flower's plain flower-supernode
+    for p in (0, 1):
+        node_log = (fleets["warm"] / "logs" / f"node-{p}.log").read_text(errors="replace")
+        assert node_log.count("warm SuperNode timing ") == 2
+        assert "warm SuperNode timing " not in (fleets["cold"] / "logs" / f"node-{p}.log").read_text(errors="replace")
 
 
 def test_killed_warm_parent_gives_one_line_and_a_correct_next_run(fleets, reference):
