@@ -163,8 +163,13 @@ def _client_stack(out, profile_name, as_json) -> None:
         raise click.UsageError(f"--profile: {profile_name} has no clock; use an i.MX6 profile")
     try:
         folder = mnist.locate(download=False)
+        agent_bin = Path(cs._REPO_ROOT) / "build" / "agent-armv7-a9" / "ecufl-agent"
+        if not agent_bin.is_file():
+            raise cs.ClientStackError(f"the ARM board agent is not built ({agent_bin}): run `make agent-arm`")
         with console.status("counting the armhf Python client stack under qemu-arm -cpu cortex-a9"):
             table = cs.measure(Path(mnist.__file__), folder, CLIENT_IMPORTS)
+        with console.status("counting the board agent's TLS, I/O and protobuf-c under qemu-arm -cpu cortex-a9"):
+            table["agent"] = _count_agent(cs, agent_bin, mnist)
     except (cs.ClientStackError, EmulationError, mnist.DataError, subprocess.CalledProcessError) as e:
         raise Failure(" ".join(str(e).split()))
     path = cs.write(table, Path(out) if out else cs.TABLE_PATH)
@@ -185,5 +190,75 @@ def _client_stack(out, profile_name, as_json) -> None:
             continue
         t.add_row(name, f"{p['instructions']:,}" if "instructions" in p else "-", f"{p['cycles'] / hz:.3f}",
                   "counted" if p.get("counted") else "extrapolated", p["what"])
+    a = table["agent"]
+    for part in ("tls_handshake", "io", "serialise"):
+        for i, b in enumerate(a["weight_bytes"]):
+            if part == "tls_handshake":
+                cyc, n = a["tls_handshake_cycles"], a["tls_handshake_instructions"]
+            else:
+                cyc, n = a[f"{part}_fixed_cycles"] + a[f"{part}_cycles_per_byte"] * b, a[f"{part}_instructions"][i]
+            t.add_row(f"agent {part}", f"{n:,}", f"{cyc / hz:.4f}", "counted", f"per round, {b:,} weight bytes")
     console.print(t)
     console.print(f"table written to {path}")
+
+
+def _count_agent(cs, binary: Path, mnist) -> dict:
+    """The ARM agent under qemu-arm with gates on its TLS handshake, frame I/O and protobuf-c, one
+    run per gate set, each serving two training requests (784-30-10 and 784-128-10 weights) from
+    the real `remote` kernel over mutual TLS; the agent holds a 1,000-sample shard as IDX files."""
+    import importlib
+    import os
+    import socket
+    import tempfile
+
+    import numpy as np
+
+    from ecufl.fleet.deploy.certs import PKI
+    from ecufl.kernels import init_params
+
+    train = mnist.load("train")
+    with tempfile.TemporaryDirectory(prefix="ecufl-agent-calibrate-") as tmp:
+        d = Path(tmp)
+        data = d / "data"
+        data.mkdir()
+        n = 1000
+        (data / "train-images-idx3-ubyte").write_bytes(np.array([0x803, n, 28, 28], ">u4").tobytes()
+                                                       + train.images[:n].tobytes())
+        (data / "train-labels-idx1-ubyte").write_bytes(np.array([0x801, n], ">u4").tobytes() + train.labels[:n].tobytes())
+        pki = PKI(d / "state")
+        ca = pki.ensure_ca()
+        pem, key = pki.agent_server("a9", "127.0.0.1")
+        cpem, ckey = pki.agent_client()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        conf = d / "agent.conf"
+        conf.write_text(f"listen = 127.0.0.1:{port}\nca = {ca}\ncert = {pem}\nkey = {key}\ndata = {data}\nnode = a9\n")
+        endpoint = d / "endpoint.json"
+        endpoint.write_text(json.dumps({"node": "a9", "address": f"127.0.0.1:{port}", "ca": str(ca),
+                                        "cert": str(cpem), "key": str(ckey)}))
+        old = os.environ.get("ECUFL_REMOTE_AGENT")
+        os.environ["ECUFL_REMOTE_AGENT"] = str(endpoint)
+        try:
+            import ecufl.kernels.remote as remote
+
+            remote = importlib.reload(remote)
+
+            def drive(sizes):
+                def go():
+                    k = remote.RemoteAgentKernel(init_params(list(sizes), 1, dtype="float32"))
+                    k.train(None, None, np.arange(10), 3.0, 10)
+                    k.close()
+                return go
+
+            counted = {part: cs.run_gated_server(binary, ["--config", str(conf)], fns, "serving TLS",
+                                                 [drive(s) for s in cs.WEIGHT_SIZES])
+                       for part, fns in cs.AGENT_GATES.items()}
+        except remote.AgentError as e:
+            raise cs.ClientStackError(str(e)) from None
+        finally:
+            if old is None:
+                os.environ.pop("ECUFL_REMOTE_AGENT", None)
+            else:
+                os.environ["ECUFL_REMOTE_AGENT"] = old
+    return cs.agent_section(counted, tuple(cs._npy_bytes(s) for s in cs.WEIGHT_SIZES), binary=binary.name)

@@ -46,6 +46,8 @@ def test_table_says_what_is_counted_and_what_is_extrapolated():
     for name in ("interpreter_start", "import_numpy", "data", "serialise"):
         assert p[name]["counted"] is True, name
     assert p["import_client"]["counted"] is False and "extrapolated" in p["import_client"]
+    a = cs.table()["agent"]
+    assert a["counted"] is True and a["tls_handshake_cycles"] > 0 and a["io_cycles_per_byte"] > 0
     assert p["import_client"]["cycles"] == pytest.approx(p["import_numpy"]["cycles"] * p["import_client"]["host_ratio"],
                                                          rel=1e-3)  # the ratio is stored rounded
 
@@ -72,5 +74,10 @@ def test_virtual_clock_adds_the_board_client_by_mode():
     host = clock.client(RoundReport(kernel="c", profile="host", train_seconds=0.5, bytes_sent=95696))
     assert "board_mode" not in host and host["client_virtual_seconds"] == pytest.approx(0.5 + host["transfer_seconds"])
     agent = clock.client(_report(kernel="remote:b1", startup_seconds=3.5, data_seconds=0.8))
-    assert agent.get("board_mode", "agent") == "agent" and agent.get("board_start_seconds", 0.0) == 0.0
+    assert agent["board_mode"] == "agent" and agent["board_start_seconds"] == agent["board_data_seconds"] == 0.0
+    a = cs.table()["agent"]
+    assert agent["board_io_seconds"] == pytest.approx(
+        (a["tls_handshake_cycles"] + a["io_fixed_cycles"] + a["io_cycles_per_byte"] * 95696) / hz)
+    assert agent["client_virtual_seconds"] == pytest.approx(
+        0.04 + agent["board_serialise_seconds"] + agent["board_io_seconds"] + agent["transfer_seconds"])
     assert agent["board_supernode_start_seconds"] == pytest.approx(cold["board_start_seconds"])  # both modes shown

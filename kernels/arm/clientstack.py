@@ -10,7 +10,7 @@ set of steps per run and a step's instructions are the difference of two runs. T
 prices them like a kernel's (``CostModel.trm()``, the TRM table). Flower 1.42 cannot be imported
 there (it needs grpcio >= 1.66 and protobuf >= 6.31; Debian 12 has 1.51 and 3.21), so the imports
 of flwr and ecufl's ClientApp are EXTRAPOLATED: the counted A9 cost of ``import numpy`` times the
-host's ratio (wall seconds of those imports / of ``import numpy``, this machine), and labelled so.
+host's ratio (CPU seconds of those imports / of ``import numpy``, this machine), and labelled so.
 
 The figures are a committed table (``measured/client-stack-a9.json``, ``ecufl calibrate
 --client-stack`` regenerates it), so a client never runs qemu for them: ``board_overhead`` turns
@@ -126,16 +126,21 @@ def _npy_bytes(sizes: tuple[int, ...]) -> int:
     return sum(128 + 4 * (i * o + o) for i, o in zip(sizes, sizes[1:]))
 
 
-def host_import_seconds(imports: str, repeats: int = 3) -> dict[str, float]:
-    """Wall seconds on this host of a bare interpreter, ``import numpy`` and ``imports`` (the
-    ClientApp's own), each the fastest of ``repeats`` fresh processes (warm file cache)."""
+def host_import_seconds(imports: str, repeats: int = 7) -> dict[str, float]:
+    """CPU seconds (user + system) on this host of a bare interpreter, ``import numpy`` and
+    ``imports`` (the ClientApp's own), each the least of ``repeats`` fresh processes (warm file
+    cache). CPU, not wall time: the ratio must not move with the other work on the machine."""
     def best(code: str) -> float:
         times = []
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                           env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-            times.append(time.perf_counter() - t0)
+            proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+            _, status, ru = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                last = (proc.stderr.read().decode(errors="replace").strip().splitlines() or ["?"])[-1]
+                raise ClientStackError(f"host python -c {code!r} failed: {last}")
+            times.append(ru.ru_utime + ru.ru_stime)
         return min(times)
 
     return {"start": best("pass"), "numpy": best("import numpy"), "client": best(f"import numpy; {imports}")}
@@ -193,7 +198,7 @@ def measure(data_module: Path, mnist_dir: Path, client_imports: str, *, model: C
     phases["import_client"] = {
         "what": f"the ClientApp's own imports ({client_imports}) beyond numpy",
         "counted": False,
-        "extrapolated": "A9 cycles of `import numpy` x this host's wall-time ratio of these imports to "
+        "extrapolated": "A9 cycles of `import numpy` x this host's CPU-time ratio of these imports to "
                         "`import numpy` (flwr 1.42 cannot run on Debian 12's armhf Python: grpcio, protobuf too old)",
         "host_seconds": {k: round(v, 4) for k, v in host.items()}, "host_ratio": round(ratio, 3),
         "cycles": round(phases["import_numpy"]["cycles"] * ratio),
@@ -207,6 +212,85 @@ def measure(data_module: Path, mnist_dir: Path, client_imports: str, *, model: C
                                  "data": got["data"].peak_rss_bytes,
                                  "note": "qemu-arm's resident memory (guest plus qemu's own), for scale only"},
     }
+
+
+# ---- agent mode: the native agent's per-round work, counted inside its own functions --------------
+# Each set is one agent run under qemu-arm with the plugin's gates on these functions (entry ->
+# return of each direct call); every connection is a forked child, whose counts the plugin writes
+# when it exits (the parent's count never includes them).
+AGENT_GATES = {
+    "tls_handshake": ("SSL_accept",),
+    "io": ("agent_read_frame", "agent_write_frame"),
+    "serialise": ("ecufl__train_request__unpack", "ecufl__train_reply__get_packed_size", "ecufl__train_reply__pack",
+                  "ecufl__train_request__free_unpacked"),
+}
+
+
+def run_gated_server(binary: Path, args: list[str], functions: tuple[str, ...], ready: str,
+                     drives: list, *, timeout: float = 300) -> list[dict[str, int]]:
+    """``binary args`` under qemu-arm -cpu cortex-a9, counting inside ``functions``; once its log
+    shows ``ready``, each of ``drives`` (callables) is run in turn and the counts of the forked child
+    that served it are collected (one dict of class -> instructions per drive)."""
+    from .symbols import SymbolError, gates
+
+    try:
+        g = gates(binary, list(functions))
+    except SymbolError as e:
+        raise ClientStackError(str(e)) from None
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ecufl-agentcount-") as tmp:
+        out, log = Path(tmp) / "counts.json", Path(tmp) / "agent.log"
+        plugin = ",".join([str(count.plugin_path()), *g.plugin_args(), f"out={out}"])
+        with open(log, "w") as logf:
+            proc = subprocess.Popen([count.qemu_path(), "-cpu", count.CPU, "-plugin", plugin, str(binary), *args],
+                                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env={})
+        try:
+            deadline = time.monotonic() + timeout
+            while ready not in log.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    last = (log.read_text().strip().splitlines() or ["(no output)"])[-1]
+                    raise ClientStackError(f"{binary.name} under qemu-arm did not start serving: {last}")
+                time.sleep(0.2)
+            for drive in drives:
+                out.unlink(missing_ok=True)
+                drive()
+                while True:  # the serving child writes its counts when it exits
+                    try:
+                        data = json.loads(out.read_text())
+                        break
+                    except (OSError, ValueError):
+                        if time.monotonic() > deadline:
+                            raise ClientStackError(f"{binary.name}: the serving child wrote no counts") from None
+                        time.sleep(0.2)
+                results.append({k: int(v) for k, v in data["region_classes"].items()})
+        finally:
+            proc.kill()  # no exit handler: the parent's own (empty) counts are not wanted
+            proc.wait()
+    return results
+
+
+def agent_section(counted: dict[str, list[dict[str, int]]], weight_bytes: tuple[int, int],
+                  model: CostModel | None = None, binary: str = "") -> dict:
+    """The table's ``agent`` section from the gated counts at two weight sizes."""
+    model = model or CostModel.trm()
+
+    def cyc(c: dict[str, int]) -> float:
+        return model.project(c).cycles
+
+    out: dict = {"what": "per round on the board agent (ecufl-agent, static, OpenSSL 3 mutual TLS, protobuf-c; TLS handshake per connection, one connection per round)",
+                 "binary": binary, "weight_bytes": list(weight_bytes), "counted": True}
+    tls = [cyc(c) for c in counted["tls_handshake"]]
+    out["tls_handshake_cycles"] = round(sum(tls) / len(tls))
+    out["tls_handshake_instructions"] = round(sum(sum(c.values()) for c in counted["tls_handshake"]) / len(tls))
+    b1, b2 = weight_bytes
+    for part in ("io", "serialise"):
+        (c1, c2) = (cyc(c) for c in counted[part])
+        (n1, n2) = (sum(c.values()) for c in counted[part])
+        per = (c2 - c1) / (b2 - b1)
+        out[f"{part}_cycles_per_byte"] = round(per, 4)
+        out[f"{part}_fixed_cycles"] = round(c1 - per * b1)
+        out[f"{part}_instructions"] = [n1, n2]
+    return out
 
 
 def write(table: dict, path: Path = TABLE_PATH) -> Path:
@@ -266,7 +350,7 @@ def board_overhead(profile: Profile, mode: str, *, fresh_process: bool, loaded_d
             return {}
         return {"start": 0.0, "data": 0.0,
                 "serialise": (a["serialise_fixed_cycles"] + a["serialise_cycles_per_byte"] * weight_bytes) / hz,
-                "io": (a["tls_handshake_cycles"] + a["io_cycles_per_byte"] * 2 * weight_bytes) / hz}
+                "io": (a["tls_handshake_cycles"] + a["io_fixed_cycles"] + a["io_cycles_per_byte"] * weight_bytes) / hz}
     raise ValueError(f"unknown board mode {mode!r}; modes: supernode, agent")
 
 
