@@ -128,3 +128,28 @@ def test_job_runner_refuses_a_truncated_job(arm_binaries, tmp_path):
     proc = subprocess.run(["qemu-arm", "-cpu", "cortex-a9", str(arm_binaries["neon"]), str(job), str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "truncated" in proc.stderr
+
+
+def test_cortex_a9_int8_trainer_trains_the_can_autoencoder_bit_exact(arm_binaries, tmp_path):
+    """Any data (issue 17): ecufl-train-int8 built for the A9 (NEON) trains the CAN-shaped
+    autoencoder from float32 IDX files (tests/test_any_data.py) bit for bit as int8-numpy."""
+    from ecufl.kernels import weights as weightfile
+    from test_any_data import SIZES, can_like, run_trainer, train, write_idx
+
+    common = INT8_DIR.parent / "common"
+    exe = tmp_path / "ecufl-train-int8"
+    subprocess.run([CC, *A9_FLAGS, "-std=c11", f"-I{common}", f"-I{INT8_DIR}", '-DECUFL_TRAINER_KERNEL="int8"', "-o", str(exe),
+                    *[str(common / f) for f in ("trainer.c", "ecufl_args.c", "ecufl_idx.c", "ecufl_npz.c")],
+                    *[str(INT8_DIR / f) for f in ("int8_abi.c", "int8_net.c", "int8_ops_simd.c")], "-lm"],
+                   check=True, capture_output=True, text=True)
+    x = can_like(400)
+    for split, rows in (("train", x[:300]), ("test", x[300:])):
+        write_idx(tmp_path / f"{split}-inputs.idx", rows)
+        write_idx(tmp_path / f"{split}-targets.idx", rows)
+    weightfile.save(tmp_path / "init.npz", init_params(SIZES, 3, scaled=True, dtype="float32"))
+    r = run_trainer(["qemu-arm", "-cpu", "cortex-a9", str(exe)], tmp_path, tmp_path / "arm.npz")
+    assert r.returncode == 0, r.stderr
+    arm, _ = weightfile.load(tmp_path / "arm.npz")
+    ref = train("int8-numpy", x[:300], x[:300]).get_params()
+    for a, b in zip(arm.flat(), ref.flat()):
+        assert np.array_equal(a, b)

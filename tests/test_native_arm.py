@@ -116,3 +116,26 @@ def test_arm_trainer_bad_arguments(arm_build, raw_mnist):
     for args, needle in [(["--lr", "nan"], "--lr"), (["--layers", "784"], "--layers"), (["--data-dir", "/nope"], "/nope")]:
         r = subprocess.run([*QEMU, str(arm_build / "ecufl-train-c"), *args], capture_output=True, text=True)
         assert r.returncode in (1, 2) and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
+
+
+@pytest.mark.parametrize("name", ["c", "c-plain", "eigen"])
+def test_arm_trainers_train_the_can_autoencoder(arm_build, tmp_path, name):
+    """Any data (issue 17): the CAN-shaped autoencoder from float32 IDX files (tests/test_any_data.py),
+    on the board build under qemu, within ATOL of the host's numpy float32 and of the host trainer."""
+    from test_any_data import BIN, SIZES, can_like, max_abs_diff, run_trainer, train, write_idx
+
+    x = can_like(400)
+    for split, rows in (("train", x[:300]), ("test", x[300:])):
+        write_idx(tmp_path / f"{split}-inputs.idx", rows)
+        write_idx(tmp_path / f"{split}-targets.idx", rows)
+    weightfile.save(tmp_path / "init.npz", init_params(SIZES, 3, scaled=True, dtype="float32"))
+    r = run_trainer([*QEMU, str(arm_build / f"ecufl-train-{name}")], tmp_path, tmp_path / "arm.npz")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kernel_info"]["path"] == {"c-plain": "plain"}.get(name, "neon")
+    arm, _ = weightfile.load(tmp_path / "arm.npz")
+    ref = train("numpy", x[:300], x[:300])
+    assert max_abs_diff(arm, ref.get_params()) <= ATOL
+    r = run_trainer([str(BIN / f"ecufl-train-{name}")], tmp_path, tmp_path / "host.npz")
+    assert r.returncode == 0, r.stderr
+    host, _ = weightfile.load(tmp_path / "host.npz")
+    assert max_abs_diff(arm, host) <= ATOL
