@@ -236,7 +236,7 @@ def _run_sim(sc, results_base: Path, parallel: int | None = None) -> None:
                    "ecufl on cold nodes, ecufl on warm nodes; with --engines simulation: the bare app and "
                    "ecufl in Flower's simulation engine.")
 @click.option("--sleep", default=0.5, show_default=True, type=click.FloatRange(min=0),
-              help="--compare-flower: seconds the bare app's clients sleep.")
+              help="--compare-flower: seconds the bare app's clients sleep (deployment; in simulation they do not).")
 @click.option("--runs", default="flower,cold,warm", show_default=True,
               help="--compare-flower: which of the three runs to make.")
 @STATE_OPTION

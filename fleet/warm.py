@@ -20,7 +20,9 @@ on Flower's plain path (``flwr-clientapp``), and starts a new parent.
 
 The launcher polls every ``ECUFL_WARM_POLL`` seconds (``ecufl fleet up`` sets nodes / 40, 0.05 to
 0.5 s, so a fleet's launchers together poll about 40 times a second): a SuperNode creates a task
-only when its own poll of the SuperLink (every 3 s when idle, fixed in Flower) brings a message.
+only when its own poll of the SuperLink brings a message. A warm node's SuperNode is Flower's with
+its fixed waits made short (``ecufl.fleet.warm_supernode``: it polls the SuperLink as often as the
+launcher polls it while a run is busy, instead of every 3 s).
 """
 
 from __future__ import annotations
