@@ -202,6 +202,55 @@ def _client_stack(out, profile_name, as_json) -> None:
     console.print(f"table written to {path}")
 
 
+# The certificates' key type sets the handshake's cost: the same as `ecufl deploy`'s fleet PKI
+# (fleet/deploy/certs.py, which this core module may not import; tests/test_arm_clientstack.py
+# holds the two equal): ECDSA on P-384, signed with SHA-384.
+AGENT_CURVE, AGENT_HASH = "secp384r1", "sha384"
+
+
+def _throwaway_pki(d: Path):
+    """A CA, an agent server certificate for 127.0.0.1 and a remote-kernel client certificate."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    curve, digest = ec.SECP384R1(), hashes.SHA384()
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def cert(cn, key, issuer, issuer_key, *, ca=False, usages=(), sans=()):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+             .not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True))
+        if usages:
+            b = b.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        if sans:
+            b = b.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return b.sign(issuer_key or key, digest)
+
+    def write(stem, c, key):
+        pem, kf = d / f"{stem}.pem", d / f"{stem}.key"
+        pem.write_bytes(c.public_bytes(serialization.Encoding.PEM))
+        kf.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+        return pem, kf
+
+    ca_key = ec.generate_private_key(curve)
+    ca = cert("ecufl calibrate CA", ca_key, None, None, ca=True)
+    ca_pem, _ = write("ca", ca, ca_key)
+    skey, ckey = ec.generate_private_key(curve), ec.generate_private_key(curve)
+    server = write("agent", cert("ecufl agent a9", skey, ca.subject, ca_key, usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+                                 sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), skey)
+    client = write("client", cert("ecufl remote kernel", ckey, ca.subject, ca_key,
+                                  usages=[ExtendedKeyUsageOID.CLIENT_AUTH]), ckey)
+    return ca_pem, server, client
+
+
 def _count_agent(cs, binary: Path, mnist) -> dict:
     """The ARM agent under qemu-arm with gates on its TLS handshake, frame I/O and protobuf-c, one
     run per gate set, each serving two training requests (784-30-10 and 784-128-10 weights) from
@@ -213,7 +262,6 @@ def _count_agent(cs, binary: Path, mnist) -> dict:
 
     import numpy as np
 
-    from ecufl.fleet.deploy.certs import PKI
     from ecufl.kernels import init_params
 
     train = mnist.load("train")
@@ -225,10 +273,7 @@ def _count_agent(cs, binary: Path, mnist) -> dict:
         (data / "train-images-idx3-ubyte").write_bytes(np.array([0x803, n, 28, 28], ">u4").tobytes()
                                                        + train.images[:n].tobytes())
         (data / "train-labels-idx1-ubyte").write_bytes(np.array([0x801, n], ">u4").tobytes() + train.labels[:n].tobytes())
-        pki = PKI(d / "state")
-        ca = pki.ensure_ca()
-        pem, key = pki.agent_server("a9", "127.0.0.1")
-        cpem, ckey = pki.agent_client()
+        ca, (pem, key), (cpem, ckey) = _throwaway_pki(d)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -81,3 +81,11 @@ def test_virtual_clock_adds_the_board_client_by_mode():
     assert agent["client_virtual_seconds"] == pytest.approx(
         0.04 + agent["board_serialise_seconds"] + agent["board_io_seconds"] + agent["transfer_seconds"])
     assert agent["board_supernode_start_seconds"] == pytest.approx(cold["board_start_seconds"])  # both modes shown
+
+
+def test_agent_count_uses_the_fleet_pki_key_type():
+    """The counted handshake is the deployed one's: the same curve and signature hash."""
+    from ecufl.calibrate_cli import AGENT_CURVE
+    from ecufl.fleet.deploy import certs
+
+    assert certs.CURVE.name == AGENT_CURVE
