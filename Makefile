@@ -37,8 +37,9 @@ DEB_VERSIONED = libclang-rt-$$(clang -dumpversion | cut -d. -f1)-dev \
 # the stamp names the extras installed, so `make test` after `make run` installs the test extras
 setup: system-deps $(VENV)/.installed-run
 # the armhf sysroot: Debian's armhf libraries the board agent links and tests/test_arm_published.py
-# measures OpenSSL's A9 routines in (a private apt configuration; nothing installed on this machine)
-setup-test: system-deps system-deps-test qemu-plugin build/armhf-sysroot/PACKAGES $(VENV)/.installed-test
+# measures OpenSSL's A9 routines in (a private apt configuration; nothing installed on this machine),
+# and Debian's armhf Python that tests/test_arm_clientstack.py counts the client stack on
+setup-test: system-deps system-deps-test qemu-plugin build/armhf-sysroot/PACKAGES build/armhf-python/PACKAGES $(VENV)/.installed-test
 
 system-deps:
 	@$(MAKE) --no-print-directory apt-install PKGS="$(DEB_PACKAGES)"
