@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ecufl import __version__
+from ecufl import __version__, record
 from ecufl.data import DataError
 from ecufl.kernels import KernelUnavailable
 from ecufl.kernels.weights import WeightFileError
@@ -28,8 +28,14 @@ from ecufl.ui import Failure, console, err_console, fmt_bytes, parse_layers  # n
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ecufl")
-def cli() -> None:
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the command's output to FILE with when, where and on which commit it ran "
+                   "(a measurement log; nothing is written if the command fails). Goes first: "
+                   "`ecufl --record docs/results/bench-kernels.md bench kernels --markdown`.")
+def cli(record_path) -> None:
     """ecufl: federated learning of HDRNN on embedded ECUs, kernel against kernel."""
+    if record_path:  # main() takes a leading --record off before click sees the command
+        raise click.UsageError("--record FILE must come first, right after `ecufl`")
 
 
 # --- init / train / eval / compare ------------------------------------------------------------------
@@ -254,7 +260,19 @@ def _extend() -> None:
                 raise Failure(f"`ecufl {_name}` is unavailable: {_e}")
 
 
+def _split_record(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--record FILE`` (or ``--record=FILE``) at the front of the arguments, and the rest."""
+    if argv and argv[0].startswith("--record="):
+        return argv[0].split("=", 1)[1], argv[1:]
+    if len(argv) >= 2 and argv[0] == "--record" and not argv[1].startswith("-"):
+        return argv[1], argv[2:]
+    return None, argv
+
+
 def main(argv: list[str] | None = None) -> None:
+    record_path, rest = _split_record(sys.argv[1:] if argv is None else list(argv))
+    if record_path and rest and rest[0] not in ("-h", "--help", "--version"):
+        sys.exit(record.run(record_path, rest, Path(__file__).resolve().parent.parent))
     _extend()
     try:
         rc = cli.main(args=argv, prog_name="ecufl", standalone_mode=False)

@@ -142,3 +142,21 @@ def test_peak_rss_is_the_process_own_not_its_parents():
     out = subprocess.run([sys.executable, "-c", "from ecufl.train import peak_rss_bytes; print(peak_rss_bytes())"],
                          capture_output=True, text=True, check=True, timeout=120)
     assert 10 * 2**20 < int(out.stdout) < 200 * 2**20, out.stdout
+
+
+def test_record_keeps_output_with_its_context_and_never_a_failed_run(tmp_path):
+    out = tmp_path / "logs" / "compare.md"
+    a = tmp_path / "a.npz"
+    ecufl("init", "--layers", "784,8,10", "--seed", 1, "--out", a)
+    proc = ecufl("--record", out, "compare", a, a)
+    text = out.read_text()
+    assert text.startswith(f"# `ecufl compare {a} {a}`")
+    for part in ("- ran: ", " UTC (", "commit ", "- machine: ", "cores", "load average (1 min): "):
+        assert part in text, part
+    assert proc.stdout.strip() and proc.stdout.strip() in text  # the output, passed through and kept
+    # a failing command keeps the earlier record as it was, and says so in one line
+    bad = ecufl("--record", out, "compare", a, tmp_path / "missing.npz", check=False)
+    assert bad.returncode == 1 and out.read_text() == text
+    assert bad.stderr.strip().splitlines()[-1] == f"ecufl: --record {out}: not written, the command failed (exit 1)"
+    late = ecufl("kernels", "--record", out, check=False)
+    assert late.returncode == 2 and "No such option '--record'" in late.stderr
