@@ -250,3 +250,24 @@ def test_trainer_reports_data_that_does_not_fit_in_one_line(can_dir, tmp_path):
     r = subprocess.run([exe, "--layers", "339,8,339", "--data-dir", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and "training targets have 5 values per sample" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+# -- the emulated board (kernels/arm/emulate.py): the board build's trainers under qemu ----------------------------
+@pytest.mark.arm
+def test_emulated_board_trains_the_can_autoencoder():
+    """run_emulated hands any data to the ARM trainers as float32 IDX files and counts
+    ecufl_net_train_f32: c within ATOL of numpy float32, int8 bit for bit int8-numpy."""
+    from ecufl.kernels.arm.emulate import run_emulated
+
+    x = can_like(120)
+    p = init_params(SIZES, 3, scaled=True, dtype="float32")
+    orders = [EpochOrder(120, 3).next(), EpochOrder(120, 4).next()]
+    for kernel, ref_name in (("c", "numpy"), ("int8", "int8-numpy")):
+        result = run_emulated(kernel, p, x, x, orders, 1.0, 10)
+        ref = create(ref_name, p, dtype="float32")
+        for o in orders:
+            ref.train(x, x, o, 1.0, 10)
+        assert max_abs_diff(result.params, ref.get_params()) <= (ATOL if kernel == "c" else 0.0)
+        assert result.report["arm_instructions"] > 1e6 and result.report["projected_seconds"] > 0
+    with pytest.raises(ValueError, match="int8_check_plain takes uint8 pixels and class labels only"):
+        run_emulated("int8-plain", p, x, x, orders, 1.0, 10)

@@ -5,7 +5,8 @@
     result.params                 # the trained weights (float32), read back from the trainer
     result.report["projected_seconds"], result.report["arm_instructions"], ...
 
-Inputs: the kernel name, the round's weights, the MNIST images/labels (uint8, the full arrays),
+Inputs: the kernel name, the round's weights, the MNIST images/labels (uint8, the full arrays;
+or any data, issue 17: float inputs in [0, 1] and class labels or real-valued targets (N, n_out)),
 one int32 sample order per local epoch (indices into images: the client's shard in the epoch's
 shuffled order), learning rate, mini-batch size, device profile. Each epoch is one run of the
 static ARM trainer (the last partial mini-batch of every epoch is trained, as in every kernel);
@@ -42,6 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..base import check_data
 from ..params import Params
 from . import count, microbench
 from .costmodel import CostModel, memory_cycles, seconds_range
@@ -112,6 +114,9 @@ class Int8Trainer:
         return board_binary(self.binary)
 
     def write_job(self, workdir, params, images, labels, order, lr, batch_size):
+        if not _mnist(images, labels):
+            raise ValueError(f"kernel {self.kernel}: its board runner {self.binary} takes uint8 pixels and class labels "
+                             "only; float inputs and real-valued targets train on the board with kernel int8")
         sizes = params.sizes
         with open(workdir / "job", "wb") as f:
             f.write(struct.pack(f"<{1 + len(sizes)}i", len(sizes), *sizes))
@@ -136,10 +141,17 @@ class Int8Trainer:
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file as MNIST ships them: magic (0, 0, ubyte, ndim), big-endian dims, the bytes."""
+    """An IDX file: magic (0, 0, type, ndim), big-endian dims, the data; type 0x08 for uint8 (as
+    MNIST ships them), 0x0D for anything else, written as big-endian float32 (any data, issue 17)."""
+    kind = 0x08 if array.dtype == np.uint8 else 0x0D
     with open(path, "wb") as f:
-        f.write(struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(np.ascontiguousarray(array, np.uint8).tobytes())
+        f.write(struct.pack(">BBBB", 0, 0, kind, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, np.uint8 if kind == 0x08 else ">f4").tobytes())
+
+
+def _mnist(images: np.ndarray, labels: np.ndarray) -> bool:
+    """uint8 pixels with class labels: the trainers' MNIST files and ``ecufl_net_train``."""
+    return images.dtype == np.uint8 and np.ndim(labels) == 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +160,9 @@ class StandaloneTrainer:
     as a board runs it: ``--init`` the round's weights, ``--no-shuffle`` over a data directory
     whose training files hold exactly the epoch's samples in the epoch's order, ``--out`` the new
     weights. Its test set is one sample (evaluation is not the client's job here). Counted:
-    ``ecufl_net_train``, called once per run."""
+    ``ecufl_net_train``, called once per run. Any data (issue 17: float inputs, real-valued targets)
+    goes as float32 IDX files (train-inputs.idx, train-targets.idx, ...) and is trained by
+    ``ecufl_net_train_f32``, counted instead (``functions_for``)."""
 
     kernel: str
     binary: str
@@ -157,17 +171,29 @@ class StandaloneTrainer:
     def build(self) -> Path:
         return board_binary(self.binary)
 
+    def functions_for(self, images: np.ndarray, labels: np.ndarray) -> tuple[str, ...]:
+        return self.functions if _mnist(images, labels) else ("ecufl_net_train_f32",)
+
     def write_job(self, workdir, params, images, labels, order, lr, batch_size):
         from ecufl.kernels import weights as weightfile
 
+        check_data(params.sizes, images, labels)
         data = workdir / "data"
         data.mkdir(exist_ok=True)
         rows = np.asarray(order, np.int64)
-        pixels = images[rows].reshape(len(rows), 28, 28)
-        _write_idx(data / "train-images-idx3-ubyte", pixels)
-        _write_idx(data / "train-labels-idx1-ubyte", labels[rows])
-        _write_idx(data / "t10k-images-idx3-ubyte", pixels[:1])
-        _write_idx(data / "t10k-labels-idx1-ubyte", labels[rows[:1]])
+        if _mnist(images, labels) and images.shape[1] == 784:  # MNIST's files, as before
+            pixels = images[rows].reshape(len(rows), 28, 28)
+            _write_idx(data / "train-images-idx3-ubyte", pixels)
+            _write_idx(data / "train-labels-idx1-ubyte", labels[rows])
+            _write_idx(data / "t10k-images-idx3-ubyte", pixels[:1])
+            _write_idx(data / "t10k-labels-idx1-ubyte", labels[rows[:1]])
+        else:  # any data: uint8 or float32 inputs, uint8 labels or float32 targets
+            inputs = images[rows] if images.dtype == np.uint8 else np.asarray(images[rows], np.float32)
+            targets = labels[rows].astype(np.uint8 if np.ndim(labels) == 1 else np.float32)
+            _write_idx(data / "train-inputs.idx", inputs)
+            _write_idx(data / "train-targets.idx", targets)
+            _write_idx(data / "test-inputs.idx", inputs[:1])
+            _write_idx(data / "test-targets.idx", targets[:1])
         weightfile.save(workdir / "in.npz", params.astype("float32"), kernel=self.kernel)
         (workdir / "out.npz").unlink(missing_ok=True)
         return ["--layers", ",".join(map(str, params.sizes)), "--epochs", "1", "--batch-size", str(batch_size),
@@ -261,9 +287,11 @@ def run_emulated(kernel: str, params: Params, images: np.ndarray, labels: np.nda
         for epoch, order in enumerate(orders):
             local = np.searchsorted(used, np.asarray(order, np.int64)).astype(np.int32)
             args = trainer.write_job(work, current, sub_images, sub_labels, local, lr, batch_size)
+            functions = (trainer.functions_for(sub_images, sub_labels) if hasattr(trainer, "functions_for")
+                         else trainer.functions)
             t0 = time.perf_counter()
             try:
-                run = count.run(binary, args, trainer.functions, rss_limit_bytes=limit, timeout=timeout,
+                run = count.run(binary, args, functions, rss_limit_bytes=limit, timeout=timeout,
                                 cache=caches)
             except count.MemoryLimitExceeded:
                 raise count.MemoryLimitExceeded(
