@@ -31,7 +31,7 @@ from ecufl.ui import Failure, console, err_console, fmt_bytes, parse_layers  # n
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the command's output to FILE with when, where and on which commit it ran "
                    "(a measurement log; nothing is written if the command fails). Goes first: "
-                   "`ecufl --record docs/results/bench-kernels.md bench kernels --markdown`.")
+                   "`ecufl --record results/kernels.md kernels`.")
 def cli(record_path) -> None:
     """ecufl: federated learning of HDRNN on embedded ECUs, kernel against kernel."""
     if record_path:  # main() takes a leading --record off before click sees the command
