@@ -89,3 +89,33 @@ def test_agent_count_uses_the_fleet_pki_key_type():
     from ecufl.fleet.deploy import certs
 
     assert certs.CURVE.name == AGENT_CURVE
+
+
+def test_report_sets_host_and_board_split_side_by_side(tmp_path):
+    """report.html of an emulated run: per kernel, the host's measured split and the board's
+    projection in each mode (the run's own mode with its wait for the slowest client)."""
+    from ecufl import report
+    from ecufl.server.results import Results
+
+    res = Results(tmp_path)
+    clock = VirtualClock(get_link("ethernet-100"))
+    rows = []
+    for pid, startup in enumerate((3.5, 0.0)):
+        r = _report(partition_id=pid, startup_seconds=startup, data_seconds=0.8 if startup else 0.0,
+                    train_seconds=2.0, setup_seconds=0.01, serialise_seconds=0.002, samples=1000)
+        rows.append({"round": 1, "accepted": 1, "reply_seconds": 7.0, "kernel": "c", "dtype": "float32",
+                     "profile": "imx6", "startup_seconds": startup, "data_seconds": r.data_seconds,
+                     "setup_seconds": 0.01, "train_seconds": 2.0, "serialise_seconds": 0.002, "samples": 1000,
+                     "peak_rss_bytes": 2**28, "bytes_sent": r.bytes_sent} | clock.client(r))
+    res.add_clients(rows)
+    res.add_round({"round": 0, "test_accuracy": 0.1})
+    res.add_round({"round": 1, "test_accuracy": 0.5, **clock.advance(rows)})
+    split = report.board_split(report.collect(tmp_path))
+    assert [r[1] for r in split] == ["this host (measured)", "A9 projected, supernode mode (this run's)",
+                                     "A9 projected, agent mode"]
+    host, supernode, agent = split
+    assert host[3] == "1.750" and host[6] == "2.000"  # mean client start and train on this host
+    assert float(supernode[3]) == pytest.approx(rows[0]["board_start_seconds"] / 2, abs=1e-3)
+    assert float(supernode[6]) == pytest.approx(0.04) and float(agent[3]) == 0.0
+    assert float(supernode[9]) > 0  # the warm client waits for the cold one
+    assert "Round split on this host and on the board" in report.build(tmp_path).read_text()
