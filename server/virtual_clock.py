@@ -11,7 +11,8 @@ the transfer of the global weights down and of its new weights up over the scena
                 (``kernels/arm/clientstack.py``, the committed table of counted ARM instructions):
                 a supernode board (every kernel but ``remote``) pays its Python ClientApp's start
                 (interpreter + imports) when the host's ClientApp was a fresh process (startup_seconds
-                > 0), the MNIST load when the host's loaded it (data_seconds > 0), and the npy decode
+                > 0), the MNIST load when the host's loaded it (data_seconds > 0; other workloads'
+                data is not projected), and the npy decode
                 + encode of the weights every round; an agent board (kernel ``remote``) starts and
                 loads once per boot, and its per-round I/O and TLS are priced only when the table has
                 an ``agent`` section. Both modes' figures are written (board_supernode_*,
@@ -65,7 +66,10 @@ def board_parts(report: Any) -> dict[str, Any]:
         table = clientstack.table()
     except clientstack.ClientStackError:
         return {}
-    fresh, loaded = float(report.startup_seconds) > 0, float(report.data_seconds) > 0
+    # the counted data phase is MNIST's load; another workload's data (CAN windows: layers not
+    # 784 -> ... -> 10) is not projected
+    mnist = not report.layers or (report.layers[0] == 784 and report.layers[-1] == 10)
+    fresh, loaded = float(report.startup_seconds) > 0, float(report.data_seconds) > 0 and mnist
     weight_bytes = int(report.bytes_sent) or int(report.bytes_received)
     row: dict[str, Any] = {}
     own = board_mode(report)
