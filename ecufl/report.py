@@ -200,8 +200,9 @@ def board_split(data: dict[str, Any]) -> list[list[str]]:
                 b["train"].append(train)
                 b["serialise"].append(vals["serialise"])
                 b["transfer"].append(transfer + vals["io"])  # the agent's TLS and record I/O go with the transfer
-                b["wait"].append(max(0.0, slowest.get(row.get("round"), 0.0) - total) if mode == row["board_mode"] else 0.0)
-                b["round"].append(total)
+                wait = max(0.0, slowest.get(row.get("round"), 0.0) - total) if mode == row["board_mode"] else 0.0
+                b["wait"].append(wait)
+                b["round"].append(total + wait)  # as the host's: until the round's slowest client is in
     rows = []
 
     def cell(d: dict[str, list[float]], p: str, fmt: str = "{:.3f}") -> str:
@@ -410,4 +411,14 @@ def report(results_dir, bench_json):
     except ReportError as e:
         raise click.UsageError(str(e))
     console.print(table(Path(results_dir), bench))
+    split = board_split(collect(Path(results_dir)))
+    if split:
+        from rich.table import Table
+
+        t = Table(title="Round split on this host and on the board (s per client round, mean)")
+        for c in SPLIT_COLUMNS:
+            t.add_column(c, justify="left" if c in ("kernel", "where") else "right")
+        for row in split:
+            t.add_row(*row)
+        console.print(t)
     click.echo(f"report: {out}")  # plain echo: a path must not be wrapped
