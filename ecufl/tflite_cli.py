@@ -43,7 +43,7 @@ def tflite():
 
 
 @tflite.command("export")
-@click.option("--layers", help="Layer sizes, comma-separated (e.g. 784,32,10).")
+@click.option("--layers", help="Layer sizes, comma-separated (e.g. 784,32,10; 339,32,339 is the CAN autoencoder).")
 @click.option("--batch-size", type=int, help="Mini-batch size the train signature takes.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Model file (default: the user cache, where the kernel looks).")
 @click.option("--standard", is_flag=True, help="Export every configuration ecufl ships, into --out-dir.")
@@ -66,7 +66,7 @@ def export_cmd(layers, batch_size, out, standard, out_dir):
         raise click.UsageError("give --layers and --batch-size (or --standard)")
     if out_dir:
         raise click.UsageError("--out-dir goes with --standard; use --out for one model")
-    sizes = _layers(layers)
+    sizes = parse_layers(layers, mnist=False)  # any network: MNIST's, the CAN autoencoder's (339,32,339)
     b = _batch(batch_size)
     path, n = _export(sizes, b, Path(out) if out else catalog.user_cache() / catalog.model_filename(sizes, b))
     console.print(f"wrote {path} ({n:,} bytes): layers {catalog.layers_text(sizes)}, batch {b}")

@@ -45,8 +45,9 @@ def fmt_bytes(n: float) -> str:
     return str(n)
 
 
-def parse_layers(value: str | None, flag: str = "--layers") -> list[int] | None:
-    """``784,30,10`` (or ``784-30-10``) as a list of layer sizes; UsageError names the flag."""
+def parse_layers(value: str | None, flag: str = "--layers", mnist: bool = True) -> list[int] | None:
+    """``784,30,10`` (or ``784-30-10``) as a list of layer sizes; UsageError names the flag.
+    ``mnist``: the network must take 784 pixels and give 10 digits (else any positive sizes)."""
     if value is None:
         return None
     try:
@@ -57,6 +58,8 @@ def parse_layers(value: str | None, flag: str = "--layers") -> list[int] | None:
         raise click.UsageError(f"{flag}: need at least an input and an output layer, got {value!r}")
     if any(s < 1 for s in sizes):
         raise click.UsageError(f"{flag}: layer sizes must be positive, got {value!r}")
+    if not mnist:
+        return sizes
     if sizes[0] != 784:
         raise click.UsageError(f"{flag}: the first layer must be 784 (28x28 MNIST pixels), got {sizes[0]}")
     if sizes[-1] != 10:

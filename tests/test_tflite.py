@@ -66,7 +66,7 @@ def test_shipped_model_uses_builtin_ops_only_and_has_the_signatures(sizes, b):
     n = len(sizes) - 1
     assert sorted(sigs["set_weights"]["inputs"]) == sorted([f"w{k}" for k in range(1, n + 1)] + [f"b{k}" for k in range(1, n + 1)])
     x = it.get_signature_runner("train").get_input_details()["x"]
-    assert list(x["shape"]) == [b, 784]
+    assert list(x["shape"]) == [b, sizes[0]]
 
 
 def test_op_check_catches_a_flex_op(tmp_path):

@@ -18,13 +18,13 @@ from pathlib import Path
 
 PACKAGE_MODELS = Path(__file__).resolve().parent / "models"
 
-# The configurations ecufl ships (issue 6): the benchmark configs at batch 10 and 32, and the
-# book's 784-30-10 at batch 10.
+# The configurations ecufl ships (issue 6): the benchmark configs at batch 10 and 32, the book's
+# 784-30-10 at batch 10, and the CAN autoencoder 339-32-339 (0.5 s windows of the Ford bus) at 10.
 STANDARD: list[tuple[tuple[int, ...], int]] = [
     (sizes, batch)
     for sizes in [(784, 2, 10), (784, 8, 10), (784, 32, 10), (784, 128, 10), (784, 32, 16, 10)]
     for batch in (10, 32)
-] + [((784, 30, 10), 10)]
+] + [((784, 30, 10), 10), ((339, 32, 339), 10)]  # the book's; the CAN autoencoder (ecufl/can, issue 17)
 
 
 def layers_text(sizes: Sequence[int], sep: str = "-") -> str:

@@ -7,7 +7,9 @@ runtime. The model holds the weights in resource variables and has four signatur
   (B, 784) float32 pixels already divided by 255, ``y`` (B, 10) one-hot labels. A row whose label
   row is all zero is padding: its error is masked out, so a last, smaller mini-batch of m < B
   samples is fed as m real rows plus B - m zero rows, with ``lr_over_m`` = lr / m. The host
-  computes lr / m in float64 and rounds once to float32, as the numpy reference does.
+  computes lr / m in float64 and rounds once to float32, as the numpy reference does. An
+  autoencoder's model (input size = output size, ``real_targets``; the CAN workload) takes
+  real-valued targets ``y`` in [0, 1] and masks by ``sum(y) > 0`` (GREATER, CAST) instead.
 - ``infer(x) -> a``: output activations for any number of rows (dynamic batch).
 - ``get_weights() -> w1, b1, ...`` and ``set_weights(w1, b1, ...)``: the book's shapes,
   w_l (n_out, n_in), b_l (n_out,).
@@ -40,6 +42,13 @@ def _tf():
     return tf
 
 
+def real_targets(sizes: Sequence[int]) -> bool:
+    """Whether a model of ``sizes`` masks padding rows by ``sum(y) > 0`` (real-valued targets, an
+    autoencoder: input size = output size) rather than by ``sum(y)`` itself (one-hot labels, 1 for
+    a real row; every MNIST model, whose bytes stay as they were)."""
+    return int(sizes[0]) == int(sizes[-1])
+
+
 def build_module(sizes: Sequence[int], batch_size: int):
     """The tf.Module whose four tf.functions become the model's signatures."""
     tf = _tf()
@@ -70,6 +79,8 @@ def build_module(sizes: Sequence[int], batch_size: int):
             acts = self._forward(x)
             a = acts[-1]
             mask = tf.reduce_sum(y, axis=1, keepdims=True)  # 1 for a real row, 0 for padding
+            if real_targets(sizes):  # a row's targets need not sum to 1: 1 where they sum to > 0
+                mask = tf.cast(mask > 0, f32)
             delta = (a - y) * a * (1 - a) * mask  # BP1: quadratic cost, sigmoid' = a (1 - a)
             grads = []
             for l in range(len(self.w) - 1, -1, -1):

@@ -11,6 +11,11 @@ m real rows plus B - m zero rows with all-zero labels, which the model masks out
 
 One model per (layers, batch size); the kernel opens the model for the batch size ``train`` is
 called with and carries the weights over when the batch size changes.
+
+Any data (issue 17, base.py): float inputs in [0, 1] are fed as they are (rounded once to
+float32), ``labels`` of shape (N, n_out) are real-valued targets fed as they are (an autoencoder's
+target = input). The model marks padding rows by an all-zero target row, so a real-valued target
+row of all zeros is refused (one line) rather than silently skipped.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ..base import EvalResult, Kernel, one_hot
+from ..base import EvalResult, Kernel, check_data, inputs_as, targets_as
 from ..params import Params
 from ..registry import KernelUnavailable
 from . import catalog
+from .export import real_targets
 from .runtime import RUNTIME, load_interpreter
 
 F32 = np.float32
@@ -159,6 +165,8 @@ class TFLiteKernel(Kernel):
 
     # -- Kernel interface ----------------------------------------------------------------------
     def train(self, images, labels, order, lr, batch_size) -> None:
+        check_data(self.sizes, images, labels)
+        real = np.ndim(labels) == 2  # real-valued targets (an autoencoder's): as they are, no one-hot
         model = self._open(int(batch_size))
         step = model.train.bind("x", "y", "lr_over_m")
         order = np.asarray(order)
@@ -170,8 +178,22 @@ class TFLiteKernel(Kernel):
         x_buf = np.empty((min(chunk, len(order)), self.sizes[0]), F32)  # reused by every chunk
         for c0 in range(0, len(order), chunk):
             idx = order[c0 : c0 + chunk]
-            xs = np.divide(images[idx], F32(255), out=x_buf[: len(idx)], dtype=F32)  # = float32(p) / 255
-            ys = self._eye[labels[idx]]
+            if images.dtype == np.uint8:
+                xs = np.divide(images[idx], F32(255), out=x_buf[: len(idx)], dtype=F32)  # = float32(p) / 255
+            else:  # inputs already in [0, 1], rounded once to float32 (base.inputs_as)
+                xs = np.asarray(images[idx], dtype=F32)
+            if real:
+                if not real_targets(self.sizes):
+                    raise ValueError(f"kernel 'tflite': the model for {catalog.layers_text(self.sizes)} takes one-hot "
+                                     "labels only (real-valued targets need an autoencoder's model, input size = "
+                                     "output size)")
+                ys = np.asarray(labels[idx], dtype=F32)
+                if not np.all(ys.sum(axis=1) > 0):  # the model takes an all-zero target row for padding
+                    bad = int(idx[np.flatnonzero(~(ys.sum(axis=1) > 0))[0]])
+                    raise ValueError(f"kernel 'tflite': target row {bad} is all zeros, which the model's "
+                                     "padding mask would skip (real-valued targets need a nonzero row)")
+            else:
+                ys = self._eye[labels[idx]]
             n_full = len(idx) // b * b
             for k in range(0, n_full, b):
                 step(xs[k : k + b], ys[k : k + b], lr_full)
@@ -188,11 +210,14 @@ class TFLiteKernel(Kernel):
         loss = 0.0
         correct = 0
         for k in range(0, len(labels), chunk):
-            x = images[k : k + chunk].astype(F32) / F32(255)
+            x = inputs_as(images[k : k + chunk], F32)  # uint8: float32(p) / 255, as before
             a = infer(x=x)["a"]
-            y = one_hot(labels[k : k + chunk], self.sizes[-1], F32)
+            y = targets_as(labels[k : k + chunk], self.sizes[-1], F32)
             loss += 0.5 * float(np.sum((a - y) ** 2, dtype=np.float64))
-            correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
+            if np.ndim(labels) == 2:  # real-valued targets: every output within 0.5 of its target
+                correct += int(np.sum(np.max(np.abs(a - y), axis=1) < 0.5))
+            else:
+                correct += int(np.sum(np.argmax(a, axis=1) == labels[k : k + chunk]))
         n = len(labels)
         return EvalResult(loss / max(n, 1), correct / max(n, 1), correct, n)
 
