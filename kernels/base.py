@@ -10,8 +10,8 @@ columns (the first layer's size) and may be floating point, already in [0, 1] (t
 rounded once to the kernel's dtype; no division); ``labels`` may be class indices (N,) (one-hot
 targets, as MNIST) or real-valued targets (N, n_out) in [0, 1] (an autoencoder passes its inputs).
 ``inputs_as`` and ``targets_as`` are the conversion every kernel follows; ``check_data`` is the
-one-line error for data that does not fit the network. Kernels that still take MNIST only: see
-kernels/README.md ("Any data").
+one-line error for data that does not fit the network. Every kernel takes any data (the native
+ones through the C ABI's ``ecufl_net_train_f32``); see kernels/README.md ("Any data").
 
 ``train`` runs mini-batch SGD over the samples ``order`` (indices into ``images``), taking
 consecutive slices of ``batch_size`` as mini-batches; the last, smaller slice is a mini-batch
