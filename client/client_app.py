@@ -34,6 +34,7 @@ from ecufl.runconfig import RunConfig, RunConfigError
 
 app = ClientApp()
 _handled = 0  # messages this process has handled: start-up counts only for the first one
+_IMPORTED_AT = time.time()  # a process that started after this was forked from one that imported us
 
 
 def _cpu_seconds() -> float:
@@ -58,13 +59,15 @@ def train(msg: Message, context: Context) -> Message:
     global _handled
     started_at = time.time()
     startup = _process_age() if _handled == 0 else 0.0  # deployment: a fresh process per message
+    forked = _handled == 0 and started_at - startup > _IMPORTED_AT + 0.02  # /proc start ticks are 10 ms
+    client_process = "reused" if _handled else ("forked" if forked else "fresh")
     _handled += 1
     cpu0 = _cpu_seconds()
     config = dict(msg.content.config_records.get(wire.CONFIG, ConfigRecord()))
     server_round = int(config.get("server-round", 0))
     report = RoundReport(node_id=int(context.node_id), server_round=server_round, startup_seconds=startup,
                          started_at=started_at, ecufl_version=ecufl.__version__, hostname=socket.gethostname(),
-                         pid=os.getpid())
+                         pid=os.getpid(), client_process=client_process)
     try:
         ident = task.identity(dict(context.node_config), config)
         run = RunConfig.from_flat(config)
@@ -89,6 +92,7 @@ def train(msg: Message, context: Context) -> Message:
             train_set, load_seconds = task.training_set()
             indices, split_seconds = task.shard(train_set.labels, ident, seed, run.alpha, run.train_limit)
             report.data_seconds = load_seconds + split_seconds
+            report.data_load_seconds = load_seconds
         report.samples = len(indices)
 
         job = runner.TrainJob(kernel=ident.kernel, dtype=ident.dtype, profile=ident.profile, params=global_params,

@@ -10,9 +10,10 @@ the transfer of the global weights down and of its new weights up over the scena
     board       (emulated i.MX6 only) the client's other parts on its board, by the board's mode
                 (``kernels/arm/clientstack.py``, the committed table of counted ARM instructions):
                 a supernode board (every kernel but ``remote``) pays its Python ClientApp's start
-                (interpreter + imports) when the host's ClientApp was a fresh process (startup_seconds
-                > 0), the MNIST load when the host's loaded it (data_seconds > 0; other workloads'
-                data is not projected), and the npy decode
+                (interpreter + imports) when the host's ClientApp was a fresh process
+                (client_process "fresh", not forked from a warm parent), the MNIST load when the
+                host's loaded it (data_load_seconds > 0; other workloads' data is not projected),
+                and the npy decode
                 + encode of the weights every round; an agent board (kernel ``remote``) starts and
                 loads once per boot, and its per-round I/O and TLS are priced only when the table has
                 an ``agent`` section. Both modes' figures are written (board_supernode_*,
@@ -69,7 +70,16 @@ def board_parts(report: Any) -> dict[str, Any]:
     # the counted data phase is MNIST's load; another workload's data (CAN windows: layers not
     # 784 -> ... -> 10) is not projected
     mnist = not report.layers or (report.layers[0] == 784 and report.layers[-1] == 10)
-    fresh, loaded = float(report.startup_seconds) > 0, float(report.data_seconds) > 0 and mnist
+    # a fresh ClientApp process pays the interpreter and its imports; a forked one (warm node) or a
+    # reused one (simulation actor) does not. Reports of older clients: any start-up counts.
+    if report.HasField("client_process"):
+        fresh = report.client_process == "fresh"
+    else:
+        fresh = float(report.startup_seconds) > 0
+    if report.HasField("data_load_seconds"):
+        loaded = float(report.data_load_seconds) > 0 and mnist
+    else:
+        loaded = float(report.data_seconds) > 0 and mnist
     weight_bytes = int(report.bytes_sent) or int(report.bytes_received)
     row: dict[str, Any] = {}
     own = board_mode(report)

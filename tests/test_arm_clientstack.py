@@ -67,8 +67,14 @@ def test_virtual_clock_adds_the_board_client_by_mode():
     assert cold["board_data_seconds"] == pytest.approx(c["data"] / hz)
     rest = cold["board_start_seconds"] + cold["board_data_seconds"] + cold["board_serialise_seconds"]
     assert cold["client_virtual_seconds"] == pytest.approx(0.04 + rest + cold["transfer_seconds"])
-    warm = clock.client(_report())  # a forked ClientApp that had its data: serialisation only
+    warm = clock.client(_report())  # a ClientApp that had its data: serialisation only
     assert warm["board_start_seconds"] == warm["board_data_seconds"] == 0 < warm["board_serialise_seconds"]
+    # a warm node's forked ClientApp reports its age since the fork as start-up and may cut its shard
+    forked = clock.client(_report(client_process="forked", startup_seconds=0.4, data_seconds=0.02,
+                                  data_load_seconds=0.0))
+    assert forked["board_start_seconds"] == forked["board_data_seconds"] == 0
+    fresh = clock.client(_report(client_process="fresh", startup_seconds=3.5, data_seconds=0.9, data_load_seconds=0.8))
+    assert fresh["board_start_seconds"] == cold["board_start_seconds"] and fresh["board_data_seconds"] > 0
     slow = clock.client(_report(profile="imx6-792", startup_seconds=3.5))
     assert slow["board_start_seconds"] == pytest.approx(cold["board_start_seconds"] * 1e9 / 792e6)
     host = clock.client(RoundReport(kernel="c", profile="host", train_seconds=0.5, bytes_sent=95696))
