@@ -11,13 +11,16 @@ A warm node runs this module instead of ``flower-supernode``, with the same argu
 Flower's SuperNode, same code, same connection, node id, tokens, Runtime API and messages; only
 those three waits change (module attributes of ``start_client_internal``, nothing else):
 
-- no message: wait ``ECUFL_NODE_POLL`` seconds (``ecufl fleet up`` sets nodes / 40, 0.05 to
-  0.5 s) for ``ECUFL_NODE_POLL_WINDOW`` seconds (default 30) after the node's last reply went out
+- no message: wait ``ECUFL_NODE_POLL`` seconds (``ecufl fleet up`` sets nodes / 20, 0.05 to
+  1 s, so a fleet's SuperNodes together ask the SuperLink about 20 times a second) for ``ECUFL_NODE_POLL_WINDOW`` seconds (default 30) after the node's last reply went out
   or after it started, Flower's 3 s after that (an idle fleet does not poll the SuperLink faster
   than Flower's own does);
 - the reply check and the wait for a reply's objects: every 0.02 s instead of 0.5 s (the state
   is the SuperNode's own memory: no request);
-- pulling a message's objects: backoff from 0.05 s doubling to 0.2 s (Flower's: 1 s to 10 s).
+- pulling a message's objects: backoff from 0.05 s doubling to 2 x ``ECUFL_NODE_POLL`` (at least
+  0.2 s; Flower's: 1 s to 10 s). The cap grows with the fleet because every node pulls at once
+  while the server is still uploading them: at 16 nodes, retries every 0.2 s (two objects at a
+  time per node) kept the SuperLink so busy that the server's own upload took 11 s.
 
 Per message it writes one line to the node's log (``warm SuperNode timing {...}``: when it polled
 the SuperLink and got the message, when the message's objects were stored, when the reply went).
@@ -41,7 +44,7 @@ WINDOW_ENV = "ECUFL_NODE_POLL_WINDOW"
 IDLE = 3.0  # Flower's sleep when the SuperLink had no message (start_client_internal.py:263)
 REPLY_CHECK = 0.5  # Flower's reply / object checks (start_client_internal.py:470, :506)
 SHORT_CHECK = 0.02
-PULL_BACKOFF = (0.05, 0.2)
+PULL_BACKOFF = (0.05, 0.2)  # the cap is at least 2 x ECUFL_NODE_POLL: see the module's doc
 NODE_TIMING = "warm SuperNode timing "  # one line per message in the node's log: polled, stored, sent (time.time())
 
 
@@ -79,7 +82,7 @@ def install(poll: float, window: float) -> Waits:
     waits = Waits(poll, window)
     sci.time = waits  # the module's `time` name only: the rest of Flower keeps the real module
     sci.pull_objects = functools.partial(sci.pull_objects, initial_backoff=PULL_BACKOFF[0],
-                                         backoff_cap=PULL_BACKOFF[1])
+                                         backoff_cap=max(PULL_BACKOFF[1], 2 * poll))
     pull, push = sci._pull_and_store_message, sci._push_messages
     times: dict[str, float] = {}
 

@@ -58,9 +58,10 @@ DEFAULT_SIZES = [784, 30, 10]
 # A SuperNode creates the task before it has pulled the message's objects from the SuperLink; a
 # ClientApp that asks for them too early is told to retry. Flower's backoff starts at 1 s (a
 # process that took seconds to start rarely meets it); a forked ClientApp is there within
-# milliseconds, so it retries from 10 ms on, doubling to at most 0.1 s (each try is one request to
-# its own SuperNode on loopback).
-PULL_BACKOFF = (0.01, 0.1)
+# milliseconds, so it retries from 10 ms on, doubling to at most 0.1 s or the launcher's poll
+# (ECUFL_WARM_POLL, nodes / 40 s: each try is one request to its own SuperNode, and at 16 nodes
+# all 16 ClientApps wait at once).
+PULL_BACKOFF = (0.01, max(0.1, min(0.5, float(os.environ.get("ECUFL_WARM_POLL", "0") or 0))))
 
 
 
