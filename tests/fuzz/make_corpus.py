@@ -72,6 +72,12 @@ def main() -> None:
     root = HERE.parent.parent
     seeds["py-weights"] = {"good": make_zip(m), **{k: v for k, v in WEIGHT_CASES.items() if len(v) < 4096}}
     seeds["py-idx"] = dict(seeds["idx"])
+    # fuzz_idx, first byte with bit 1 set: ecufl_idx_read_any (any data: float32 type 0x0D, 1-3 dims)
+    seeds["idx"].update({
+        "any-f32": b"\x02" + idx(0xD02, (3, 4), rng.random((3, 4)).astype(">f4").tobytes()),
+        "any-u8-2d": b"\x02" + idx(0x802, (2, 5), bytes(range(10))),
+        "any-f32-labels": b"\x02" + idx(0xD01, (2,), np.array([0.5, 1.0], ">f4").tobytes()),
+        "any-f32-nan": b"\x02" + idx(0xD02, (1, 2), np.array([0.5, np.nan], ">f4").tobytes())})
     seeds["py-scenario"] = {p.stem: p.read_bytes() for p in sorted((root / "scenarios").glob("*.toml"))}
     seeds["py-scenario"].update({k: v for k, v in TOML_CASES.items() if len(v) < 4096})
     seeds["py-inventory"] = {"example": (root / "fleet" / "inventory.toml").read_bytes()}
