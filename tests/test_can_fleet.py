@@ -68,6 +68,29 @@ def test_server_refuses_layers_that_do_not_fit_the_windows(tmp_path):
     assert "339" in str(e.value) and one_line(str(e.value))
 
 
+def test_server_scores_and_writes_the_comparison(tmp_path):
+    from ecufl.kernels import init_params
+    from ecufl.runconfig import RunConfig
+    from ecufl.server.can_eval import Evaluator
+
+    spec = RunConfig(workload="can", layers=[339, 8, 339], nodes=2, rounds=1, lr=1.0, can_train_seconds=20,
+                     can_test_vehicles=1, can_test_seconds=40)
+    ev = Evaluator(spec, tmp_path)
+    assert ev.shard_sizes(2) == [40, 40]
+    params = init_params(spec.layers, spec.seed, scaled=True, dtype="float32")
+    loss, acc, _ = ev.evaluate(params)
+    assert loss > 0 and 0 <= acc <= 1
+    summary = ev.final(params)
+    def no_nan(name):
+        raise AssertionError(f"can-metrics.json holds {name}")
+
+    metrics = json.loads((tmp_path / "can-metrics.json").read_text(), parse_constant=no_nan)  # strict JSON
+    assert metrics["local"]["models"] == 2 and metrics["centralised"]["models"] == 1
+    assert set(metrics["fleet_calibrated"]) == {"federated", "local", "centralised"}
+    assert set(summary["can_f1"]) == set(metrics["federated"]["families"])
+    assert (tmp_path / "can-table.md").read_text().count("| false alarms per hour |") == 2
+
+
 # -- the node --------------------------------------------------------------------------------------
 def test_vehicles_differ_and_repeat():
     from ecufl.can import fleetrun
