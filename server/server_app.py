@@ -26,11 +26,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from ecufl import data as mnist
 from ecufl.kernels import Params, create, init_params
+from ecufl.kernels.base import inputs_as
 from ecufl import wire
 from ecufl.proto import report_to_row
 from ecufl.runconfig import RunConfig, RunConfigError
@@ -41,7 +43,8 @@ from ecufl.server.virtual_clock import VirtualClock, get_link, resumed_total
 
 log = logging.getLogger("ecufl.server")
 app = ServerApp()
-POLL_SECONDS = 0.05  # each pull is one small request to the SuperLink (or Flower's in-memory grid)
+POLL_SECONDS = 0.05  # each pull is one small request to the SuperLink
+SIM_POLL_SECONDS = 0.01  # simulation: a pull is a function call on Flower's in-memory state
 
 
 def train_config(cfg: RunConfig) -> ConfigRecord:
@@ -72,7 +75,8 @@ def quick_object_pulls() -> None:
         http_grid.pull_objects = functools.partial(http_grid.pull_objects, initial_backoff=0.05, backoff_cap=0.2)
 
 
-def send_and_receive(grid: Grid, messages: list[Message], timeout: float, on_reply) -> list[Message]:
+def send_and_receive(grid: Grid, messages: list[Message], timeout: float, on_reply,
+                     poll: float = POLL_SECONDS) -> list[Message]:
     ids = {i for i in grid.push_messages(messages) if i}
     end = time.monotonic() + timeout
     replies: list[Message] = []
@@ -82,7 +86,7 @@ def send_and_receive(grid: Grid, messages: list[Message], timeout: float, on_rep
             replies.append(msg)
             on_reply(msg)
         if ids:
-            time.sleep(POLL_SECONDS)
+            time.sleep(poll)
     return replies
 
 
@@ -104,6 +108,8 @@ def wait_for_nodes(grid: Grid, wanted: int, timeout: float, results: Results) ->
 def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str, Any]:
     can = can_eval.Evaluator(spec, results.dir) if spec.workload == "can" else None  # CAN: unseen vehicles
     test = None if can else mnist.load("test")
+    if test is not None:  # the test images as the reference kernel's inputs once, not every round (same values)
+        test = mnist.Dataset(inputs_as(test.images, np.float64), test.labels)
 
     def evaluate(p: Params) -> tuple[float, float, float]:
         return can.evaluate(p) if can else evaluate_global(p, test)
@@ -145,7 +151,8 @@ def run(grid: Grid, spec: RunConfig, results: Results, engine: str) -> dict[str,
             results.event("reply", round=_rnd, node=msg.metadata.src_node_id,
                           seconds=arrival[msg.metadata.src_node_id])
 
-        replies = send_and_receive(grid, messages, spec.round_timeout, on_reply)
+        replies = send_and_receive(grid, messages, spec.round_timeout, on_reply,
+                                   SIM_POLL_SECONDS if engine == "simulation" else POLL_SECONDS)
         t_agg = time.perf_counter()
         arrays, _ = strategy.aggregate_train(rnd, replies)
         aggregate_seconds = time.perf_counter() - t_agg
