@@ -193,3 +193,38 @@ def test_client_runner_reports_the_agents_own_peak(remote, agent, mnist_train):
     assert out.samples == 1000 and out.local_accuracy > 0.3
     # its training CPU is the agent's too, inside the wall time of the call that waited for it
     assert 0 < out.train_cpu_seconds <= out.train_seconds, (out.train_cpu_seconds, out.train_seconds)
+
+
+def test_agent_trains_the_can_autoencoder_from_float_idx(agent_bin, tmp_path):
+    """Any data (issue 17): a board whose data directory holds train-inputs.idx / train-targets.idx
+    (float32, tests/test_any_data.py's CAN-shaped windows) trains the 339-32-339 autoencoder within
+    1e-4 of numpy float32; layers that do not fit its windows are one line."""
+    from ecufl.kernels import EpochOrder, create, init_params
+    from test_any_data import SIZES, can_like, write_idx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    x = can_like(300)
+    write_idx(data / "train-inputs.idx", x)
+    write_idx(data / "train-targets.idx", x)
+    with running_agent([str(agent_bin)], tmp_path / "agent", data) as a:
+        os.environ["ECUFL_REMOTE_AGENT"] = str(a["endpoint"])
+        try:
+            import ecufl.kernels.remote as remote
+
+            remote = importlib.reload(remote)
+            params = init_params(SIZES, 3, scaled=True, dtype="float32")
+            order = EpochOrder(300, 3).next()
+            ref = create("numpy", params, dtype="float32")
+            ref.train(x, x, order, 1.0, 10)
+            k = remote.RemoteAgentKernel(params)
+            k.train(x, x, order, 1.0, 10)
+            diff = max(float(np.max(np.abs(u - v))) for u, v in zip(k.get_params().flat(), ref.get_params().flat()))
+            assert diff <= 1e-4, diff
+            assert k.last_report.samples == 300
+            with pytest.raises(Exception, match="layers: the input must be 339") as e:
+                remote.RemoteAgentKernel(init_params([784, 8, 10], 1, dtype="float32")).train(
+                    x, x, order[:10], 1.0, 10)
+            assert "\n" not in str(e.value)
+        finally:
+            os.environ.pop("ECUFL_REMOTE_AGENT", None)

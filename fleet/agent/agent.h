@@ -3,7 +3,8 @@
  * One file per idea:
  *   agent_main.c   configuration, the accept loop, one line of log per event
  *   agent_tls.c    OpenSSL server context with mandatory client certificates; framed messages
- *   agent_data.c   the board's MNIST training set (IDX files, gzip or plain) held as uint8
+ *   agent_data.c   the board's MNIST training set (IDX files, gzip or plain) held as uint8, or any
+ *                  data (train-inputs.idx / train-targets.idx, float32 or uint8) as float32
  *   agent_train.c  TrainRequest -> C kernel (kernels/common/ecufl_kernel.h) -> TrainReply
  * Messages are protobuf (proto/agent.proto, protobuf-c); training data never leaves the board.
  */
@@ -25,9 +26,14 @@ typedef struct {
 } agent_config;
 
 typedef struct {
-    uint8_t *images; /* n * 784 */
-    uint8_t *labels; /* n */
+    uint8_t *images; /* n * 784 (MNIST), or NULL (any data) */
+    uint8_t *labels; /* n class labels, or NULL (real-valued targets) */
     int n;
+    /* any data (issue 17): <data>/train-inputs.idx and train-targets.idx (kernels/common/ecufl_idx.h,
+     * ecufl_data_read), trained through ecufl_net_train_f32 */
+    float *inputs;   /* n * n_in (uint8 files as p / 255), or NULL (MNIST) */
+    float *targets;  /* n * n_out real-valued targets, or NULL (labels) */
+    int n_in, n_out; /* n_out: targets' width, 0 with labels */
 } agent_dataset;
 
 int agent_config_load(const char *path, agent_config *cfg, char *err, size_t errlen);

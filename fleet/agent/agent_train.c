@@ -147,7 +147,16 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
         }
         sizes[i] = (int)req->layers[i];
     }
-    if (sizes[0] != 784) { snprintf(msg, sizeof msg, "layers: the input must be 784, got %d", sizes[0]); goto error; }
+    if (!ds->inputs && sizes[0] != 784) { snprintf(msg, sizeof msg, "layers: the input must be 784, got %d", sizes[0]); goto error; }
+    if (ds->inputs && sizes[0] != ds->n_in) { /* any data: the board's inputs fix the first layer */
+        snprintf(msg, sizeof msg, "layers: the input must be %d (the board's train-inputs.idx), got %d", ds->n_in, sizes[0]);
+        goto error;
+    }
+    if (ds->targets && sizes[n_sizes - 1] != ds->n_out) {
+        snprintf(msg, sizeof msg, "layers: the output must be %d (the board's train-targets.idx), got %d", ds->n_out,
+                 sizes[n_sizes - 1]);
+        goto error;
+    }
     if (req->n_params != (size_t)(2 * (n_sizes - 1))) {
         snprintf(msg, sizeof msg, "params: expected %d arrays, got %zu", 2 * (n_sizes - 1), req->n_params);
         goto error;
@@ -188,14 +197,42 @@ int agent_handle(const agent_dataset *ds, const agent_config *cfg, const uint8_t
     double setup = now() - t0;
     t0 = now();
     double train_cpu0 = thread_cpu_seconds();
-    if (req->n_order && ecufl_net_train(net, ds->images, ds->labels, ds->n, req->order, (int)req->n_order,
-                                        req->lr, (int)req->batch_size)) {
+    int failed = 0;
+    if (req->n_order && ds->inputs) /* any data */
+        failed = ecufl_net_train_f32(net, ds->inputs, ds->targets, ds->labels, ds->n, req->order, (int)req->n_order,
+                                     req->lr, (int)req->batch_size);
+    else if (req->n_order)
+        failed = ecufl_net_train(net, ds->images, ds->labels, ds->n, req->order, (int)req->n_order, req->lr,
+                                 (int)req->batch_size);
+    if (failed) {
         snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error;
     }
     double train = now() - t0, train_cpu = thread_cpu_seconds() - train_cpu0;
     double loss = 0;
     int correct = 0;
-    if (req->n_eval_order) {
+    if (req->n_eval_order && ds->inputs) { /* any data: the same gather, in float32 */
+        size_t n = req->n_eval_order, w = (size_t)ds->n_in, o = (size_t)ds->n_out;
+        float *in = malloc(sizeof(float) * n * w), *tg = ds->targets ? malloc(sizeof(float) * n * o) : NULL;
+        uint8_t *lb = ds->targets ? NULL : malloc(n);
+        if (!in || (ds->targets ? !tg : !lb)) {
+            free(in);
+            free(tg);
+            free(lb);
+            snprintf(msg, sizeof msg, "out of memory for %zu evaluation samples", n);
+            goto error;
+        }
+        for (size_t i = 0; i < n; i++) {
+            size_t r = (size_t)req->eval_order[i];
+            memcpy(in + i * w, ds->inputs + r * w, sizeof(float) * w);
+            if (tg) memcpy(tg + i * o, ds->targets + r * o, sizeof(float) * o);
+            else lb[i] = ds->labels[r];
+        }
+        int e = ecufl_net_evaluate_f32(net, in, tg, lb, (int)n, &loss, &correct);
+        free(in);
+        free(tg);
+        free(lb);
+        if (e) { snprintf(msg, sizeof msg, "kernel: %s", ecufl_net_error(net)); goto error; }
+    } else if (req->n_eval_order) {
         /* evaluate() takes the first n images: gather the eval samples into a scratch copy */
         size_t n = req->n_eval_order; /* <= ds->n, so n * 784 <= the board's images (fits size_t) */
         uint8_t *im = malloc(n * 784), *lb = malloc(n);
