@@ -163,3 +163,38 @@ def test_arm_agent_refuses_clients_without_a_valid_certificate(arm_agent, tmp_pa
     good.load_cert_chain(*arm_agent["pki"].agent_client())
     assert handshake(port, good, 60) == "served"
     assert arm_agent["proc"].poll() is None
+
+
+def test_arm_agent_trains_the_can_autoencoder(arm_bundle, tmp_path):
+    """Any data (issue 17): the bundle's static ARM agent under qemu, its data directory holding
+    float32 train-inputs.idx / train-targets.idx (tests/test_any_data.py's CAN-shaped windows),
+    trains the 339-32-339 autoencoder within ATOL of the host's numpy float32."""
+    import importlib
+    import os
+
+    from ecufl.kernels import EpochOrder, create, init_params
+    from test_any_data import SIZES, can_like
+    from test_any_data import write_idx as write_any_idx
+
+    data = tmp_path / "data"
+    data.mkdir()
+    x = can_like(200)
+    write_any_idx(data / "train-inputs.idx", x)
+    write_any_idx(data / "train-targets.idx", x)
+    with running_agent([*QEMU, str(arm_bundle / "bin" / "ecufl-agent")], tmp_path / "agent", data, node="a9",
+                       timeout=120) as a:
+        os.environ["ECUFL_REMOTE_AGENT"] = str(a["endpoint"])
+        try:
+            import ecufl.kernels.remote as remote
+
+            remote = importlib.reload(remote)
+            params = init_params(SIZES, 3, scaled=True, dtype="float32")
+            order = EpochOrder(200, 3).next()
+            ref = create("numpy", params, dtype="float32")
+            ref.train(x, x, order, 1.0, 10)
+            k = remote.RemoteAgentKernel(params)
+            k.train(x, x, order, 1.0, 10)
+            diff = max(float(np.max(np.abs(u - v))) for u, v in zip(k.get_params().flat(), ref.get_params().flat()))
+            assert diff <= ATOL, diff
+        finally:
+            os.environ.pop("ECUFL_REMOTE_AGENT", None)
