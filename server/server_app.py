@@ -34,6 +34,7 @@ from ecufl import data as mnist
 from ecufl.kernels import Params, create, init_params
 from ecufl.kernels.base import inputs_as
 from ecufl import wire
+from ecufl.can.fleetrun import LayersError
 from ecufl.proto import report_to_row
 from ecufl.runconfig import RunConfig, RunConfigError
 from ecufl.server import can_eval
@@ -226,8 +227,26 @@ def engine_of(grid: Grid) -> str:
     return "simulation" if "InMemory" in type(grid).__name__ else "deployment"
 
 
+# Mistakes in the run's settings: said in one line by ecufl, then raised so Flower marks the run failed.
+SETTINGS_ERRORS = (RunConfigError, LayersError)
+
+
+class _NoTracebackForSettings(logging.Filter):
+    """Flower logs any exception of a ServerApp with its traceback ("ServerApp raised an exception").
+    For a mistake in the settings, which ecufl has already said in one line, that traceback is noise
+    in `flwr run --stream` and `flwr log`: drop it, keep Flower's line and its failed status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SETTINGS_ERRORS):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    flwr_log = logging.getLogger("flwr")
+    if not any(isinstance(f, _NoTracebackForSettings) for f in flwr_log.filters):
+        flwr_log.addFilter(_NoTracebackForSettings())
     try:
         spec, folder = resolve(dict(context.run_config))
     except RunConfigError as e:
@@ -253,4 +272,6 @@ def main(grid: Grid, context: Context) -> None:
         log.info("run %s done: test accuracy %.4f; results: %s", spec.name, summary["test_accuracy"], folder)
     except Exception as e:
         results.event("failed", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=5))
+        if isinstance(e, SETTINGS_ERRORS):
+            log.error("%s", e)
         raise

@@ -161,6 +161,15 @@ def test_flwr_run_dot_is_the_same_app_and_run_config_overrides_reach_the_clients
         kernels[name] = sorted((int(c["partition_id"]), c["kernel"]) for c in rows(run_dir / "clients.csv"))
     assert [k for _, k in kernels["c"]] == ["c"] * 4
     assert kernels["own"] == [(0, "numpy"), (1, "numpy:float32"), (2, "numpy"), (3, "numpy:float32")]
+    # a mistake in the settings is one line in Flower's stream, not a traceback: a bad value, and
+    # layers that do not fit the CAN workload (found only once the ServerApp knows the workload)
+    for cfg, said in (("batch-size=0", "run config batch-size=0: must be at least 1"),
+                      ("workload='can' layers='784,30,784'", "do not fit the CAN windows")):
+        proc = subprocess.run([flwr, "run", ".", "ecufl-fleet", "--stream", "--run-config",
+                               f"{cfg} run-dir='{tmp_path / 'bad'}'"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert said in out and "Traceback" not in out, out[-3000:]
 
 
 def test_bad_replies_are_rejected_and_the_round_goes_on(fleet, tmp_path):
