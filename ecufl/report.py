@@ -28,6 +28,7 @@ import base64
 import csv
 import html
 import io
+import re
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -348,6 +349,27 @@ def _html_table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _markdown_html(text: str) -> str:
+    """The markdown ecufl writes itself (paragraphs and pipe tables, `code`) as HTML."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            head, body = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-: ")]
+            out.append(_html_table(head, body))
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        flush()
+        if line.strip():
+            out.append("<p>" + re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(line)) + "</p>")
+    flush()
+    return "".join(out)
+
+
 def build(folder: Path, bench: dict | None = None) -> Path:
     """Write ``report.html`` into ``folder``; returns its path."""
     folder = Path(folder)
@@ -378,6 +400,10 @@ def build(folder: Path, bench: dict | None = None) -> Path:
         rows = [[(f"{_f(r.get(c)):.4f}" if c not in ("round", "clients_asked", "clients_replied", "clients_accepted")
                   else r.get(c, "")) for c in cols] for r in run["rounds"]]
         sections.append(f"<h2>Rounds: {html.escape(run['name'])}</h2>" + _html_table(cols, rows))
+        can_table = run["path"] / "can-table.md"  # workload = can: the server's scoring (server/can_eval.py)
+        if can_table.is_file():
+            sections.append("<h3>CAN anomaly detection: federated vs local-only vs centralised</h3>"
+                            + _markdown_html(can_table.read_text()))
         rejected = [[r["round"], r["node_id"], r["partition_id"], r["kernel"], r["reject_reason"]]
                     for r in run["clients"] if r.get("accepted") != "1"]
         if rejected:

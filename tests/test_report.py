@@ -144,3 +144,19 @@ def test_bench_json_rows(bench_json):
     assert row["samples_per_second"] > 0 and row["samples_per_cpu_second"] > 0
     assert 0 < row["percent_of_gemm_peak"] and doc["gemm_peak_gflops"] > 0  # measured figures, no speed required
     assert 0.8 < row["test_accuracy"] <= 1.0  # one epoch of 784-16-10 at lr 3
+
+
+def test_report_shows_the_can_tables_of_a_can_run(results_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "can-run"
+    shutil.copytree(results_dir, run)
+    (run / "can-table.md").write_text(
+        "Each unseen vehicle calibrates a model on its own held-out normal drive:\n\n"
+        "| family | local-only F1 | federated F1 |\n|---|---|---|\n| dos | 0.92 | 0.98 |\n"
+        "| false alarms per hour | 16.9 | 4.2 |\n")
+    doc = report.build(run).read_text()
+    assert "<h3>CAN anomaly detection: federated vs local-only vs centralised</h3>" in doc
+    assert "<th>federated F1</th>" in doc and "<td>dos</td><td>0.92</td><td>0.98</td>" in doc
+    assert "<td>---</td>" not in doc and "calibrates a model on its own held-out normal drive:</p>" in doc
+    assert "CAN anomaly detection" not in report.build(results_dir).read_text()  # MNIST runs: no such section
