@@ -72,7 +72,8 @@ def check_kernel(kernel: str, dtype: str | None, sizes: list[int]) -> None:
 
 def _probe(kernel: str, dtype: str | None, sizes: list[int]) -> str:
     if kernel == "remote":
-        return "kernel remote: the board agent takes MNIST only; the CAN autoencoder needs float inputs and targets"
+        return ("kernel remote: the board agent trains the CAN autoencoder only from windows stored on the board "
+                "(train-inputs.idx / train-targets.idx in its data directory), and ecufl does not put them there yet")
     x = np.random.default_rng(17).random((20, sizes[0])).astype(np.float32)
     init = init_params(sizes, 1, scaled=True, dtype="float64")
     ref = create("numpy", init, dtype="float64")

@@ -207,7 +207,7 @@ def test_can_fleet_shortened_end_to_end(fleet, tmp_path):  # noqa: F811
     for rnd in (1, 2):
         mine = sorted((c for c in clients if int(c["round"]) == rnd), key=lambda c: int(c["partition_id"]))
         assert [c["accepted"] for c in mine] == ["1", "1", "1", "0"], rnd
-        assert "board agent takes MNIST only" in mine[3]["error"] and one_line(mine[3]["error"])
+        assert "ecufl does not put them there yet" in mine[3]["error"] and one_line(mine[3]["error"])
         for c in mine[:3]:
             assert c["profile"] == "imx6" and int(c["samples"]) == 60
             assert float(c["projected_seconds"]) == float(c["board_seconds_projected"]) > 0
