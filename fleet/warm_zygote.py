@@ -50,7 +50,7 @@ from flwr.supercore.telemetry import EventType
 from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
 from ecufl.client import client_app  # noqa: F401 - the ClientApp and all it imports, loaded once here
-from ecufl.client import runner, task
+from ecufl.client import can_task, runner, task
 from ecufl.fleet.local import WARM_TIMING
 from ecufl.kernels import available, kernel_class, split_spec, usable
 
@@ -187,6 +187,10 @@ def apply(hint: dict) -> None:
             if task.prepare_shard(hint["num_partitions"], hint["seed"], hint["alpha"], hint["train_limit"]):
                 say(f"built the shard of a new split: {hint['num_partitions']} partitions, seed {hint['seed']}, "
                     f"alpha {hint['alpha']}, train limit {hint['train_limit']}")
+        elif hint["kind"] == "can-windows":
+            if can_task.prepare_windows(hint["seed"], hint["partition"], hint["seconds"], hint["window"]):
+                say(f"built the CAN windows of vehicle {hint['seed'] + hint['partition']}: "
+                    f"{hint['seconds']:g} s of traffic in {hint['window']:g} s windows")
         elif hint["kind"] == "kernel":
             usable(hint["name"])
             if runner.prepare_kernel(hint["name"], hint["dtype"], hint["sizes"]):
