@@ -120,10 +120,14 @@ def run(bus: Bus, fl: Fleet, progress=lambda msg: None) -> dict:
     return results
 
 
+NAMES = {"local": "local-only", "federated": "federated", "centralised": "centralised"}
+
+
 def markdown_table(res: dict) -> str:
-    names = ("local", "federated", "centralised")
-    head = "| family | " + " | ".join(f"{n} F1 | {n} latency" for n in names) + " |"
-    lines = [head, "|---|" + "---|" * (2 * len(names))]
+    """Per family F1 and latency (detected/attacks) of each set-up in ``res``, and false alarms/hour."""
+    names = [n for n in ("local", "federated", "centralised") if n in res]
+    lines = ["| family | " + " | ".join(f"{NAMES[n]} F1 | latency" for n in names) + " |",
+             "|---|" + "---|" * (2 * len(names))]
     for fam in res["federated"]["families"]:
         cells = []
         for n in names:

@@ -38,7 +38,7 @@ from . import attacks, detect, features
 from .bus import default_bus
 from .codec import EASY, STEALTHY
 from .features import Windows
-from .federated import concat
+from .federated import concat, markdown_table  # noqa: F401 - the server's tables
 
 TEST_OFFSET = 1000  # unseen vehicle u has seed run seed + TEST_OFFSET + u
 TRAIN_DRIVE, HELD_DRIVE, TEST_DRIVE = 100, 101, 2
@@ -157,22 +157,3 @@ def baselines(run_seed: int, vehicles: int, sizes: list[int], train_seconds: flo
     local = [_train(x, sizes, run_seed, run_seed + p, epochs, lr, batch_size) for p, x in enumerate(xs)]
     central = _train(np.concatenate(xs), sizes, run_seed, run_seed, epochs, lr, batch_size)
     return {"local": local, "centralised": [central]}
-
-
-NAMES = {"local": "local-only", "federated": "federated", "centralised": "centralised"}
-
-
-def markdown_table(res: dict) -> str:
-    """Per family F1 and latency (detected/attacks) of each set-up in ``res``, and false alarms/hour."""
-    names = [n for n in ("local", "federated", "centralised") if n in res]
-    lines = ["| family | " + " | ".join(f"{NAMES[n]} F1 | latency" for n in names) + " |",
-             "|---|" + "---|" * (2 * len(names))]
-    for fam in res["federated"]["families"]:
-        cells = []
-        for n in names:
-            m = res[n]["families"][fam]
-            cells += [f"{m['f1']:.2f}",
-                      f"{m['latency']:.2f} s ({m['detected']}/{m['attacks']})" if m["detected"] else f"- (0/{m['attacks']})"]
-        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
-    lines.append("| false alarms per hour | " + " | ".join(f"{res[n]['false_alarms_per_hour']:.1f} | " for n in names) + "|")
-    return "\n".join(lines)
