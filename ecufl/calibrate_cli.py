@@ -164,8 +164,14 @@ def _client_stack(out, profile_name, as_json) -> None:
     try:
         folder = mnist.locate(download=False)
         agent_bin = Path(cs._REPO_ROOT) / "build" / "agent-armv7-a9" / "ecufl-agent"
-        if not agent_bin.is_file():
-            raise cs.ClientStackError(f"the ARM board agent is not built ({agent_bin}): run `make agent-arm`")
+        if not agent_bin.is_file():  # built on first use, as the ARM trainers are (`make agent-arm`)
+            with console.status("building the ARM board agent (make agent-arm)"):
+                proc = subprocess.run(["make", "-C", str(cs._REPO_ROOT), "agent-arm"], capture_output=True,
+                                      text=True)
+            if proc.returncode != 0 or not agent_bin.is_file():
+                tail = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()][-1:]
+                raise cs.ClientStackError(f"the ARM board agent is not built ({agent_bin}) and `make agent-arm` "
+                                          f"failed" + (f": {tail[0]}" if tail else ""))
         with console.status("counting the armhf Python client stack under qemu-arm -cpu cortex-a9"):
             table = cs.measure(Path(mnist.__file__), folder, CLIENT_IMPORTS)
         with console.status("counting the board agent's TLS, I/O and protobuf-c under qemu-arm -cpu cortex-a9"):

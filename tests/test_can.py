@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ecufl.can import attacks, bus as busmod, codec, detect, features, logs
+from ecufl.can import attacks, bus as busmod, codec, dbc as dbcmod, detect, features, logs
 from ecufl.can.codec import FAMILIES, STEALTHY, Frames
 from ecufl.can.generate import Vehicle
 from ecufl.kernels.base import check_data
@@ -16,7 +16,7 @@ from ecufl.kernels.prng import EpochOrder, init_params
 from ecufl.kernels.reference import NumpyKernel, TextbookKernel
 
 # cantools and opendbc (the `can` extra, part of `test`) are needed only where a DBC is read
-needs_dbc = pytest.mark.skipif(busmod.cantools is None or busmod.opendbc is None,
+needs_dbc = pytest.mark.skipif(dbcmod.cantools is None or dbcmod.opendbc is None,
                                reason="the `can` extra (cantools, opendbc) is not installed")
 
 
@@ -27,7 +27,7 @@ def bus():
 
 @pytest.fixture(scope="module")
 def dbc():
-    return busmod.load_dbc(busmod.opendbc_path())
+    return dbcmod.load_dbc(dbcmod.opendbc_path())
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def short_attacked(bus):
 # -- bus description ---------------------------------------------------------------------------------
 @needs_dbc
 def test_shipped_bus_is_the_conversion_of_opendbcs_ford_dbc(bus, tmp_path):
-    fresh = busmod.convert(busmod.opendbc_path())
+    fresh = dbcmod.convert(dbcmod.opendbc_path())
     busmod.write_bus(fresh, tmp_path / "bus.json")
     assert (tmp_path / "bus.json").read_text() == busmod.DEFAULT_BUS.read_text()
     assert len(bus.messages) == 150 and round(bus.frames_per_second()) == 2750
@@ -56,7 +56,7 @@ def test_a_dbc_cantools_cannot_parse_is_one_line_naming_it(tmp_path):
     bad = tmp_path / "bad.dbc"
     bad.write_text('VERSION ""\nBO_ 12 X: 8 Y\n SG_ broken : 0|8@1+ (1,0) [0|0] "" Z\nnonsense here\n')
     with pytest.raises(busmod.BusError) as e:
-        busmod.convert(bad)
+        dbcmod.convert(bad)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "bus.json").write_text('{"format": "ecufl-canbus/1", "messages": [{"name": 1}]}')
     with pytest.raises(busmod.BusError, match="malformed bus description"):
@@ -344,13 +344,13 @@ def test_a_fleet_of_one_vehicle_is_local_training(bus):
 def test_another_dbc_intel_byte_order_and_assumed_periods(tmp_path):
     """opendbc's Hyundai C-CAN: no cycle times (refused, then --assume-period), Intel signals, a
     64-bit field; the frames are still cantools' bit for bit."""
-    path = busmod.opendbc_path("hyundai_2015_ccan.dbc")
+    path = dbcmod.opendbc_path("hyundai_2015_ccan.dbc")
     with pytest.raises(busmod.BusError, match="--assume-period"):
-        busmod.convert(path)
-    obj = busmod.convert(path, assume_period_ms=20)
+        dbcmod.convert(path)
+    obj = dbcmod.convert(path, assume_period_ms=20)
     hy = busmod.from_json(obj)
     assert all(m["assumed"] for m in obj["messages"]) and {s.order for m in hy.messages for s in m.signals} == {"le"}
-    db = busmod.load_dbc(path)
+    db = dbcmod.load_dbc(path)
     f = Vehicle(hy, 1).traffic(2.0)
     for m in hy.messages:
         for i in np.flatnonzero(f.id == m.id)[:2]:

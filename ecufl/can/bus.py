@@ -1,6 +1,7 @@
 """The bus description: what the generator needs of a DBC, as compact JSON, without cantools.
 
-A DBC is converted once (``ecufl can bus --dbc FILE --out FILE``, cantools needed only then) into
+A DBC is converted once (``ecufl can bus --dbc FILE --out FILE``: ``ecufl.can.dbc``, the only module
+that needs cantools, so a board that generates or scores traffic never imports it) into
 ``{"format": "ecufl-canbus/1", "source", "sha256", "bitrate", "messages": [...]}``. Only messages
 with a cycle time (``GenMsgCycleTime``) are kept: the periodic traffic of the bus. A message is
 ``{"name", "id", "dlc", "cycle_ms", "sender", "signals": [[name, start, length, order, signed,
@@ -24,7 +25,6 @@ The shipped description of opendbc's ``ford_lincoln_base_pt.dbc`` is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -33,14 +33,6 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # only the conversion needs them (`pip install 'ecufl[can]'`)
-    import cantools
-except ImportError:  # pragma: no cover - depends on the extra
-    cantools = None
-try:
-    import opendbc
-except ImportError:  # pragma: no cover - depends on the extra
-    opendbc = None
 
 FORMAT = "ecufl-canbus/1"
 DEFAULT_BUS = Path(__file__).with_name("ford_lincoln_base_pt.json")
@@ -186,63 +178,6 @@ def load_bus(path: str | os.PathLike | None = None) -> Bus:
 
 def default_bus() -> Bus:
     return load_bus(DEFAULT_BUS)
-
-
-def opendbc_path(name: str = FORD_DBC) -> Path:
-    """The DBC shipped by the opendbc package (the `can` extra)."""
-    if opendbc is None:
-        raise BusError(f"{name}: opendbc is not installed (pip install 'ecufl[can]'), or pass --dbc FILE")
-    path = Path(opendbc.__file__).parent / "dbc" / name
-    if not path.is_file():
-        raise BusError(f"{name}: not found in opendbc {getattr(opendbc, '__version__', '')} at {path}")
-    return path
-
-
-def load_dbc(path: str | os.PathLike):
-    """cantools' database of ``path`` (strict=False: opendbc's DBCs overlap signals), or BusError."""
-    if not Path(path).is_file():
-        raise BusError(f"{path}: cannot read (no such file)")
-    if cantools is None:
-        raise BusError("cantools is not installed: pip install 'ecufl[can]'")
-    try:
-        return cantools.database.load_file(str(path), strict=False)
-    except OSError as e:
-        raise BusError(f"{path}: cannot read ({e.strerror or e})") from None
-    except Exception as e:  # cantools raises its own ParseError / UnsupportedDatabaseFormatError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BusError(f"{path}: not a DBC cantools can parse ({first})") from None
-
-
-def convert(dbc_path: str | os.PathLike, bitrate: int = 500_000, assume_period_ms: float | None = None) -> dict:
-    """The bus description (JSON object) of a DBC: its periodic 11-bit messages (multiplexed and
-    extended-ID messages are left out). Most DBCs carry no cycle times (of opendbc 0.3.1's, only
-    ford_lincoln_base_pt and the FORD_CADS radar DBCs do): ``assume_period_ms`` gives every message
-    without one that period (and ``"assumed": true``)."""
-    dbc_path = Path(dbc_path)
-    db = load_dbc(dbc_path)
-    messages = []
-    for m in sorted(db.messages, key=lambda m: m.frame_id):
-        cycle = m.cycle_time or assume_period_ms
-        if not cycle or m.is_extended_frame or m.is_multiplexed() or m.length > 8 or m.frame_id == 0:
-            continue
-        sigs = []
-        for s in m.signals:
-            if s.is_float:
-                continue
-            sigs.append([s.name, s.start, s.length, "be" if s.byte_order == "big_endian" else "le", bool(s.is_signed),
-                         float(s.scale), float(s.offset),
-                         float(s.minimum if s.minimum is not None else 0.0),
-                         float(s.maximum if s.maximum is not None else 0.0), role_of(s.name)])
-        msg = {"name": m.name, "id": m.frame_id, "dlc": m.length, "cycle_ms": float(cycle),
-               "sender": m.senders[0] if m.senders else "", "signals": sigs}
-        if not m.cycle_time:
-            msg["assumed"] = True
-        messages.append(msg)
-    if not messages:
-        raise BusError(f"{dbc_path}: no periodic messages (GenMsgCycleTime) to generate traffic from; "
-                       "--assume-period MS gives the others one")
-    return {"format": FORMAT, "source": dbc_path.name, "sha256": hashlib.sha256(dbc_path.read_bytes()).hexdigest(),
-            "bitrate": bitrate, "messages": messages}
 
 
 def write_bus(obj: dict, out: str | os.PathLike) -> None:

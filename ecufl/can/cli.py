@@ -15,7 +15,7 @@ from ecufl.ui import Failure, console, err_console
 
 from ecufl.kernels.weights import WeightFileError
 
-from . import attacks, bus as busmod, detect as detectmod, features, federated, logs, run
+from . import attacks, bus as busmod, dbc as dbcmod, detect as detectmod, features, federated, logs, run
 from .codec import FAMILIES
 from .detect import TrainSettings
 from .generate import Vehicle
@@ -84,10 +84,10 @@ def bus_cmd(dbc, out, bitrate, assume_period):
     ecufl can bus --out ford.json
     """
     try:
-        path = Path(dbc) if dbc else busmod.opendbc_path()
+        path = Path(dbc) if dbc else dbcmod.opendbc_path()
         if assume_period is not None and not 1 <= assume_period <= 100_000:
             raise click.UsageError(f"--assume-period {assume_period:g}: must be 1-100000 ms")
-        obj = busmod.convert(path, bitrate, assume_period)
+        obj = dbcmod.convert(path, bitrate, assume_period)
         busmod.write_bus(obj, out)
     except busmod.BusError as e:
         raise Failure(str(e))
