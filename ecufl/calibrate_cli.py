@@ -44,7 +44,6 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
     """Time the known-count loops on a board and fit the A9 cycles per instruction class."""
 
     from ecufl.kernels.arm import calibrate as cal
-    from ecufl.kernels.arm import profiles
     from ecufl.kernels.arm.costmodel import TABLE, default_calibration_path
     from ecufl.kernels.arm.count import EmulationError
     from ecufl.kernels.arm.microbench import BuildError
@@ -61,12 +60,7 @@ def calibrate(board, use_qemu, profile_name, out, known_hosts, identity, repeats
         return
     if bool(board) == bool(use_qemu):
         raise click.UsageError("give exactly one of --board user@HOST, --qemu and --published")
-    try:
-        profile = profiles.get(profile_name)
-    except profiles.UnknownProfile as e:
-        raise click.UsageError(f"--profile: {e}")
-    if not profile.emulated:
-        raise click.UsageError(f"--profile: {profile_name} has no clock; use an i.MX6 profile")
+    profile = _emulated_profile(profile_name)
     if repeats < 1:
         raise click.UsageError(f"--repeats must be at least 1, got {repeats}")
     try:
@@ -149,18 +143,25 @@ def _published(out, as_json) -> None:
 CLIENT_IMPORTS = "import flwr.app, flwr.clientapp; import ecufl.client.client_app"
 
 
-def _client_stack(out, profile_name, as_json) -> None:
-    from ecufl import data as mnist
-    from ecufl.kernels.arm import clientstack as cs
+def _emulated_profile(name: str):
+    """The i.MX6 profile ``name`` (its clock prices the counts), or a one-line usage error."""
     from ecufl.kernels.arm import profiles
-    from ecufl.kernels.arm.count import EmulationError
 
     try:
-        profile = profiles.get(profile_name)
+        profile = profiles.get(name)
     except profiles.UnknownProfile as e:
         raise click.UsageError(f"--profile: {e}")
     if not profile.emulated:
-        raise click.UsageError(f"--profile: {profile_name} has no clock; use an i.MX6 profile")
+        raise click.UsageError(f"--profile: {name} has no clock; use an i.MX6 profile")
+    return profile
+
+
+def _client_stack(out, profile_name, as_json) -> None:
+    from ecufl import data as mnist
+    from ecufl.kernels.arm import clientstack as cs
+    from ecufl.kernels.arm.count import EmulationError
+
+    profile = _emulated_profile(profile_name)
     try:
         folder = mnist.locate(download=False)
         agent_bin = Path(cs._REPO_ROOT) / "build" / "agent-armv7-a9" / "ecufl-agent"
