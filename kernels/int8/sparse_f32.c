@@ -290,6 +290,26 @@ int ecufl_net_set_mask(ecufl_net *n, int l, const uint8_t *mask, int block) {
     return reserve(n, n->cap);  /* the block lists are sized by the kept blocks: allocated now, not in a step */
 }
 
+/* The nonzero inputs listed by sample (nz_ptr / nz_i / nz_x) also by input (c_ptr / c_s / c_x):
+ * a counting sort, so within an input the samples ascend. */
+static void by_input(ecufl_net *n, int m) {
+    const int n_in = n->sizes[0];
+    const int32_t cnt = n->nz_ptr[m];
+    const int32_t *restrict nz_i = n->nz_i;
+    const float *restrict nz_x = n->nz_x;
+    int32_t *restrict c_ptr = n->c_ptr;
+    for (int t = 0; t < cnt; t++) c_ptr[nz_i[t] + 1]++;
+    for (int i = 0; i < n_in; i++) c_ptr[i + 1] += c_ptr[i];
+    for (int s = 0; s < m; s++)
+        for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
+            int pos = c_ptr[nz_i[t]]++;
+            n->c_s[pos] = s;
+            n->c_x[pos] = nz_x[t];
+        }
+    for (int i = n_in; i > 0; i--) c_ptr[i] = c_ptr[i - 1];
+    c_ptr[0] = 0;
+}
+
 /* ---- the input layer's nonzero pixels ------------------------------------------------------ */
 /* By sample: 8 pixels at a time, all-zero words skipped (MNIST's background), the others
  * compacted without branches; then by pixel (counting sort; within a pixel, samples ascend). */
@@ -320,16 +340,7 @@ static void list_pixels(ecufl_net *n, const uint8_t *images, const int32_t *idx,
         }
     }
     n->nz_ptr[m] = cnt;
-    for (int t = 0; t < cnt; t++) c_ptr[nz_i[t] + 1]++;
-    for (int i = 0; i < n_in; i++) c_ptr[i + 1] += c_ptr[i];
-    for (int s = 0; s < m; s++)
-        for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
-            int pos = c_ptr[nz_i[t]]++;
-            n->c_s[pos] = s;
-            n->c_x[pos] = nz_x[t];
-        }
-    for (int i = n_in; i > 0; i--) c_ptr[i] = c_ptr[i - 1];
-    c_ptr[0] = 0;
+    by_input(n, m);
 }
 
 /* The samples of a train/evaluate call: uint8 pixels or float inputs, labels or real targets. */
@@ -357,16 +368,7 @@ static void list_inputs(ecufl_net *n, const float *inputs, const int32_t *idx, i
         }
     }
     n->nz_ptr[m] = cnt;
-    for (int t = 0; t < cnt; t++) c_ptr[nz_i[t] + 1]++;
-    for (int i = 0; i < n_in; i++) c_ptr[i + 1] += c_ptr[i];
-    for (int s = 0; s < m; s++)
-        for (int t = n->nz_ptr[s]; t < n->nz_ptr[s + 1]; t++) {
-            int pos = c_ptr[nz_i[t]]++;
-            n->c_s[pos] = s;
-            n->c_x[pos] = nz_x[t];
-        }
-    for (int i = n_in; i > 0; i--) c_ptr[i] = c_ptr[i - 1];
-    c_ptr[0] = 0;
+    by_input(n, m);
 }
 
 /* bl_build for float inputs: the same entries (kept blocks at each nonzero input), each entry's
